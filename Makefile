@@ -1,0 +1,43 @@
+# FER Studio: `make run` starts the app, `make test` runs the whole suite (browser tests included).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8501
+
+.PHONY: run test install install-dev chromium demo serve clean
+
+run: install demo
+	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --browser.gatherUsageStats false
+
+test: install-dev chromium demo
+	CI=$${CI:-} $(PY) -m pytest
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.dev-installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	touch $@
+
+# Debian's Chromium for the browser tests (Playwright cannot download browsers here).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; \
+	  else echo "chromium missing and apt-get unavailable: browser tests will skip (fail under CI=true)"; fi; \
+	fi
+
+# The embedded synthetic demo dataset (generated once, in seconds).
+demo: install
+	$(PY) -m fer_core.data.demo
+
+serve: install
+	$(PY) -m fer_core serve
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,17 @@
+"""FER Studio core: data, models, training, evaluation, vision, prediction and the REST API.
+
+UI-free: never imports streamlit, streamlit_webrtc or av.
+"""
+
+from pathlib import Path
+
+from fer_core.errors import FerError
+
+__version__ = "0.1.0"
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = ROOT / "data"
+MODELS_DIR = ROOT / "models"
+DEFAULT_MODEL = MODELS_DIR / "fer2013-default"
+
+__all__ = ["FerError", "ROOT", "DATA_DIR", "MODELS_DIR", "DEFAULT_MODEL", "__version__"]

@@ -1,0 +1,53 @@
+"""Command line: ``python -m fer_core {info,train,evaluate,predict,serve,bench}``.
+
+Each command lives in ``fer_core/commands/<name>.py`` with ``add_parser(subparsers)`` (which sets
+``func``) so that commands import their heavy dependencies (TensorFlow) only when they run.
+A :class:`FerError` is printed on stderr with exit code 2; no user error shows a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from fer_core.errors import FerError
+
+COMMANDS = ("info", "train", "evaluate", "predict", "serve", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fer_core",
+                                     description="FER Studio command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"fer_core.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"fer_core.commands.{name}":
+                raise
+            continue  # command not built yet
+        module.add_parser(sub)
+    return parser
+
+
+def emit(args, payload: dict, text: str | None = None) -> None:
+    """Print ``payload`` as JSON with --json, else ``text`` (or pretty JSON)."""
+    if getattr(args, "json", False) or text is None:
+        print(json.dumps(payload, indent=None if getattr(args, "json", False) else 2))
+    else:
+        print(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except FerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
