@@ -1,0 +1,34 @@
+"""``python -m fer_core bench {data,train,evaluate,predict,api}``: measured, never asserted."""
+
+from __future__ import annotations
+
+import importlib
+
+from fer_core.bench import TARGETS
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks (timings on this machine)")
+    targets = p.add_subparsers(dest="target", required=True)
+    for name in TARGETS:
+        try:
+            module = importlib.import_module(f"fer_core.bench.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"fer_core.bench.{name}":
+                raise
+            continue
+        t = targets.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0]
+                               if module.__doc__ else None)
+        t.add_argument("--json", action="store_true", help="machine-readable output")
+        module.add_arguments(t)
+        t.set_defaults(func=_runner(module))
+
+
+def _runner(module):
+    def run(args) -> int:
+        from fer_core.cli import emit
+        result = module.run(args)
+        text = "\n".join(f"{k:28s} {v}" for k, v in result.items())
+        emit(args, result, text)
+        return 0
+    return run
