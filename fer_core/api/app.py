@@ -1,0 +1,101 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+Routers per resource under ``/v1``; the model is loaded in the lifespan; every error is JSON
+``{"error", "detail"}`` from one mapping (:mod:`fer_core.api.errors`). Run it with
+``python -m fer_core serve`` or ``uvicorn --factory fer_core.api.app:create_app``.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import asynccontextmanager
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from fastapi import FastAPI  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+
+from fer_core import __version__  # noqa: E402
+from fer_core.api import errors  # noqa: E402
+from fer_core.api.errors import ApiError  # noqa: E402
+from fer_core.api.routers import feedback, meta, predict  # noqa: E402
+from fer_core.api.service import ModelService  # noqa: E402
+from fer_core.api.settings import Settings  # noqa: E402
+from fer_core.errors import FerError  # noqa: E402
+
+
+class BodyLimit:
+    """Pure ASGI middleware: 413 JSON for bodies over ``max_bytes``, by Content-Length up front
+    and by counting while the body is read (chunked uploads)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.max_bytes
+        mb = f"{limit / 1024 / 1024:g} MB"
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > limit:
+                    resp = errors.error_response(ApiError(
+                        "too_large", f"request body of {declared} bytes exceeds the {mb} limit",
+                        413))
+                    resp.headers["Connection"] = "close"
+                    return await resp(scope, receive, send)
+                break
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise ApiError("too_large", f"request body exceeds the {mb} limit", 413)
+            return message
+
+        return await self.app(scope, limited_receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app; ``settings`` default to :meth:`Settings.from_env`."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service = ModelService(settings)
+        await run_in_threadpool(service.load)
+        app.state.service = service
+        await service.batcher.start()
+        from fer_core.api.feedback_store import FeedbackStore
+        try:
+            app.state.store = await run_in_threadpool(FeedbackStore, settings.feedback_db)
+            app.state.store_error = None
+        except FerError as e:
+            app.state.store, app.state.store_error = None, str(e)
+        try:
+            yield
+        finally:
+            await service.batcher.stop()
+            if app.state.store is not None:
+                app.state.store.close()
+
+    app = FastAPI(title="FER Studio API", version=__version__, lifespan=lifespan,
+                  description="Facial emotion recognition: predict emotions of faces in images, "
+                              "send corrections back as feedback, export them as a dataset.")
+    app.state.settings = settings
+    app.state.service = None
+    app.state.store = None
+    app.state.store_error = "not started"
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    for r in (predict.router, feedback.router, meta.router):
+        app.include_router(r, prefix="/v1")
+    return app

@@ -1,0 +1,86 @@
+"""Dependencies shared by the routers: service, store, API key, request-body reading."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, ValidationError
+
+from fer_core.api.errors import ApiError
+from fer_core.api.feedback_store import FeedbackStore
+from fer_core.api.service import ModelService
+from fer_core.api.settings import Settings
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="required for feedback and export when the server "
+                                          "sets FER_API_KEY")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_service(request: Request) -> ModelService:
+    return request.app.state.service
+
+
+def get_model(service: ModelService = Depends(get_service)) -> ModelService:
+    """The service, or 503 JSON when no model is loaded."""
+    service.require_model()
+    return service
+
+
+def get_store(request: Request) -> FeedbackStore:
+    store = request.app.state.store
+    if store is None:
+        raise ApiError("feedback_unavailable",
+                       f"feedback store unavailable: {request.app.state.store_error}", 503)
+    return store
+
+
+def require_api_key(key: str | None = Depends(api_key_header),
+                    settings: Settings = Depends(get_settings)) -> None:
+    if settings.api_key is None:
+        return
+    if key is None or not secrets.compare_digest(key.encode(), settings.api_key.encode()):
+        raise ApiError("unauthorized", "missing or wrong API key (header X-API-Key)", 401)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_json(request: Request, model: type[BaseModel]) -> BaseModel:
+    body = await request.body()
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError("invalid_json", f"request body is not valid JSON ({e})", 400) from None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_url=False, include_context=False)) from None
+
+
+async def read_form(request: Request, max_files: int = 64):
+    settings = request.app.state.settings
+    return await request.form(max_files=max_files, max_fields=32,
+                              max_part_size=min(settings.max_upload_bytes, 1024 * 1024))
+
+
+async def upload_bytes(value, field: str) -> bytes:
+    """Bytes of a multipart file field (a string value is taken as the file's content)."""
+    if value is None:
+        raise ApiError("missing_file", f"multipart field {field!r} is required", 422)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return await value.read()
+
+
+def unsupported_body(kind: str, expected: str) -> ApiError:
+    return ApiError("unsupported_media_type",
+                    f"request content type {kind or 'missing'!r}; expected {expected}", 415)

@@ -1,0 +1,108 @@
+"""POST /v1/feedback and GET /v1/feedback/export."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from fer_core.api import errors
+from fer_core.api.deps import (get_service, get_store, media_type, read_form, read_json,
+                               require_api_key, unsupported_body, upload_bytes)
+from fer_core.api.errors import ApiError
+from fer_core.api.feedback_store import FeedbackStore
+from fer_core.api.imaging import b64decode
+from fer_core.api.schemas import FeedbackJSON, FeedbackResponse
+from fer_core.api.service import ModelService
+
+router = APIRouter(tags=["feedback"], dependencies=[Depends(require_api_key)])
+
+_FORM = {"type": "object", "required": ["label"], "properties": {
+    "label": {"type": "string", "minLength": 1, "maxLength": 32},
+    "prediction_id": {"type": "string", "maxLength": 64},
+    "file": {"type": "string", "format": "binary"},
+    "detect": {"type": "boolean"},
+    "note": {"type": "string", "maxLength": 2000},
+}}
+FEEDBACK_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": FeedbackJSON.model_json_schema()},
+    "multipart/form-data": {"schema": _FORM},
+}}}
+
+
+def _form_bool(value, field: str) -> bool:
+    if value is None:
+        return True
+    v = str(value).strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ApiError("invalid_request", f"{field}: expected true or false, got {value!r}", 422)
+
+
+@router.post("/feedback", response_model=FeedbackResponse, status_code=201,
+             openapi_extra=FEEDBACK_BODY,
+             responses=errors.responses(400, 401, 404, 413, 415, 422, 503),
+             summary="Send the true label of a predicted face (by prediction id) or of an image")
+async def feedback(request: Request, service: ModelService = Depends(get_service),
+                   store: FeedbackStore = Depends(get_store)):
+    kind = media_type(request)
+    data = None
+    if kind == "application/json":
+        body = await read_json(request, FeedbackJSON)
+        label, pid, note, detect = body.label, body.prediction_id, body.note, body.detect
+        if body.image_base64 is not None:
+            data = b64decode(body.image_base64)
+    elif kind == "multipart/form-data":
+        async with read_form(request, max_files=1) as form:
+            label = form.get("label")
+            if not isinstance(label, str) or not label.strip():
+                raise ApiError("invalid_request", "label: field required", 422)
+            pid = form.get("prediction_id") or None
+            note = form.get("note") or None
+            detect = _form_bool(form.get("detect"), "detect")
+            if form.get("file") is not None:
+                data = await upload_bytes(form.get("file"), "file")
+        for name, v, n in (("label", label, 32), ("prediction_id", pid, 64), ("note", note, 2000)):
+            if v is not None and (not isinstance(v, str) or len(v) > n):
+                raise ApiError("invalid_request", f"{name}: expected text of at most {n} "
+                               "characters", 422)
+    else:
+        raise unsupported_body(kind, "application/json or multipart/form-data")
+
+    label = service.check_label(label)
+    if (pid is None) == (data is None):
+        raise ApiError("invalid_request", "send exactly one of prediction_id or an image", 422)
+    predicted = model_id = None
+    if pid is not None:
+        hit = service.crops.get(pid)
+        if hit is None:
+            raise ApiError("unknown_prediction_id",
+                           f"prediction_id: {pid!r} is unknown or too old (only the "
+                           f"{service.crops.capacity} most recent predictions are kept); "
+                           "send the image instead", 404)
+        crop, predicted, model_id = hit
+    else:
+        faces, boxes = await run_in_threadpool(service.prepare, data, detect)
+        if len(faces) == 0:
+            raise ApiError("no_face", "image: no face found; send a face crop with "
+                           "detect=false", 422)
+        areas = [b[2] * b[3] for b in boxes]
+        crop = faces[max(range(len(areas)), key=areas.__getitem__)]
+    fid = await run_in_threadpool(store.add, crop, label, prediction_id=pid,
+                                  predicted=predicted, model_id=model_id, note=note)
+    stored = await run_in_threadpool(store.count)
+    return {"id": fid, "label": label, "prediction_id": pid, "predicted": predicted,
+            "stored": stored}
+
+
+@router.get("/feedback/export", response_class=StreamingResponse,
+            responses={200: {"content": {"text/csv": {}},
+                             "description": "FER2013-format CSV: emotion,pixels,Usage"},
+                       **errors.responses(401, 503)},
+            summary="All feedback as a FER2013-format CSV (loadable as a dataset)")
+async def export(store: FeedbackStore = Depends(get_store)):
+    return StreamingResponse(iterate_in_threadpool(store.iter_csv()), media_type="text/csv",
+                             headers={"Content-Disposition":
+                                      'attachment; filename="feedback.csv"'})

@@ -1,0 +1,105 @@
+"""GET /v1/health, /v1/models, /v1/labels."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from fastapi import APIRouter, Depends
+
+from fer_core import DEFAULT_MODEL, MODELS_DIR, __version__
+from fer_core.api.deps import get_service
+from fer_core.api.schemas import Health, LabelsResponse, ModelsResponse
+from fer_core.api.service import ModelService
+from fer_core.labels import EMOJI, LABEL_SETS
+
+router = APIRouter(tags=["meta"])
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+_VERSIONS = None
+
+
+def versions() -> dict:
+    global _VERSIONS
+    if _VERSIONS is None:
+        _VERSIONS = {"fer_studio": __version__, "python": platform.python_version(),
+                     "tensorflow": _version("tensorflow-cpu") or _version("tensorflow"),
+                     "keras": _version("keras"),
+                     "opencv": _version("opencv-python-headless") or _version("opencv-python"),
+                     "fastapi": _version("fastapi")}
+    return _VERSIONS
+
+
+@router.get("/health", response_model=Health, summary="Is a model loaded; versions")
+async def health(service: ModelService = Depends(get_service)):
+    b = service.batcher
+    return {"status": "ok" if service.loaded else "degraded", "model_loaded": service.loaded,
+            "model_id": service.model_id, "model_error": service.error,
+            "labels": service.labels if service.loaded else None, "versions": versions(),
+            "batches": b.calls if b else 0, "batched_faces": b.faces if b else 0}
+
+
+def _labels_of(path: Path) -> list[str] | None:
+    import json
+    try:
+        return list(json.loads((path / "labels.json").read_text())["labels"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def available_models(active: Path | None) -> list[dict]:
+    """The shipped default model and the training runs (fer_core.runs if present)."""
+    paths: list[Path] = []
+    try:
+        from fer_core import runs
+        for r in runs.list_runs():
+            p = getattr(r, "path", None) or (r.get("path") if isinstance(r, dict) else None)
+            if p:
+                paths.append(Path(p))
+    except (ImportError, AttributeError):
+        if MODELS_DIR.is_dir():
+            paths = sorted(p for p in MODELS_DIR.iterdir() if (p / "model.keras").exists())
+    except Exception:  # noqa: BLE001 - a broken run dir must not break the listing
+        paths = []
+    if DEFAULT_MODEL.exists() and DEFAULT_MODEL.resolve() not in {p.resolve() for p in paths}:
+        paths.insert(0, DEFAULT_MODEL)
+    if active is not None and active.exists() and active.resolve() not in \
+            {p.resolve() for p in paths}:
+        paths.insert(0, active)
+    act = active.resolve() if active is not None and active.exists() else None
+    out = []
+    for p in paths:
+        out.append({"id": p.stem if p.suffix == ".keras" else p.name, "path": str(p),
+                    "kind": "default" if p.resolve() == DEFAULT_MODEL.resolve() else "run",
+                    "active": p.resolve() == act,
+                    "labels": _labels_of(p) if p.is_dir() else None})
+    return out
+
+
+@router.get("/models", response_model=ModelsResponse, summary="Available models")
+async def models(service: ModelService = Depends(get_service)):
+    active = service.settings.model_path if service.loaded else None
+    from starlette.concurrency import run_in_threadpool
+    return {"models": await run_in_threadpool(available_models, active)}
+
+
+@router.get("/labels", response_model=LabelsResponse, summary="The active model's labels")
+async def labels(service: ModelService = Depends(get_service)):
+    names = service.labels
+    label_set = next((k for k, v in LABEL_SETS.items() if list(v) == names), None)
+    from fer_core.labels import canonical
+    emoji = {}
+    for n in names:
+        try:
+            emoji[n] = EMOJI.get(canonical(n), "")
+        except Exception:  # noqa: BLE001
+            emoji[n] = ""
+    return {"labels": names, "label_set": label_set, "emoji": emoji}

@@ -1,0 +1,101 @@
+"""Request and response bodies (pydantic v2)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PredictJSON(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image_base64: str = Field(..., description="the image file (jpg/png/webp/bmp), base64-encoded;"
+                              " a data: URL prefix is accepted")
+
+
+class BatchJSON(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    images_base64: list[str] = Field(..., min_length=1, max_length=64,
+                                     description="images, base64-encoded")
+
+
+class Face(BaseModel):
+    box: list[int] = Field(..., description="[x, y, w, h] in image pixels")
+    emotion: str
+    scores: dict[str, float]
+    top_k: list[tuple[str, float]] = Field(..., description="[label, probability], best first")
+    prediction_id: str = Field(..., description="send it back to /v1/feedback to correct it")
+
+
+class PredictResponse(BaseModel):
+    faces: list[Face]
+    model_id: str
+    timing_ms: float
+
+
+class BatchItem(BaseModel):
+    index: int
+    ok: bool
+    faces: list[Face] = []
+    error: str | None = None
+    detail: str | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItem]
+    model_id: str
+    timing_ms: float
+
+
+class FeedbackJSON(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(..., min_length=1, max_length=32, description="the true emotion")
+    prediction_id: str | None = Field(None, max_length=64,
+                                      description="id of a face from /v1/predict")
+    image_base64: str | None = Field(None, description="or the image itself, base64-encoded")
+    detect: bool = Field(True, description="with an image: false = it is already a face crop")
+    note: str | None = Field(None, max_length=2000)
+
+
+class FeedbackResponse(BaseModel):
+    id: int
+    label: str
+    prediction_id: str | None = None
+    predicted: str | None = None
+    stored: int = Field(..., description="feedback rows stored so far")
+
+
+class Versions(BaseModel):
+    fer_studio: str
+    python: str
+    tensorflow: str | None = None
+    keras: str | None = None
+    opencv: str | None = None
+    fastapi: str | None = None
+
+
+class Health(BaseModel):
+    status: str
+    model_loaded: bool
+    model_id: str | None = None
+    model_error: str | None = None
+    labels: list[str] | None = None
+    versions: Versions
+    batches: int
+    batched_faces: int
+
+
+class ModelInfo(BaseModel):
+    id: str
+    path: str
+    kind: str = Field(..., description="'default' (shipped) or 'run'")
+    active: bool
+    labels: list[str] | None = None
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class LabelsResponse(BaseModel):
+    labels: list[str]
+    label_set: str | None = None
+    emoji: dict[str, str]

@@ -1,0 +1,70 @@
+"""API settings: a plain dataclass read from the environment (no pydantic-settings).
+
+``FER_MODEL``          model run dir or .keras file (default: the shipped ``fer_core.DEFAULT_MODEL``)
+``FER_FEEDBACK_DB``    SQLite file for feedback (default ``<repo>/data/feedback.sqlite3``)
+``FER_API_KEY``        when set, ``X-API-Key`` must carry it for feedback and export
+``FER_MAX_UPLOAD_MB``  request body limit in MB (default 10)
+``FER_MAX_PIXELS``     decoded image limit in pixels (default 40 million: decompression bombs)
+``FER_BATCH_WAIT_MS``  how long the micro-batcher waits for more faces (default 2 ms)
+``FER_MAX_BATCH``      largest model call of the micro-batcher (default 64)
+``FER_CROP_CACHE``     how many recent predictions keep their face crop for feedback (default 10000)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from fer_core import DATA_DIR, DEFAULT_MODEL
+from fer_core.errors import FerError
+
+
+def _num(env: dict, name: str, default, kind=float, minimum=None):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise FerError(f"expected a {kind.__name__}, got {raw!r}", where=name) from None
+    if minimum is not None and value < minimum:
+        raise FerError(f"must be >= {minimum}, got {raw!r}", where=name)
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = None                  # None = fer_core.DEFAULT_MODEL
+    feedback_db: Path = field(default_factory=lambda: DATA_DIR / "feedback.sqlite3")
+    api_key: str | None = None
+    max_upload_mb: float = 10.0
+    max_pixels: int = 40_000_000
+    batch_wait_ms: float = 2.0
+    max_batch: int = 64
+    crop_cache: int = 10_000
+    load_model: bool = True                   # False: start without a model (tests, docs)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.model).expanduser() if self.model else DEFAULT_MODEL
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None, **overrides) -> "Settings":
+        env = dict(os.environ if environ is None else environ)
+        s = cls(
+            model=env.get("FER_MODEL") or None,
+            feedback_db=Path(env["FER_FEEDBACK_DB"]).expanduser() if env.get("FER_FEEDBACK_DB")
+            else DATA_DIR / "feedback.sqlite3",
+            api_key=env.get("FER_API_KEY") or None,
+            max_upload_mb=_num(env, "FER_MAX_UPLOAD_MB", 10.0, float, 0.001),
+            max_pixels=_num(env, "FER_MAX_PIXELS", 40_000_000, int, 48 * 48),
+            batch_wait_ms=_num(env, "FER_BATCH_WAIT_MS", 2.0, float, 0.0),
+            max_batch=_num(env, "FER_MAX_BATCH", 64, int, 1),
+            crop_cache=_num(env, "FER_CROP_CACHE", 10_000, int, 1),
+        )
+        return replace(s, **overrides) if overrides else s
