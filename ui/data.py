@@ -1,0 +1,197 @@
+"""Dataset choice shared by every page: the picker, cached loading and cached statistics.
+
+The chosen dataset lives in ``st.session_state[ACTIVE]`` as a small dict (source, strict, name),
+so switching pages never reloads anything: the data itself sits in ``st.cache_resource`` keyed by
+the source and its file stamp, shared by all sessions (read-only by convention).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from fer_core import DATA_DIR
+from fer_core import data as fer_data
+from fer_core.errors import FerError
+
+ACTIVE = "active_dataset"
+DEMO = {"source": "demo", "strict": True, "name": "Synthetic demo"}
+DATA_SUFFIXES = (".csv", ".csv.gz", ".zip")
+UPLOAD_DIR = Path(tempfile.gettempdir()) / "fer-studio-uploads"
+DEMO_LABEL = "Synthetic demo"
+TYPED, UPLOAD = "Type a path…", "Upload a file…"
+
+
+def max_upload_mb() -> int:
+    """The upload limit (server.maxUploadSize in .streamlit/config.toml)."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
+def data_files(folder: Path = DATA_DIR) -> list[Path]:
+    """Datasets found in data/: FER CSV files (.csv/.csv.gz/.zip) and image folders."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or p.name == "demo":
+            continue
+        if (p.is_file() and p.name.lower().endswith(DATA_SUFFIXES)) or p.is_dir():
+            found.append(p)
+    return found
+
+
+def _stamp(source: str) -> tuple:
+    """What makes a cached load stale: file size and modification time."""
+    if source == "demo":
+        return ("demo",)
+    try:
+        st_ = Path(source).expanduser().stat()
+        return (st_.st_size, st_.st_mtime_ns)
+    except OSError:
+        return ("missing",)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load_cached(source: str, strict: bool, stamp: tuple) -> fer_data.Dataset:
+    return fer_data.load(source, strict=strict)
+
+
+def load_dataset(source: str, strict: bool = True) -> fer_data.Dataset:
+    """Load ``source`` once per server (FerError on bad data; errors are not cached)."""
+    return _load_cached(str(source), bool(strict), _stamp(str(source)))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _stats_cached(source: str, strict: bool, stamp: tuple, _ds) -> dict:
+    from fer_core.data import stats
+    return stats.compute(_ds)
+
+
+def dataset_stats(choice: dict, ds) -> dict:
+    """Explorer statistics (fer_core.data.stats.compute) cached per dataset."""
+    return _stats_cached(choice["source"], choice["strict"], _stamp(choice["source"]), ds)
+
+
+def active_choice() -> dict:
+    """The session's chosen dataset (the synthetic demo until the user picks another)."""
+    return st.session_state.get(ACTIVE, DEMO)
+
+
+def set_active(source: str, strict: bool, name: str) -> None:
+    st.session_state[ACTIVE] = {"source": str(source), "strict": bool(strict), "name": name}
+
+
+def get_active_dataset(show_errors: bool = True):
+    """The active Dataset (loaded from cache), or None after showing the load error."""
+    choice = active_choice()
+    try:
+        with st.spinner(f"Loading {choice['name']}…"):
+            return load_dataset(choice["source"], choice["strict"])
+    except FerError as exc:
+        if show_errors:
+            st.error(f"Could not load {choice['name']}: {exc}")
+        return None
+
+
+def dataset_label(ds) -> str:
+    """How a dataset is named on every page ('Synthetic demo' is always said)."""
+    if ds is None:
+        return "none"
+    name = "Synthetic demo (drawn faces, not real people)" if ds.synthetic else ds.source
+    return f"{name} · {len(ds):,} faces · {ds.label_set}"
+
+
+def save_upload(name: str, data: bytes) -> Path:
+    """Write uploaded bytes to a temp file named by content (atomic) and return its path."""
+    lower = name.lower()
+    suffix = next((s for s in (".csv.gz", ".csv", ".zip") if lower.endswith(s)), None)
+    if suffix is None:
+        raise FerError("expected a .csv, .csv.gz or .zip file", where=name)
+    limit = max_upload_mb()
+    if len(data) > limit * 1024 * 1024:
+        raise FerError(f"file is {len(data) / 2**20:.0f} MB; the upload limit is {limit} MB "
+                       "(put larger files in data/ or set FER_DATA)", where=name)
+    UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
+    path = UPLOAD_DIR / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=UPLOAD_DIR, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    return path
+
+
+def _options() -> dict[str, str | None]:
+    """Picker label -> source (None: asks for more input)."""
+    opts: dict[str, str | None] = {DEMO_LABEL: "demo"}
+    for p in data_files():
+        opts[f"data/{p.name}"] = str(p)
+    env = os.environ.get("FER_DATA")
+    if env:
+        opts[f"FER_DATA: {env}"] = env
+    opts[TYPED] = None
+    opts[UPLOAD] = None
+    return opts
+
+
+def dataset_picker():
+    """Widgets choosing the dataset; sets the active one and returns (Dataset|None, choice).
+
+    Bad data shows ``st.error`` with the loader's message and returns None, so the page stays
+    usable.
+    """
+    current = active_choice()
+    opts = _options()
+    labels = list(opts)
+    default = next((i for i, k in enumerate(labels) if opts[k] == current["source"]), None)
+    if default is None:
+        default = labels.index(UPLOAD if current["source"].startswith(str(UPLOAD_DIR))
+                               else TYPED)
+    c1, c2 = st.columns([3, 1])
+    label = c1.selectbox("Dataset", labels, index=default, key="ds_pick")
+    skip = c2.checkbox("Skip bad rows", value=not current["strict"], key="ds_skip",
+                       help="Load what is valid and report the rows left out "
+                            "(otherwise the first bad row stops the load).")
+    source, name = opts[label], label
+    if label == TYPED:
+        typed = st.text_input("Path to a FER2013 CSV (.csv/.csv.gz/.zip) or an image folder",
+                              value="" if current["source"] == "demo" else current["source"],
+                              key="ds_path")
+        source, name = typed.strip() or None, typed.strip()
+    elif label == UPLOAD:
+        up = st.file_uploader(f"FER2013 CSV (.csv, .csv.gz or .zip, up to {max_upload_mb()} MB)",
+                              type=["csv", "gz", "zip"], key="ds_upload")
+        source = None
+        if up is not None:
+            try:
+                source, name = str(save_upload(up.name, up.getvalue())), f"upload: {up.name}"
+            except FerError as exc:
+                st.error(str(exc))
+    if source is None:
+        if label in (TYPED, UPLOAD) and current["source"] != "demo":
+            source, name = current["source"], current["name"]  # keep the last good choice
+        else:
+            st.info("Choose a file to load; the synthetic demo stays active meanwhile.")
+            return get_active_dataset(), active_choice()
+    try:
+        with st.spinner(f"Loading {name}…"):
+            ds = load_dataset(source, strict=not skip)
+    except FerError as exc:
+        st.error(f"Could not load {name}: {exc}")
+        return None, {"source": source, "strict": not skip, "name": name}
+    set_active(source, not skip, name)
+    return ds, active_choice()
+
+
+def sample_indices(ds, split: str, label: int | None, seed: int) -> np.ndarray:
+    """Row indices for the sample grid: one split (or 'all'), one class (or all), shuffled."""
+    keep = ds.mask(split)
+    if label is not None:
+        keep &= ds.labels == label
+    idx = np.flatnonzero(keep)
+    return np.random.default_rng(seed).permutation(idx)
