@@ -1,0 +1,740 @@
+"""Evaluation: predictions -> metrics, confusion matrix, calibration, galleries, feature maps,
+Grad-CAM and exports. UI-free (numpy, scikit-learn, TensorFlow/Keras, OpenCV, Pillow).
+
+Main entry points
+-----------------
+- :func:`evaluate(model_or_path, dataset, split=None, tta=False) <evaluate>` -> JSON-serialisable
+  report dict (``return_predictions=True`` returns ``(report, Predictions)``).
+- :func:`predict_proba` (fast batched inference), :func:`metrics` (from labels + probabilities).
+- Galleries: :func:`confusion_cell`, :func:`confident_mistakes`, :func:`random_sample`,
+  :func:`gallery_items`.
+- What the network sees: :func:`conv_layers`, :func:`feature_maps`, :func:`feature_grid`,
+  :func:`grad_cam`, :func:`overlay`.
+- Export / comparison: :func:`metrics_to_csv`, :func:`confusion_png`, :func:`compare`.
+
+A model whose label set differs from the data's is never evaluated silently: a coarser model
+(merged6 on fer7 data) gets the data remapped explicitly (``report["remapped"] == "fer7->merged6"``),
+a finer model (fer7 on merged6 data) gets its probabilities folded into the data's set, and a
+mismatch that cannot be mapped raises :class:`FerError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fer_core import labels as labelsets
+from fer_core.errors import FerError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+N_BINS = 15
+CONV_TYPES = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose")
+POOL_TYPES = ("MaxPooling2D", "AveragePooling2D")
+# Output sizes whose label set can be inferred when a model carries no labels.json.
+_BY_SIZE = {7: "fer7", 6: "merged6"}
+
+
+# --------------------------------------------------------------------------------------------
+# Model loading and labels
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class LoadedModel:
+    model: object                 # keras.Model
+    model_id: str
+    label_names: tuple[str, ...] | None   # None when unknown (no labels.json)
+    label_set: str | None
+
+
+def _labels_from_json(path: Path) -> tuple[tuple[str, ...] | None, str | None]:
+    """Labels from the labels.json of a run dir (or beside a .keras file)."""
+    candidates = [path / "labels.json"] if path.is_dir() else [path.parent / "labels.json"]
+    for c in candidates:
+        if c.is_file():
+            try:
+                data = json.loads(c.read_text())
+            except (OSError, ValueError) as e:
+                raise FerError(f"cannot read labels ({e}); expected JSON "
+                               '{"labels": [...], "label_set": ...}', where=str(c)) from None
+            names = data.get("labels") if isinstance(data, dict) else data
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise FerError('expected {"labels": [list of label names]}', where=str(c))
+            lset = data.get("label_set") if isinstance(data, dict) else None
+            if lset is None:
+                try:
+                    lset = labelsets.detect_label_set(names)
+                except FerError:
+                    lset = None
+            return tuple(names), lset
+    return None, None
+
+
+def _keras_load(path: Path):
+    """A model from a run dir or a .keras file (fer_core.runs.load_model when available)."""
+    try:
+        from fer_core.runs import load_model
+    except ImportError:
+        load_model = None
+    if load_model is not None:
+        return load_model(path)
+    import keras
+    file = path / "model.keras" if path.is_dir() else path
+    if not file.is_file():
+        raise FerError("no model.keras here; expected a run directory or a .keras file",
+                       where=str(path))
+    try:
+        return keras.saving.load_model(file, safe_mode=True, compile=False)
+    except Exception as e:  # noqa: BLE001 - any load failure is a bad user file
+        raise FerError(f"cannot load the model ({type(e).__name__}: {e})", where=str(file)) from None
+
+
+def load(model_or_path, labels=None) -> LoadedModel:
+    """Resolve a keras.Model, a run dir or a .keras file into a :class:`LoadedModel`.
+
+    ``labels`` (names) overrides what labels.json says; without either, the label set is
+    inferred from the output size for 7 (fer7) and 6 (merged6) classes, otherwise unknown.
+    """
+    if isinstance(model_or_path, LoadedModel):
+        return model_or_path
+    if isinstance(model_or_path, (str, os.PathLike)):
+        path = Path(os.path.expanduser(str(model_or_path)))
+        if not path.exists():
+            raise FerError("no such model (expected a run directory or a .keras file)",
+                           where=str(path))
+        model = _keras_load(path)
+        names, lset = _labels_from_json(path)
+        model_id = path.name if path.is_dir() else path.stem
+        if path.is_file() and path.name == "model.keras":
+            model_id = path.parent.name
+    else:
+        model = model_or_path
+        names, lset = None, None
+        model_id = getattr(model, "name", "model")
+    n_out = n_outputs(model)
+    if labels is not None:
+        names = tuple(labels)
+        try:
+            lset = labelsets.detect_label_set(names)
+        except FerError:
+            lset = None
+    if names is not None and len(names) != n_out:
+        raise FerError(f"model has {n_out} outputs but its labels list {len(names)}: "
+                       f"{list(names)}", where=model_id)
+    if names is None and n_out in _BY_SIZE:
+        lset = _BY_SIZE[n_out]
+        names = labelsets.label_set(lset)
+    return LoadedModel(model, model_id, names, lset)
+
+
+def n_outputs(model) -> int:
+    shape = model.outputs[0].shape if getattr(model, "outputs", None) else model.output_shape
+    return int(shape[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# Inference
+# --------------------------------------------------------------------------------------------
+
+_lock = threading.RLock()
+
+
+def _cache(model) -> dict:
+    """Per-model cache (traced functions, sub-models) stored on the model object itself, so it
+    goes away with the model; set with object.__setattr__ to bypass Keras' attribute tracking."""
+    with _lock:
+        c = model.__dict__.get("_fer_eval_cache")
+        if c is None:
+            c = {}
+            object.__setattr__(model, "_fer_eval_cache", c)
+        return c
+
+
+def _predict_fn(model):
+    """A traced ``model(x, training=False)`` with a free batch dimension, cached per model."""
+    cache = _cache(model)
+    with _lock:
+        fn = cache.get("predict")
+        if fn is None:
+            import tensorflow as tf
+            in_shape = tuple(model.inputs[0].shape[1:])
+            fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
+                             input_signature=[tf.TensorSpec((None,) + in_shape, tf.float32)])
+            cache["predict"] = fn
+        return fn
+
+
+def _as_batch(model, images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 3 or images.shape[1:] != (48, 48):
+        raise FerError(f"expected faces of shape (N, 48, 48), got {images.shape}", where="images")
+    x = images.astype(np.float32)
+    if len(model.inputs[0].shape) == 4:
+        x = x[..., None]
+    return x
+
+
+def predict_proba(model, images: np.ndarray, batch_size: int = 256,
+                  tta: bool = False) -> np.ndarray:
+    """Class probabilities float32 (N, C) for uint8 faces (N, 48, 48).
+
+    Runs a traced call on batches of ``batch_size`` (much faster than ``model.predict``);
+    ``tta=True`` averages with the horizontally flipped faces.
+    """
+    model = load(model).model if isinstance(model, (str, os.PathLike, LoadedModel)) else model
+    x = _as_batch(model, images)
+    fn = _predict_fn(model)
+    out = np.empty((len(x), n_outputs(model)), dtype=np.float32)
+    for s in range(0, len(x), batch_size):
+        xb = x[s:s + batch_size]
+        p = np.asarray(fn(xb), dtype=np.float32)
+        if tta:
+            p = 0.5 * (p + np.asarray(fn(np.ascontiguousarray(xb[:, :, ::-1])), dtype=np.float32))
+        out[s:s + batch_size] = p
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------
+
+def _f(x) -> float:
+    return float(round(float(x), 6))
+
+
+def calibration(y_true, probs, n_bins: int = N_BINS) -> tuple[float, list[dict]]:
+    """Expected calibration error and reliability bins over the top-1 confidence.
+
+    Bin b holds confidences in (b/n, (b+1)/n] (the first bin also holds 0). ECE is the
+    count-weighted mean of |accuracy - confidence| over the bins.
+    """
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs, dtype=np.float64)
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_true
+    idx = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+    bins, ece, n = [], 0.0, max(len(y_true), 1)
+    for b in range(n_bins):
+        m = idx == b
+        count = int(m.sum())
+        c = float(conf[m].mean()) if count else None
+        a = float(correct[m].mean()) if count else None
+        if count:
+            ece += count / n * abs(a - c)
+        bins.append({"lo": _f(b / n_bins), "hi": _f((b + 1) / n_bins),
+                     "confidence": None if c is None else _f(c),
+                     "accuracy": None if a is None else _f(a), "count": count})
+    return _f(ece), bins
+
+
+def second_guess_rate(y_true, probs) -> float:
+    """Of the wrong answers, the share where the true label was the runner-up (0 if none)."""
+    y_true = np.asarray(y_true)
+    order = np.argsort(-np.asarray(probs), axis=1, kind="stable")
+    wrong = order[:, 0] != y_true
+    if not wrong.any():
+        return 0.0
+    return _f((order[wrong, 1] == y_true[wrong]).mean())
+
+
+def metrics(y_true, probs, label_names) -> dict:
+    """All headline and per-class metrics for true labels and predicted probabilities.
+
+    Macro-F1 follows scikit-learn's default: the mean over labels present in the truth or the
+    predictions (a class neither in the split nor ever predicted does not drag it down).
+    """
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    names = [str(n) for n in label_names]
+    c = len(names)
+    if probs.ndim != 2 or probs.shape[1] != c or len(probs) != len(y_true):
+        raise FerError(f"probabilities {probs.shape} do not match {len(y_true)} labels and "
+                       f"{c} classes", where="metrics")
+    if len(y_true) == 0:
+        raise FerError("no faces to evaluate", where="metrics")
+    if y_true.min() < 0 or y_true.max() >= c:
+        raise FerError(f"labels outside 0..{c - 1}", where="metrics")
+    y_pred = probs.argmax(axis=1)
+    order = np.argsort(-probs, axis=1, kind="stable")
+    top2 = (order[:, :2] == y_true[:, None]).any(axis=1).mean() if c > 1 else 1.0
+    everything = list(range(c))
+    p, r, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=everything,
+                                                        zero_division=0)
+    cm = confusion_matrix(y_true, y_pred, labels=everything)
+    rows = cm.sum(axis=1, keepdims=True)
+    cm_norm = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+    ece, bins = calibration(y_true, probs)
+    pred_counts = np.bincount(y_pred, minlength=c)
+    return {
+        "n": int(len(y_true)),
+        "labels": names,
+        "accuracy": _f((y_pred == y_true).mean()),
+        "top2_accuracy": _f(top2),
+        "macro_f1": _f(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "per_class": {n: {"precision": _f(p[i]), "recall": _f(r[i]), "f1": _f(f1[i]),
+                          "support": int(support[i])} for i, n in enumerate(names)},
+        "confusion_matrix": cm.astype(int).tolist(),
+        "confusion_matrix_normalized": [[_f(v) for v in row] for row in cm_norm],
+        "ece": ece,
+        "reliability": bins,
+        "second_guess_rate": second_guess_rate(y_true, probs),
+        "n_wrong": int((y_pred != y_true).sum()),
+        "true_vs_pred": {n: {"true": int(support[i]), "pred": int(pred_counts[i])}
+                         for i, n in enumerate(names)},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate()
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Predictions:
+    """Per-face results of :func:`evaluate` (for galleries); rows follow the evaluated split."""
+
+    images: np.ndarray        # uint8 (N, 48, 48)
+    y_true: np.ndarray        # int64 (N,)
+    probs: np.ndarray         # float32 (N, C)
+    label_names: tuple[str, ...]
+    index: np.ndarray         # row of each face in the dataset given to evaluate()
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+
+def default_split(dataset) -> str:
+    """"test" if the data has it, else "val"; FerError if it has neither."""
+    splits = dataset.splits
+    for s in ("test", "val"):
+        if s in splits:
+            return s
+    raise FerError(f"the data has no test or val split (it has {splits}); choose a split "
+                   "explicitly (train or all)", where="split")
+
+
+def align_labels(lm: LoadedModel, dataset):
+    """Bring model and data to one label set; returns (dataset, fold_scores, remapped).
+
+    ``fold_scores`` is None or a (source, target) pair for :func:`fer_core.labels.remap_scores`.
+    Raises FerError when the two cannot be mapped.
+    """
+    data_names = tuple(dataset.label_names)
+    if lm.label_names is not None and tuple(lm.label_names) == data_names:
+        return dataset, None, None
+    n_out = n_outputs(lm.model)
+    if lm.label_names is None:
+        raise FerError(f"the model has {n_out} outputs and no labels.json, so its labels are "
+                       f"unknown; the data has {len(data_names)} classes {list(data_names)}. "
+                       "Evaluate a run directory with labels.json or data with the model's "
+                       "label set", where=lm.model_id)
+    msg = (f"the model predicts {list(lm.label_names)} but the data is labelled "
+           f"{list(data_names)}")
+    known = set(labelsets.LABEL_SETS)
+    if lm.label_set not in known or dataset.label_set not in known:
+        raise FerError(msg + "; no mapping between these label sets is known", where=lm.model_id)
+    try:
+        if len(lm.label_names) <= len(data_names):   # coarser (or equal) model: remap the data
+            return (dataset.remap(lm.label_set), None,
+                    f"{dataset.label_set}->{lm.label_set}")
+        labelsets.remap_table(lm.label_set, dataset.label_set)   # finer model: fold scores
+        return (dataset, (lm.label_set, dataset.label_set),
+                f"{lm.label_set}->{dataset.label_set} (model outputs folded)")
+    except FerError as e:
+        raise FerError(f"{msg}; they cannot be mapped ({e})", where=lm.model_id) from None
+
+
+def evaluate(model_or_path, dataset, split: str | None = None, tta: bool = False,
+             return_predictions: bool = False, batch_size: int = 256, labels=None):
+    """Evaluate a model (keras.Model, run dir or .keras file) on one split of ``dataset``.
+
+    Returns the :func:`metrics` dict plus ``split``, ``model``, ``data``, ``tta``,
+    ``remapped`` (None or e.g. "fer7->merged6"), ``timing`` and, with ``tta=True``,
+    ``accuracy_no_tta`` / ``macro_f1_no_tta``. With ``return_predictions=True`` returns
+    ``(report, Predictions)``. ``split`` defaults to test if present, else val; "all" = every row.
+    """
+    lm = load(model_or_path, labels=labels)
+    split = split or default_split(dataset)
+    ds, fold, remapped = align_labels(lm, dataset)
+    mask = ds.mask(split)
+    index = np.flatnonzero(mask)
+    if len(index) == 0:
+        raise FerError(f"the data has no faces in split {split!r} (it has {dataset.splits})",
+                       where="split")
+    images, y_true = ds.images[index], ds.labels[index]
+    t0 = time.perf_counter()
+    model = lm.model
+    x = images
+    plain = predict_proba(model, x, batch_size=batch_size)
+    flipped = predict_proba(model, x[:, :, ::-1], batch_size=batch_size) if tta else None
+    t_pred = time.perf_counter() - t0
+    if fold is not None:
+        plain = labelsets.remap_scores(plain, *fold)
+        flipped = None if flipped is None else labelsets.remap_scores(flipped, *fold)
+    probs = plain if flipped is None else 0.5 * (plain + flipped)
+    t1 = time.perf_counter()
+    report = metrics(y_true, probs, ds.label_names)
+    t_metrics = time.perf_counter() - t1
+    report.update({
+        "split": split,
+        "model": lm.model_id,
+        "model_labels": list(lm.label_names),
+        "data": str(getattr(dataset, "source", "")),
+        "synthetic_data": bool(getattr(dataset, "synthetic", False)),
+        "tta": bool(tta),
+        "remapped": remapped,
+        "timing": {"predict_s": _f(t_pred), "metrics_s": _f(t_metrics),
+                   "faces_per_s": _f(len(index) * (2 if tta else 1) / max(t_pred, 1e-9))},
+    })
+    if tta:
+        base = metrics(y_true, plain, ds.label_names)
+        report["accuracy_no_tta"] = base["accuracy"]
+        report["macro_f1_no_tta"] = base["macro_f1"]
+        report["tta_gain"] = _f(report["accuracy"] - base["accuracy"])
+    if return_predictions:
+        return report, Predictions(images=images, y_true=y_true,
+                                   probs=probs.astype(np.float32),
+                                   label_names=tuple(ds.label_names), index=index)
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# Galleries
+# --------------------------------------------------------------------------------------------
+
+def confusion_cell(y_true, y_pred, true_index: int, pred_index: int,
+                   limit: int | None = None) -> np.ndarray:
+    """Indices of faces with true label ``true_index`` predicted as ``pred_index``."""
+    idx = np.flatnonzero((np.asarray(y_true) == true_index) & (np.asarray(y_pred) == pred_index))
+    return idx if limit is None else idx[:limit]
+
+
+def confident_mistakes(y_true, probs, k: int = 16) -> np.ndarray:
+    """Indices of the ``k`` wrong predictions made with the highest confidence, most first."""
+    probs = np.asarray(probs)
+    pred = probs.argmax(axis=1)
+    wrong = np.flatnonzero(pred != np.asarray(y_true))
+    conf = probs[wrong, pred[wrong]]
+    return wrong[np.argsort(-conf, kind="stable")[:k]]
+
+
+def random_sample(n: int, k: int = 16, seed: int | None = 0) -> np.ndarray:
+    """``k`` distinct random indices out of ``n`` (sorted)."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(k, n), replace=False))
+
+
+def gallery_items(preds: Predictions, indices) -> list[dict]:
+    """Display records: image, true/pred label, confidence and all probabilities."""
+    items = []
+    for i in np.asarray(indices, dtype=int).tolist():
+        p = preds.probs[i]
+        j = int(p.argmax())
+        items.append({"index": i, "row": int(preds.index[i]), "image": preds.images[i],
+                      "true": preds.label_names[int(preds.y_true[i])],
+                      "pred": preds.label_names[j], "confidence": float(p[j]),
+                      "correct": j == int(preds.y_true[i]),
+                      "probs": {n: float(v) for n, v in zip(preds.label_names, p)}})
+    return items
+
+
+# --------------------------------------------------------------------------------------------
+# Feature maps and Grad-CAM
+# --------------------------------------------------------------------------------------------
+
+def _is_container(layer) -> bool:
+    return hasattr(layer, "layers") and hasattr(layer, "inputs")
+
+
+def conv_layers(model, include_pool: bool = True) -> list[str]:
+    """Names of conv (and pool) layers in graph order; nested models as "outer/inner"."""
+    kinds = CONV_TYPES + (POOL_TYPES if include_pool else ())
+    out = []
+    for layer in model.layers:
+        if _is_container(layer):
+            out += [f"{layer.name}/{n}" for n in conv_layers(layer, include_pool)
+                    if "/" not in n]
+        elif type(layer).__name__ in kinds:
+            out.append(layer.name)
+    return out
+
+
+def _resolve(model, layer_name: str):
+    """(container or None, layer) for "name" or "outer/inner"."""
+    parts = layer_name.split("/")
+    try:
+        if len(parts) == 1:
+            return None, model.get_layer(parts[0])
+        if len(parts) == 2:
+            outer = model.get_layer(parts[0])
+            if _is_container(outer):
+                return outer, outer.get_layer(parts[1])
+    except ValueError:
+        pass
+    raise FerError(f"no layer {layer_name!r}; conv/pool layers: {conv_layers(model)}",
+                   where="layer")
+
+
+def _head(model):
+    """(tensor, dense) where the class scores are computed: the logits before a final softmax
+    (input of a softmax Dense, with that Dense returned; or input of a softmax Activation), so
+    Grad-CAM is not flattened by saturated probabilities; else the model output."""
+    last = model.layers[-1]
+    act = getattr(last, "activation", None)
+    act_name = getattr(act, "__name__", "")
+    if type(last).__name__ == "Dense" and act_name == "softmax":
+        return last.input, last
+    if type(last).__name__ == "Activation" and act_name == "softmax":
+        return last.input, None
+    return model.outputs[0], None
+
+
+def _activation_model(model, layer_name: str):
+    """Cached callable x -> (activation, scores_source) and the final Dense (or None)."""
+    import keras
+
+    cache = _cache(model)
+    with _lock:
+        if ("layer", layer_name) in cache:
+            return cache[("layer", layer_name)]
+    container, layer = _resolve(model, layer_name)
+    head, dense = _head(model)
+    inp = model.inputs[0]
+    if container is None:
+        sub = keras.Model(inp, [layer.output, head])
+
+        def run(x):
+            return sub(x, training=False)
+    else:
+        node = container._inbound_nodes[0]
+        c_in, c_out = node.input_tensors[0], node.output_tensors[0]
+        pre = None if c_in is inp else keras.Model(inp, c_in)
+        mid = keras.Model(container.inputs[0], [layer.output, container.outputs[0]])
+        post = None if c_out is head else keras.Model(c_out, head)
+
+        def run(x):
+            h = pre(x, training=False) if pre is not None else x
+            a, o = mid(h, training=False)
+            return a, (post(o, training=False) if post is not None else o)
+    with _lock:
+        cache[("layer", layer_name)] = (run, dense)
+    return run, dense
+
+
+def _one(model, image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.shape != (48, 48):
+        raise FerError(f"expected one face of shape (48, 48), got {image.shape}", where="image")
+    return _as_batch(model, image[None])
+
+
+def feature_maps(model, image, layer_name: str) -> np.ndarray:
+    """Activations float32 (H, W, C) of ``layer_name`` (see :func:`conv_layers`) for one face."""
+    run, _ = _activation_model(model, layer_name)
+    act, _ = run(_one(model, image))
+    act = np.asarray(act, dtype=np.float32)[0]
+    if act.ndim != 3:
+        raise FerError(f"layer {layer_name!r} has no spatial output (shape {act.shape})",
+                       where="layer")
+    return act
+
+
+def feature_grid(maps: np.ndarray, max_maps: int = 64, cell: int = 48, pad: int = 2) -> np.ndarray:
+    """Tile the first ``max_maps`` channels of (H, W, C) activations into one uint8 grey image,
+    each map scaled to its own 0..255 range and resized to ``cell`` pixels."""
+    import cv2
+
+    c = min(maps.shape[-1], max_maps)
+    cols = int(np.ceil(np.sqrt(c)))
+    rows = int(np.ceil(c / cols))
+    grid = np.full((rows * (cell + pad) - pad, cols * (cell + pad) - pad), 255, np.uint8)
+    for k in range(c):
+        m = maps[..., k].astype(np.float32)
+        lo, hi = float(m.min()), float(m.max())
+        m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+        tile = cv2.resize((m * 255).astype(np.uint8), (cell, cell),
+                          interpolation=cv2.INTER_NEAREST)
+        r, q = divmod(k, cols)
+        grid[r * (cell + pad):r * (cell + pad) + cell, q * (cell + pad):q * (cell + pad) + cell] = tile
+    return grid
+
+
+def last_conv_layer(model) -> str:
+    """Default Grad-CAM layer: the last conv/pool layer (the last spatial feature map before
+    global pooling or flattening)."""
+    convs = conv_layers(model)
+    if not convs:
+        raise FerError("the model has no convolutional layer for Grad-CAM", where="model")
+    return convs[-1]
+
+
+def grad_cam(model, image, class_index: int, layer_name: str | None = None,
+             method: str = "gradcam") -> np.ndarray:
+    """Class activation heatmap float32 (48, 48) in [0, 1] for ``class_index``.
+
+    ``layer_name`` defaults to the last conv/pool layer. Gradients are taken of the class logit
+    when the model ends in a softmax. ``method``: "gradcam" (Selvaraju et al.: channels weighted
+    by their spatially averaged gradient) or "hirescam" (Draelos & Carin: element-wise gradient
+    x activation; identical to Grad-CAM on a layer that feeds global average pooling, and
+    faithful for Flatten heads, where Grad-CAM's averaged weights often cancel to an empty map).
+    An all-zero map means no positive evidence for the class at that layer.
+    """
+    import cv2
+    import tensorflow as tf
+
+    if method not in ("gradcam", "hirescam"):
+        raise FerError(f"unknown method {method!r}; expected 'gradcam' or 'hirescam'",
+                       where="method")
+    n = n_outputs(model)
+    if not 0 <= int(class_index) < n:
+        raise FerError(f"class index {class_index} outside 0..{n - 1}", where="class")
+    run, dense = _activation_model(model, layer_name or last_conv_layer(model))
+    x = tf.convert_to_tensor(_one(model, image))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        act, h = run(x)
+        if dense is not None:
+            scores = tf.matmul(h, dense.kernel) + (dense.bias if dense.use_bias else 0.0)
+        else:
+            scores = h
+        score = scores[:, int(class_index)]
+    grads = tape.gradient(score, act)
+    act, grads = np.asarray(act)[0], np.asarray(grads)[0]
+    if act.ndim != 3:
+        raise FerError("Grad-CAM needs a layer with spatial output", where="layer")
+    if method == "gradcam":
+        cam = (act * grads.mean(axis=(0, 1))).sum(axis=-1)
+    else:
+        cam = (act * grads).sum(axis=-1)
+    cam = np.maximum(cam, 0).astype(np.float32)
+    cam = cv2.resize(cam, (48, 48), interpolation=cv2.INTER_LINEAR)
+    top = float(cam.max())
+    return np.clip(cam / top, 0, 1).astype(np.float32) if top > 0 else np.zeros((48, 48), np.float32)
+
+
+def overlay(image, heatmap, alpha: float = 0.45, size: int | None = None) -> np.ndarray:
+    """Heatmap (jet) over the grey face: RGB uint8 (``size`` x ``size``, default 48)."""
+    import cv2
+
+    image = np.asarray(image, dtype=np.uint8)
+    if image.ndim == 3:
+        image = image[..., 0]
+    heat = np.clip(np.asarray(heatmap, dtype=np.float32), 0, 1)
+    if heat.shape != image.shape:
+        heat = cv2.resize(heat, image.shape[::-1])
+    colour = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    grey = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    out = cv2.cvtColor(cv2.addWeighted(colour, alpha, grey, 1 - alpha, 0), cv2.COLOR_BGR2RGB)
+    if size:
+        out = cv2.resize(out, (size, size), interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Export and comparison
+# --------------------------------------------------------------------------------------------
+
+def report_json(report: dict) -> str:
+    """The report as JSON text (for downloads)."""
+    return json.dumps(report, indent=2)
+
+
+def metrics_to_csv(report: dict) -> str:
+    """Per-class table as CSV: label, precision, recall, f1, support (+ a macro row)."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["label", "precision", "recall", "f1", "support"])
+    for name in report["labels"]:
+        m = report["per_class"][name]
+        w.writerow([name, m["precision"], m["recall"], m["f1"], m["support"]])
+    pcs = [report["per_class"][n] for n in report["labels"]]
+    w.writerow(["macro avg", _f(np.mean([m["precision"] for m in pcs])),
+                _f(np.mean([m["recall"] for m in pcs])), report["macro_f1"], report["n"]])
+    w.writerow(["accuracy", "", "", report["accuracy"], report["n"]])
+    return out.getvalue()
+
+
+def _font(size: int):
+    from PIL import ImageFont
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # very old Pillow
+        return ImageFont.load_default()
+
+
+def confusion_png(report: dict, normalized: bool = False, cell: int = 64) -> bytes:
+    """The confusion matrix as a labelled heatmap PNG (rows: true, columns: predicted)."""
+    from PIL import Image, ImageDraw
+
+    names = report["labels"]
+    counts = np.asarray(report["confusion_matrix"], dtype=float)
+    norm = np.asarray(report["confusion_matrix_normalized"], dtype=float)
+    c = len(names)
+    font, small, title_font = _font(14), _font(12), _font(16)
+    left, top = 110, 90
+    w, h = left + c * cell + 20, top + c * cell + 50
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    title = f"Confusion matrix ({'row-normalised' if normalized else 'counts'})"
+    sub = f"{report.get('model', '')} on {report.get('split', '')}, n={report.get('n', '')}"
+    d.text((10, 8), title, fill="black", font=title_font)
+    d.text((10, 30), sub, fill=(80, 80, 80), font=small)
+    d.text((left + c * cell / 2, top - 22), "predicted", fill="black", font=font, anchor="mm")
+    for j, n in enumerate(names):
+        d.text((left + j * cell + cell / 2, top - 8), n[:9], fill="black", font=small,
+               anchor="ms")
+    d.text((10, top + c * cell + 20), "rows: true label", fill="black", font=small)
+    for i, n in enumerate(names):
+        d.text((left - 8, top + i * cell + cell / 2), n[:12], fill="black", font=font,
+               anchor="rm")
+        for j in range(c):
+            v = norm[i, j]   # colour always by row share so rows are comparable
+            shade = (int(247 - v * 239), int(251 - v * 203), int(255 - v * 148))
+            x0, y0 = left + j * cell, top + i * cell
+            d.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=shade,
+                        outline=(200, 200, 200))
+            text = f"{v:.2f}" if normalized else f"{int(counts[i, j])}"
+            d.text((x0 + cell / 2, y0 + cell / 2), text, font=font, anchor="mm",
+                   fill="white" if v > 0.5 else "black")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+HEADLINE = ("accuracy", "top2_accuracy", "macro_f1", "ece", "second_guess_rate")
+
+
+def compare(report_a: dict, report_b: dict) -> dict:
+    """Deltas b - a: headline metrics and per-class precision/recall/f1 on shared labels."""
+    headline = {}
+    for k in HEADLINE:
+        a, b = report_a.get(k), report_b.get(k)
+        if a is not None and b is not None:
+            headline[k] = {"a": a, "b": b, "delta": _f(b - a)}
+    shared = [n for n in report_a["labels"] if n in report_b["labels"]]
+    per_class = {}
+    for n in shared:
+        pa, pb = report_a["per_class"][n], report_b["per_class"][n]
+        per_class[n] = {m: {"a": pa[m], "b": pb[m], "delta": _f(pb[m] - pa[m])}
+                        for m in ("precision", "recall", "f1")}
+    return {"a": report_a.get("model"), "b": report_b.get("model"), "headline": headline,
+            "per_class": per_class, "labels": shared,
+            "labels_differ": list(report_a["labels"]) != list(report_b["labels"]),
+            "same_data": (report_a.get("data"), report_a.get("split"), report_a.get("n")) ==
+                         (report_b.get("data"), report_b.get("split"), report_b.get("n"))}
