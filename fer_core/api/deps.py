@@ -66,9 +66,10 @@ async def read_json(request: Request, model: type[BaseModel]) -> BaseModel:
         raise RequestValidationError(e.errors(include_url=False, include_context=False)) from None
 
 
-async def read_form(request: Request, max_files: int = 64):
+def read_form(request: Request, max_files: int = 64):
+    """``async with read_form(request) as form:`` (uploaded files are closed afterwards)."""
     settings = request.app.state.settings
-    return await request.form(max_files=max_files, max_fields=32,
+    return request.form(max_files=max_files, max_fields=32,
                               max_part_size=min(settings.max_upload_bytes, 1024 * 1024))
 
 

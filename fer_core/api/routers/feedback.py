@@ -27,6 +27,8 @@ _FORM = {"type": "object", "required": ["label"], "properties": {
 FEEDBACK_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": FeedbackJSON.model_json_schema()},
     "multipart/form-data": {"schema": _FORM},
+    "application/x-www-form-urlencoded": {"schema": {
+        **_FORM, "properties": {k: v for k, v in _FORM["properties"].items() if k != "file"}}},
 }}}
 
 
@@ -54,7 +56,7 @@ async def feedback(request: Request, service: ModelService = Depends(get_service
         label, pid, note, detect = body.label, body.prediction_id, body.note, body.detect
         if body.image_base64 is not None:
             data = b64decode(body.image_base64)
-    elif kind == "multipart/form-data":
+    elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         async with read_form(request, max_files=1) as form:
             label = form.get("label")
             if not isinstance(label, str) or not label.strip():
@@ -69,7 +71,8 @@ async def feedback(request: Request, service: ModelService = Depends(get_service
                 raise ApiError("invalid_request", f"{name}: expected text of at most {n} "
                                "characters", 422)
     else:
-        raise unsupported_body(kind, "application/json or multipart/form-data")
+        raise unsupported_body(kind, "application/json, multipart/form-data or "
+                                     "application/x-www-form-urlencoded")
 
     label = service.check_label(label)
     if (pid is None) == (data is None):

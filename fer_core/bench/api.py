@@ -1,0 +1,237 @@
+"""REST API load test over loopback: requests/s and p50/p99 latency (bounded in time).
+
+Starts ``python -m fer_core serve`` in a subprocess on a free 127.0.0.1 port, then drives it with
+keep-alive HTTP clients in threads for (a) 48x48 face crops with ``detect=false`` and (b) 640x480
+photos with one drawn face, at 1 and 8 concurrent clients. Targets on a 2-core CPU: (a) >= 300
+req/s at 8 clients, (b) p50 <= 25 ms at 1 client.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+TARGETS = {"crop_rps_8_clients": 300.0, "photo_p50_ms_1_client": 25.0}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--seconds", type=float, default=4.0,
+                   help="measuring time per scenario and client count (default 4)")
+    p.add_argument("--clients", default="1,8", help="concurrent clients to try (default 1,8)")
+    p.add_argument("--model", default=None, help="model to serve (default: the shipped model, "
+                   "else an untrained default-architecture model)")
+    p.add_argument("--startup-timeout", type=float, default=180.0)
+
+
+def draw_face_photo(width: int = 640, height: int = 480, seed: int = 0) -> np.ndarray:
+    """A 640x480 BGR photo with one drawn cartoon face (for load tests and demos)."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    img = rng.normal(170, 12, (height, width, 3)).clip(0, 255).astype(np.uint8)
+    s = 180
+    c = (width // 2, height // 2)
+    cv2.ellipse(img, c, (int(s * 0.38), int(s * 0.5)), 0, 0, 360, (150, 170, 205), -1)
+    for dx in (-1, 1):
+        eye = (c[0] + dx * int(s * 0.15), c[1] - int(s * 0.1))
+        cv2.ellipse(img, eye, (int(s * 0.07), int(s * 0.035)), 0, 0, 360, (60, 60, 60), -1)
+        cv2.line(img, (eye[0] - int(s * .08), eye[1] - int(s * .09)),
+                 (eye[0] + int(s * .08), eye[1] - int(s * .09)), (40, 40, 60), 4)
+    cv2.line(img, (c[0], c[1] - int(s * .02)), (c[0], c[1] + int(s * .12)), (110, 120, 160), 3)
+    cv2.ellipse(img, (c[0], c[1] + int(s * 0.22)), (int(s * 0.14), int(s * 0.06)), 0, 0, 180,
+                (60, 60, 140), 4)
+    return img
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _multipart(field: str, filename: str, data: bytes, ctype: str) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
+            f"filename=\"{filename}\"\r\nContent-Type: {ctype}\r\n\r\n").encode() + data + \
+        f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def _prepare_model(requested: str | None, tmp: Path) -> tuple[str, str]:
+    from fer_core import DEFAULT_MODEL
+    if requested:
+        return requested, f"given: {requested}"
+    if DEFAULT_MODEL.exists():
+        return str(DEFAULT_MODEL), f"shipped default {DEFAULT_MODEL.name}"
+    import keras
+
+    from fer_core import models
+    from fer_core.labels import FER7
+    arch = models.DEFAULT_ARCH
+    model = models.build(arch, n_classes=7)
+    run = tmp / f"untrained-{arch}"
+    run.mkdir()
+    model.save(run / "model.keras")
+    (run / "labels.json").write_text(json.dumps({"labels": list(FER7), "label_set": "fer7"}))
+    del model
+    keras.backend.clear_session()
+    return str(run), (f"UNTRAINED default architecture '{arch}' ({DEFAULT_MODEL} is missing); "
+                      "same compute as a trained one")
+
+
+def _wait_ready(port: int, proc: subprocess.Popen, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/v1/health")
+            health = json.loads(conn.getresponse().read())
+            conn.close()
+            if health.get("model_loaded"):
+                return health
+            raise RuntimeError(f"server has no model: {health.get('model_error')}")
+        except (ConnectionError, OSError, http.client.HTTPException):
+            time.sleep(0.2)
+    raise RuntimeError(f"server not ready after {timeout:.0f} s")
+
+
+def _load(port: int, path: str, body: bytes, ctype: str, clients: int, seconds: float) -> dict:
+    stop_at = [0.0]
+    lat: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    start = threading.Barrier(clients + 1)
+
+    def client(i):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Content-Type": ctype, "Content-Length": str(len(body))}
+        for _ in range(3):  # warm-up, not counted
+            conn.request("POST", path, body, headers)
+            conn.getresponse().read()
+        start.wait()
+        while time.perf_counter() < stop_at[0]:
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", path, body, headers)
+                resp = conn.getresponse()
+                resp.read()
+                ok = resp.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            if ok:
+                lat[i].append(time.perf_counter() - t0)
+            else:
+                errors[i] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    stop_at[0] = time.perf_counter() + 1e9
+    start.wait()
+    t_start = time.perf_counter()
+    stop_at[0] = t_start + seconds
+    for t in threads:
+        t.join(timeout=seconds + 60)
+    elapsed = time.perf_counter() - t_start
+    all_lat = np.asarray([x for li in lat for x in li]) * 1000
+    return {"clients": clients, "requests": int(len(all_lat)), "errors": int(sum(errors)),
+            "rps": round(len(all_lat) / elapsed, 1),
+            "p50_ms": round(float(np.percentile(all_lat, 50)), 2) if len(all_lat) else None,
+            "p99_ms": round(float(np.percentile(all_lat, 99)), 2) if len(all_lat) else None}
+
+
+def run(args) -> dict:
+    import cv2
+
+    from fer_core.errors import FerError
+    try:
+        counts = [int(c) for c in str(args.clients).split(",") if c.strip()]
+    except ValueError:
+        raise FerError(f"expected comma-separated integers, got {args.clients!r}",
+                       where="--clients") from None
+    if not counts or min(counts) < 1 or max(counts) > 64:
+        raise FerError("expected client counts between 1 and 64", where="--clients")
+    seconds = float(args.seconds)
+    if not 0.2 <= seconds <= 120:
+        raise FerError(f"expected 0.2..120 seconds, got {seconds}", where="--seconds")
+
+    rng = np.random.default_rng(0)
+    crop = cv2.imencode(".png", rng.integers(0, 256, (48, 48), dtype=np.uint8))[1].tobytes()
+    photo = cv2.imencode(".jpg", draw_face_photo(), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    scenarios = {"crop_48x48_detect_false": ("/v1/predict?detect=false", crop, "face.png",
+                                             "image/png"),
+                 "photo_640x480_one_face": ("/v1/predict?detect=true", photo, "photo.jpg",
+                                            "image/jpeg")}
+    with tempfile.TemporaryDirectory(prefix="fer-bench-api-") as tmp:
+        tmp = Path(tmp)
+        model, model_note = _prepare_model(args.model, tmp)
+        port = _free_port()
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "FER_API_KEY": ""}
+        cmd = [sys.executable, "-m", "fer_core", "serve", "--host", "127.0.0.1",
+               "--port", str(port), "--model", model, "--feedback-db",
+               str(tmp / "fb.sqlite3"), "--log-level", "warning"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        try:
+            t0 = time.perf_counter()
+            health = _wait_ready(port, proc, args.startup_timeout)
+            startup = time.perf_counter() - t0
+            # photo scenario: check the face is found (else it would measure an empty answer)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            body, ctype = _multipart("file", "photo.jpg", photo, "image/jpeg")
+            conn.request("POST", "/v1/predict", body, {"Content-Type": ctype})
+            n_faces = len(json.loads(conn.getresponse().read()).get("faces", []))
+            conn.close()
+            table = {}
+            for name, (path, data, fname, itype) in scenarios.items():
+                body, ctype = _multipart("file", fname, data, itype)
+                table[name] = [_load(port, path, body, ctype, c, seconds) for c in counts]
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/v1/health")
+            after = json.loads(conn.getresponse().read())
+            conn.close()
+        except RuntimeError as e:
+            proc.terminate()
+            err = proc.communicate(timeout=20)[1].decode(errors="replace")[-2000:]
+            raise FerError(f"{e}\n{err}", where="bench api") from None
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    def row(name, clients):
+        return next((r for r in table[name] if r["clients"] == clients), None)
+
+    a8, b1 = row("crop_48x48_detect_false", 8), row("photo_640x480_one_face", 1)
+    checks = {}
+    if a8:
+        checks["crop_rps_8_clients"] = {"value": a8["rps"], "target": ">= 300",
+                                        "met": a8["rps"] >= TARGETS["crop_rps_8_clients"]}
+    if b1 and b1["p50_ms"] is not None:
+        checks["photo_p50_ms_1_client"] = {"value": b1["p50_ms"], "target": "<= 25",
+                                           "met": b1["p50_ms"] <= TARGETS["photo_p50_ms_1_client"]}
+    return {"model": model_note, "model_id": health.get("model_id"),
+            "server_startup_s": round(startup, 2), "seconds_per_run": seconds,
+            "faces_found_in_photo": n_faces, "cpu_count": os.cpu_count(),
+            "model_calls": after.get("batches"), "faces_predicted": after.get("batched_faces"),
+            "mean_batch": round(after["batched_faces"] / after["batches"], 2)
+            if after.get("batches") else None,
+            "results": table, "targets": checks}

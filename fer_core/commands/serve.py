@@ -1,0 +1,46 @@
+"""``python -m fer_core serve [--host --port --model --workers]``: the REST API on uvicorn."""
+
+from __future__ import annotations
+
+import os
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="run the REST API (OpenAPI + Swagger UI at /docs)")
+    p.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--model", default=None,
+                   help="run directory or .keras file (default: FER_MODEL or the shipped model)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--feedback-db", default=None, help="SQLite file (default FER_FEEDBACK_DB or "
+                                                       "data/feedback.sqlite3)")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import uvicorn
+
+    from fer_core.errors import FerError
+
+    if not 0 < args.port < 65536:
+        raise FerError(f"expected a port in 1..65535, got {args.port}", where="--port")
+    if args.workers < 1:
+        raise FerError(f"expected at least 1, got {args.workers}", where="--workers")
+    # settings travel by environment so that every worker process reads the same ones
+    if args.model:
+        os.environ["FER_MODEL"] = str(os.path.abspath(os.path.expanduser(args.model)))
+    if args.feedback_db:
+        os.environ["FER_FEEDBACK_DB"] = str(os.path.abspath(os.path.expanduser(args.feedback_db)))
+    from fer_core.api.settings import Settings
+    Settings.from_env()  # bad FER_* values fail here with a clear message
+
+    kwargs = dict(host=args.host, port=args.port, log_level=args.log_level,
+                  timeout_graceful_shutdown=5)
+    if args.workers > 1:
+        uvicorn.run("fer_core.api.app:create_app", factory=True, workers=args.workers, **kwargs)
+    else:
+        from fer_core.api.app import create_app
+        uvicorn.run(create_app(), **kwargs)
+    return 0
