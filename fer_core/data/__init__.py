@@ -48,11 +48,13 @@ def load(source, cache: bool = True, strict: bool = True, **options) -> Dataset:
 def _load_uncached(path: Path, strict: bool, **options) -> Dataset:
     if path.is_dir():
         from fer_core.data import folders
-        return folders.load(path, strict=strict)
+        return folders.load(path, strict=strict, **options)
     from fer_core.data import fer2013
-    data = fer2013.read_bytes(path)
-    cols = fer2013.header_of(data)
+    cols = fer2013.read_header(path)
     if "pixels" not in cols and "neutral" in cols and "contempt" in cols:
         from fer_core.data import ferplus
-        return ferplus.load(path, data, strict=strict, **options)
-    return fer2013.parse(data, where=str(path), strict=strict)
+        return ferplus.load(path, strict=strict, **options)
+    if options:
+        raise FerError(f"unexpected option(s) {sorted(options)} for a FER2013 CSV",
+                       where=str(path))
+    return fer2013.load(path, strict=strict)

@@ -13,7 +13,7 @@ import numpy as np
 
 from fer_core.data.dataset import Dataset
 
-VERSION = 2  # bump when parsing changes
+VERSION = 3  # bump when parsing changes
 
 
 def cache_dir() -> Path:
@@ -28,6 +28,10 @@ def key_for(path: Path, **options) -> str:
     for p in files:
         st = p.stat()
         stamps.append((str(p), st.st_size, st.st_mtime_ns))
+    for value in options.values():        # e.g. FER+ fer2013=PATH: its changes count too
+        if isinstance(value, str) and value and os.path.isfile(value):
+            st = os.stat(value)
+            stamps.append((os.path.abspath(value), st.st_size, st.st_mtime_ns))
     blob = json.dumps([VERSION, str(path), stamps, sorted(options.items())]).encode()
     return hashlib.sha1(blob).hexdigest()
 
