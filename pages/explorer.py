@@ -61,19 +61,24 @@ st.subheader("Mean face per class")
 st.image(list(stats["mean_faces"].values()), width=96, caption=list(stats["mean_faces"]))
 
 st.subheader("Pixel intensity")
-hist = stats["histogram"]
-st.plotly_chart(go.Figure(go.Bar(x=hist["bins"], y=hist["counts"]))
-                .update_layout(height=260, margin=dict(t=10, b=0), xaxis_title="grey level",
-                               yaxis_title="pixels", bargap=0), key="intensity")
+hist = go.Figure([go.Scatter(y=h, name=s, mode="lines") for s, h in stats["histograms"].items()])
+st.plotly_chart(hist.update_layout(height=260, margin=dict(t=10, b=0), xaxis_title="grey level",
+                                   yaxis_title="pixels"), key="intensity")
 
 st.subheader("Flagged images")
 flags = stats["flagged"]
-m1, m2 = st.columns(2)
-m1.metric("Blank / near-constant", f"{len(flags['blank']):,}")
-m2.metric("Duplicates across splits", f"{len(flags['duplicates']):,}")
-for title, rows in (("Blank / near-constant", flags["blank"]),
-                    ("Duplicated across splits", flags["duplicates"])):
-    if len(rows):
-        with st.expander(f"{title}: first {min(len(rows), 32)} of {len(rows):,}"):
-            st.image([ds.images[i] for i in rows[:32]], width=64,
-                     caption=[f"#{i} {ds.split[i]}" for i in rows[:32]])
+summary = flags.summary()
+m1, m2, m3 = st.columns(3)
+m1.metric("Blank / near-constant", f"{summary['blank']:,}")
+m2.metric("Duplicate groups across splits", f"{summary['duplicates_across_splits']:,}")
+m3.metric("Duplicate groups within a split", f"{summary['duplicates_within_splits']:,}")
+if len(flags.blank):
+    with st.expander(f"Blank / near-constant: first {min(len(flags.blank), 32)}"):
+        st.image([ds.images[i] for i in flags.blank[:32]], width=64,
+                 caption=[f"#{i} {ds.split[i]}: {r}" for i, r in
+                          zip(flags.blank[:32], flags.blank_reasons)])
+if flags.cross_split_groups:
+    with st.expander("Duplicated across splits (train/test leakage)"):
+        groups = flags.cross_split_groups[:32]
+        st.image([ds.images[g[0]] for g in groups], width=64,
+                 caption=[" = ".join(f"#{i} {ds.split[i]}" for i in g[:3]) for g in groups])

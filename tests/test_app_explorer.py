@@ -89,23 +89,38 @@ def test_upload_csv_loads_and_bad_upload_shows_error(tmp_path):
     at.file_uploader(key="ds_upload").upload("junk.csv", b"hello,world\n1,2\n",
                                               "text/csv").run()
     assert not at.exception
-    assert at.error and "junk" not in at.error[0].value or "pixels" in at.error[0].value
+    assert at.error, "a CSV without the FER2013 columns must show an error"
+    assert "junk.csv" in at.error[0].value and "pixels" in at.error[0].value, at.error[0].value
+    at.file_uploader(key="ds_upload").upload("faces.gz", good, "application/gzip").run()
+    assert not at.exception
+    assert any("expected a .csv, .csv.gz or .zip" in e.value for e in at.error)
+
+
+def test_upload_over_the_limit_is_refused_with_a_clear_message(monkeypatch):
+    import ui.data
+    from fer_core.errors import FerError
+    monkeypatch.setattr(ui.data, "max_upload_mb", lambda: 1)
+    with pytest.raises(FerError, match="upload limit is 1 MB"):
+        ui.data.save_upload("big.csv", b"x" * (2 * 1024 * 1024))
 
 
 def test_grid_filters_change_the_samples(tmp_path):
     at = _pick_typed(_explorer(), _csv(tmp_path))
-    grid = lambda: [c for im in at.get("imgs") for c in  # noqa: E731
-                    [i.caption for i in im.proto.imgs]]
+    grid = lambda: at.image[0].captions  # noqa: E731  (the sample grid is the first image list)
     before = grid()
+    at.button[0].click().run()  # reshuffle: another random page of the same faces
+    assert len(grid()) == 40 and grid() != before
+    before = grid()
+    assert len(before) == 40  # one page of the 84 faces
     assert any("(train)" in c for c in before) and any("(val)" in c for c in before)
     at.selectbox(key="grid_split").select("val").run()
     at.selectbox(key="grid_class").select("happy").run()
-    after = [c for c in grid() if c.endswith(")")]
+    after = grid()
     assert after and all(c.endswith("happy (val)") for c in after), after
     assert len(after) == 6
     order = after
     at.button[0].click().run()  # reshuffle
-    assert sorted(c for c in grid() if c.endswith(")")) == sorted(order)
+    assert sorted(grid()) == sorted(order)
 
 
 @pytest.mark.parametrize("page", ["pages/explorer.py"])

@@ -69,11 +69,12 @@ def load_dataset(source: str, strict: bool = True) -> fer_data.Dataset:
 @st.cache_data(show_spinner=False, max_entries=4)
 def _stats_cached(source: str, strict: bool, stamp: tuple, _ds) -> dict:
     from fer_core.data import stats
-    return stats.compute(_ds)
+    return {"mean_faces": stats.mean_faces(_ds), "histograms": stats.histograms(_ds),
+            "flagged": stats.flagged(_ds)}
 
 
 def dataset_stats(choice: dict, ds) -> dict:
-    """Explorer statistics (fer_core.data.stats.compute) cached per dataset."""
+    """Mean faces, intensity histograms and flagged images (fer_core.data.stats), cached."""
     return _stats_cached(choice["source"], choice["strict"], _stamp(choice["source"]), ds)
 
 
