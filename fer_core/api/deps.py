@@ -74,11 +74,12 @@ def read_form(request: Request, max_files: int = 64):
 
 
 async def upload_bytes(value, field: str) -> bytes:
-    """Bytes of a multipart file field (a string value is taken as the file's content)."""
+    """Bytes of a multipart file field; a plain text field is not a file (422)."""
     if value is None:
         raise ApiError("missing_file", f"multipart field {field!r} is required", 422)
     if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape")
+        raise ApiError("missing_file", f"multipart field {field!r} must be a file upload "
+                       "(with a filename), not a text value", 422)
     return await value.read()
 
 
