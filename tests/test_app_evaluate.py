@@ -1,0 +1,92 @@
+"""Evaluate page (AppTest): a model trained in the test, evaluated on its own small data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.factories import pattern_faces
+from tests.test_app_models import make_tiny_run
+
+ROOT = Path(__file__).resolve().parent.parent
+USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+
+
+def write_fer_csv(ds, path: Path) -> Path:
+    """A FER2013-format CSV (emotion,pixels,Usage) of a Dataset."""
+    lines = ["emotion,pixels,Usage"]
+    for img, lab, sp in zip(ds.images, ds.labels, ds.split):
+        lines.append(f"{lab},{' '.join(map(str, img.ravel().tolist()))},{USAGE[str(sp)]}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval-app")
+    run = make_tiny_run(root / "runs", "tiny-trained", epochs=6)
+    other = make_tiny_run(root / "runs", "tiny-untrained", epochs=0, seed=1)
+    csv = write_fer_csv(pattern_faces(n_per_class=12, seed=3, splits=("train", "val")),
+                        root / "pattern.csv")
+    return root, run, other, csv
+
+
+def _app(monkeypatch, root, csv):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("FER_RUNS_DIR", str(root / "runs"))
+    monkeypatch.delenv("FER_MODEL", raising=False)
+    at = AppTest.from_file(str(ROOT / "pages" / "evaluate.py"), default_timeout=120)
+    at.session_state["active_dataset"] = {"source": str(csv), "strict": True, "name": "pattern"}
+    at.session_state["active_model"] = str(root / "runs" / "tiny-trained")
+    return at
+
+
+def test_evaluate_page_matches_core_and_shows_confusion_matrix(trained, monkeypatch):
+    from fer_core import data, evaluation
+
+    root, run, _, csv = trained
+    at = _app(monkeypatch, root, csv).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    expected = evaluation.evaluate(run, data.load(str(csv)), split="val")
+    assert expected["accuracy"] > 0.3, "the tiny model should have learned the bars"
+    acc = next(m for m in at.metric if m.label == "Accuracy")
+    assert acc.value == f"{expected['accuracy']:.1%}"
+    charts = at.get("plotly_chart")
+    assert charts, "no Plotly chart"
+    import json
+    cm = json.loads(charts[0].proto.spec)
+    assert cm["data"][0]["type"] == "heatmap"
+    assert cm["data"][0]["z"] == expected["confusion_matrix"]
+    # the cell gallery follows the selectboxes (fallback for a click)
+    at.selectbox(key="cm_true").set_value("happy")
+    at.selectbox(key="cm_pred").set_value("happy").run()
+    n_cell = int(np.asarray(expected["confusion_matrix"])[3, 3])
+    assert any(f"True happy, predicted happy: {n_cell} faces" in m.value for m in at.markdown)
+    assert len(at.get("download_button")) == 3
+
+
+def test_evaluate_page_compare_and_tta(trained, monkeypatch):
+    root, _, _, csv = trained
+    at = _app(monkeypatch, root, csv).run()
+    at.toggle(key="eval_cmp").set_value(True).run()
+    at.toggle(key="eval_tta").set_value(True).run()
+    assert not at.exception, at.exception
+    acc = next(m for m in at.metric if m.label == "Accuracy")
+    assert acc.delta not in (None, ""), "headline metrics show a delta against the other run"
+    assert any(m.label == "TTA effect on accuracy" for m in at.metric)
+    assert any("Per-class change" in m.value for m in at.markdown)
+
+
+def test_evaluate_page_without_models_says_so(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    import fer_core
+    if fer_core.DEFAULT_MODEL.exists():
+        pytest.skip("the shipped model exists, so there is always a model to pick")
+    monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path))
+    monkeypatch.delenv("FER_MODEL", raising=False)
+    at = AppTest.from_file(str(ROOT / "pages" / "evaluate.py"), default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert any("No default model yet" in i.value for i in at.info)
