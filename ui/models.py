@@ -167,7 +167,8 @@ def detector_settings(key: str = "det", container=None) -> dict:
 @st.cache_resource(show_spinner="Loading model…", max_entries=6)
 def _predictor(path: str, stamp: float, settings: tuple):
     from fer_core.predict import Predictor
-    return Predictor(path, **dict(settings))
+    from fer_core.vision import DetectorConfig
+    return Predictor(path, DetectorConfig(**dict(settings)))
 
 
 def get_predictor(path, settings: dict | None = None):
