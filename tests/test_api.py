@@ -16,7 +16,6 @@ from fastapi.testclient import TestClient
 from fer_core.api.app import create_app
 from fer_core.api.settings import Settings
 from fer_core.labels import FER7
-from tests.factories import face_image
 
 
 def tiny_model_dir(root):
@@ -143,13 +142,18 @@ def test_predict_json_base64_same_result_as_multipart(client):
 
 
 def test_predict_detects_face_in_photo(client):
-    img = face_image(200)  # 400x400 with a drawn face in the middle
+    from fer_core.vision import synthetic_frame
+    img = synthetic_frame(640, 480, face_size=160, centre=(400, 200))
     r = client.post("/v1/predict", files={"file": ("p.jpg", cv2.imencode(".jpg", img)[1].tobytes())})
     assert r.status_code == 200, r.text
     faces = r.json()["faces"]
-    assert len(faces) >= 1
+    assert len(faces) == 1
     x, y, w, h = faces[0]["box"]
-    assert 50 < x + w / 2 < 350 and 50 < y + h / 2 < 350  # near the drawn face
+    assert abs(x + w / 2 - 400) < 40 and abs(y + h / 2 - 200) < 60  # on the drawn face
+    # feedback by image with detection keeps the detected face, not the whole photo
+    b64 = base64.b64encode(cv2.imencode(".png", img)[1].tobytes()).decode()
+    r = client.post("/v1/feedback", json={"label": "happy", "image_base64": b64})
+    assert r.status_code == 201, r.text
 
 
 def test_predict_blank_photo_has_no_faces(client):

@@ -45,24 +45,6 @@ class CropCache:
         return len(self._data)
 
 
-def face_from_crop(image: np.ndarray) -> np.ndarray:
-    """An image that already is a face crop -> uint8 48x48 grey (detect=false)."""
-    import cv2
-    img = np.asarray(image)
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
-    elif img.ndim == 3 and img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    elif img.ndim == 3:
-        img = img[..., 0]
-    if img.dtype != np.uint8:
-        img = np.clip(img, 0, 255).astype(np.uint8)
-    if img.shape != (48, 48):
-        interp = cv2.INTER_AREA if min(img.shape) >= 48 else cv2.INTER_LINEAR
-        img = cv2.resize(img, (48, 48), interpolation=interp)
-    return np.ascontiguousarray(img)
-
-
 class ModelService:
     """Owns the Predictor (loaded in the app's lifespan) and everything the routers need."""
 
@@ -130,32 +112,36 @@ class ModelService:
                        f"{labels}", 422)
 
     # ---- images -> faces (runs in a worker thread) -----------------------------------------
-    def _detector(self):
-        if self.detector is None:
+    def _detect(self, image: np.ndarray) -> np.ndarray:
+        if self.predictor is not None:  # the Predictor's detector: same settings as the app
+            return self.predictor.detect(image)
+        if self.detector is None:  # feedback by image works without a model too
             from fer_core.vision import FaceDetector
             self.detector = FaceDetector()
-        return self.detector
+        return self.detector.detect(image)
 
     def prepare(self, data: bytes, detect: bool, where: str = "image"):
-        """Decode ``data`` and cut faces: (uint8 (N,48,48), boxes [[x,y,w,h], ...])."""
+        """Decode ``data`` and cut faces: (uint8 (N,48,48), boxes [[x,y,w,h], ...]).
+
+        The same preprocessing as :meth:`fer_core.predict.Predictor.predict_image`, split so that
+        the model call can be batched across requests.
+        """
         from fer_core import vision
         max_pixels = self.settings.max_pixels
         check_image(data, max_pixels, where)
         try:
-            image = vision.decode_image(data, max_pixels=max_pixels)
-        except ApiError:
-            raise
+            image = vision.decode_image(data, max_pixels=max_pixels, name=where)
         except FerError as e:
-            raise ApiError("bad_image", f"{where}: {e}", e.status if e.status != 400 else 400) \
-                from None
+            raise ApiError("bad_image", str(e), 400) from None
         h, w = image.shape[:2]
         if not detect:
-            return face_from_crop(image)[None], [[0, 0, int(w), int(h)]]
-        boxes = [list(map(int, b)) for b in self._detector().detect(image)]
-        if not boxes:
+            return vision.whole_image_face(image), [[0, 0, int(w), int(h)]]
+        boxes = np.asarray(self._detect(image), dtype=np.int64).reshape(-1, 4)
+        if not len(boxes):
             return np.zeros((0, 48, 48), dtype=np.uint8), []
-        faces = np.stack([vision.crop_face(image, b) for b in boxes]).astype(np.uint8)
-        return faces, boxes
+        margin = getattr(self.predictor, "margin", vision.DEFAULT_MARGIN)
+        faces = vision.crop_faces(image, boxes, margin)
+        return faces, [[int(v) for v in b] for b in boxes]
 
     # ---- probabilities -> response faces ---------------------------------------------------
     def describe(self, faces: np.ndarray, boxes, probs: np.ndarray, top_k: int) -> list[dict]:

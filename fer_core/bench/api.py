@@ -34,23 +34,10 @@ def add_arguments(p) -> None:
     p.add_argument("--startup-timeout", type=float, default=180.0)
 
 
-def draw_face_photo(width: int = 640, height: int = 480, seed: int = 0) -> np.ndarray:
-    """A 640x480 BGR photo with one drawn cartoon face (for load tests and demos)."""
-    import cv2
-    rng = np.random.default_rng(seed)
-    img = rng.normal(170, 12, (height, width, 3)).clip(0, 255).astype(np.uint8)
-    s = 180
-    c = (width // 2, height // 2)
-    cv2.ellipse(img, c, (int(s * 0.38), int(s * 0.5)), 0, 0, 360, (150, 170, 205), -1)
-    for dx in (-1, 1):
-        eye = (c[0] + dx * int(s * 0.15), c[1] - int(s * 0.1))
-        cv2.ellipse(img, eye, (int(s * 0.07), int(s * 0.035)), 0, 0, 360, (60, 60, 60), -1)
-        cv2.line(img, (eye[0] - int(s * .08), eye[1] - int(s * .09)),
-                 (eye[0] + int(s * .08), eye[1] - int(s * .09)), (40, 40, 60), 4)
-    cv2.line(img, (c[0], c[1] - int(s * .02)), (c[0], c[1] + int(s * .12)), (110, 120, 160), 3)
-    cv2.ellipse(img, (c[0], c[1] + int(s * 0.22)), (int(s * 0.14), int(s * 0.06)), 0, 0, 180,
-                (60, 60, 140), 4)
-    return img
+def face_photo(width: int = 640, height: int = 480) -> np.ndarray:
+    """A BGR photo with one drawn face (``fer_core.vision.synthetic_frame``)."""
+    from fer_core.vision import synthetic_frame
+    return synthetic_frame(width, height, face_size=160)
 
 
 def _free_port() -> int:
@@ -171,7 +158,7 @@ def run(args) -> dict:
 
     rng = np.random.default_rng(0)
     crop = cv2.imencode(".png", rng.integers(0, 256, (48, 48), dtype=np.uint8))[1].tobytes()
-    photo = cv2.imencode(".jpg", draw_face_photo(), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    photo = cv2.imencode(".jpg", face_photo(), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
     scenarios = {"crop_48x48_detect_false": ("/v1/predict?detect=false", crop, "face.png",
                                              "image/png"),
                  "photo_640x480_one_face": ("/v1/predict?detect=true", photo, "photo.jpg",
