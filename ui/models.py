@@ -158,7 +158,7 @@ def detector_settings(key: str = "det", container=None) -> dict:
         neighbours = st.slider("Min neighbours", 1, 10, 5, key=f"{key}_nb",
                                help="Detections needed to keep a face: higher means fewer "
                                     "false faces.")
-        min_size = st.slider("Min face size (px)", 20, 200, 40, 10, key=f"{key}_min",
+        min_size = st.slider("Min face size (px)", 20, 200, 30, 10, key=f"{key}_min",
                              help="Faces smaller than this are ignored.")
     return {"scale_factor": float(scale), "min_neighbors": int(neighbours),
             "min_size": int(min_size)}
@@ -306,3 +306,53 @@ def curves_figure(history: list[dict], keys: tuple[str, ...], title: str):
     fig.update_layout(title=title, height=300, xaxis_title="epoch",
                       margin=dict(l=10, r=10, t=40, b=10))
     return fig if fig.data else None
+
+
+# ------------------------------------------------------------------------------------------
+# Photo page
+# ------------------------------------------------------------------------------------------
+
+MAX_PHOTO_MB = 20
+MAX_PHOTO_PIXELS = 40_000_000
+
+
+@dataclass
+class PhotoResult:
+    name: str
+    annotated: object          # BGR uint8 array
+    faces: list                # fer_core.predict.FacePrediction
+
+    def png(self) -> bytes:
+        import cv2
+        ok, buf = cv2.imencode(".png", self.annotated)
+        if not ok:
+            raise FerError("could not encode the annotated image", where=self.name)
+        return buf.tobytes()
+
+
+def analyse_photo(name: str, data: bytes, predictor, mode: str = "box") -> PhotoResult:
+    """Decode (size-checked), detect, classify and annotate one uploaded photo.
+
+    Raises FerError for a file above MAX_PHOTO_MB / MAX_PHOTO_PIXELS or anything not an image.
+    """
+    from fer_core import vision
+    from fer_core.predict import annotate
+
+    if len(data) > MAX_PHOTO_MB * 2**20:
+        raise FerError(f"file is {len(data) / 2**20:.1f} MB; photos up to {MAX_PHOTO_MB} MB "
+                       "are accepted", where=name)
+    image = vision.decode_image(data, max_pixels=MAX_PHOTO_PIXELS, name=name)
+    faces = predictor.predict_image(image)
+    return PhotoResult(name, annotate(image, faces, mode=mode), faces)
+
+
+def photo_rows(results: list[PhotoResult]) -> list[dict]:
+    """One row per face: image, face, box, emotion, confidence, one column per class."""
+    rows = []
+    for r in results:
+        for i, f in enumerate(r.faces, 1):
+            x, y, w, h = f.box
+            rows.append({"image": r.name, "face": i, "x": x, "y": y, "w": w, "h": h,
+                         "emotion": f.emotion, "confidence": round(f.confidence, 4),
+                         **{k: round(v, 4) for k, v in f.scores.items()}})
+    return rows
