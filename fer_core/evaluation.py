@@ -107,6 +107,12 @@ def load(model_or_path, labels=None) -> LoadedModel:
         return model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
         path = Path(os.path.expanduser(str(model_or_path)))
+        if not path.exists() and isinstance(model_or_path, str) and "/" not in model_or_path:
+            try:   # a run id inside the runs directory
+                from fer_core.runs import run_path
+                path = run_path(model_or_path)
+            except (ImportError, FerError):
+                pass
         if not path.exists():
             raise FerError("no such model (expected a run directory or a .keras file)",
                            where=str(path))
