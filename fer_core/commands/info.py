@@ -32,7 +32,8 @@ def run(args) -> int:
                "blank_examples": flags.blank[:20].tolist(),
                "cross_split_examples": flags.cross_split_groups[:20],
                "skipped": [{"where": w, "reason": r} for w, r in ds.skipped]}
-    lines = [f"{ds.source}: {len(ds)} faces" + (" (synthetic demo)" if ds.synthetic else "")]
+    synthetic = " (synthetic demo)" if ds.synthetic and "synthetic" not in ds.source else ""
+    lines = [f"{ds.source}: {len(ds)} faces{synthetic}"]
     for split, c in payload["splits"].items():
         per = ", ".join(f"{k} {v}" for k, v in c["per_class"].items())
         lines.append(f"  {split:5s} {c['total']:6d}  {per}")

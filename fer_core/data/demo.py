@@ -21,7 +21,7 @@ import numpy as np
 
 from fer_core.labels import FER7
 
-VERSION = 1                   # bump when the generator changes: ensure_demo() regenerates
+VERSION = 2                   # bump when the generator changes: ensure_demo() regenerates
 N_PER_CLASS = 1000
 SEED = 2013
 FILENAME = "fer_demo_synthetic.csv"
@@ -184,6 +184,7 @@ def write_demo(path: Path, n_per_class: int = N_PER_CLASS, seed: int = SEED) -> 
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path.parent / name)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
