@@ -78,6 +78,7 @@ class Health(BaseModel):
     model_id: str | None = None
     model_error: str | None = None
     labels: list[str] | None = None
+    detector: str
     versions: Versions
     batches: int
     batched_faces: int

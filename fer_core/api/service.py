@@ -68,7 +68,8 @@ class ModelService:
                 raise FerError("model not found; train one (python -m fer_core train) or set "
                                "FER_MODEL to a run directory or .keras file", where=str(path))
             from fer_core.predict import Predictor
-            self.predictor = Predictor(model=str(path))
+            self.predictor = Predictor(model=str(path),
+                                       detector_config=self.settings.detector_config())
             # warm up so the first request does not pay for tracing
             self.predictor.predict_faces(np.zeros((1, 48, 48), dtype=np.uint8))
         except FerError as e:
@@ -113,11 +114,11 @@ class ModelService:
 
     # ---- images -> faces (runs in a worker thread) -----------------------------------------
     def _detect(self, image: np.ndarray) -> np.ndarray:
-        if self.predictor is not None:  # the Predictor's detector: same settings as the app
+        if self.predictor is not None:  # the Predictor's detector (FER_DETECTOR preset)
             return self.predictor.detect(image)
         if self.detector is None:  # feedback by image works without a model too
             from fer_core.vision import FaceDetector
-            self.detector = FaceDetector()
+            self.detector = FaceDetector(self.settings.detector_config())
         return self.detector.detect(image)
 
     def prepare(self, data: bytes, detect: bool, where: str = "image"):

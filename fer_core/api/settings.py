@@ -8,6 +8,9 @@
 ``FER_BATCH_WAIT_MS``  how long the micro-batcher waits for more faces (default 2 ms)
 ``FER_MAX_BATCH``      largest model call of the micro-batcher (default 64)
 ``FER_CROP_CACHE``     how many recent predictions keep their face crop for feedback (default 10000)
+``FER_DETECTOR``       face detector preset: ``fast`` (default: detect on a <= 320 px copy, Haar
+                       scale step 1.2, faces >= 40 px), ``accurate`` (the app's default settings)
+                       or ``realtime`` (the webcam preset)
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Settings:
     batch_wait_ms: float = 2.0
     max_batch: int = 64
     crop_cache: int = 10_000
+    detector: str = "fast"
     load_model: bool = True                   # False: start without a model (tests, docs)
 
     @property
@@ -52,6 +56,16 @@ class Settings:
     @property
     def model_path(self) -> Path:
         return Path(self.model).expanduser() if self.model else DEFAULT_MODEL
+
+    def detector_config(self):
+        """The :class:`fer_core.vision.DetectorConfig` of the ``detector`` preset."""
+        from fer_core.vision import DetectorConfig
+        presets = {"fast": lambda: DetectorConfig(max_side=320, scale_factor=1.2, min_size=40),
+                   "accurate": DetectorConfig, "realtime": DetectorConfig.realtime}
+        if self.detector not in presets:
+            raise FerError(f"unknown detector preset {self.detector!r}; expected one of "
+                           f"{sorted(presets)}", where="FER_DETECTOR")
+        return presets[self.detector]()
 
     @classmethod
     def from_env(cls, environ: dict | None = None, **overrides) -> "Settings":
@@ -66,5 +80,10 @@ class Settings:
             batch_wait_ms=_num(env, "FER_BATCH_WAIT_MS", 2.0, float, 0.0),
             max_batch=_num(env, "FER_MAX_BATCH", 64, int, 1),
             crop_cache=_num(env, "FER_CROP_CACHE", 10_000, int, 1),
+            detector=(env.get("FER_DETECTOR") or "fast").strip().lower(),
         )
-        return replace(s, **overrides) if overrides else s
+        s.detector_config()  # unknown preset -> FerError now
+        if overrides:
+            s = replace(s, **overrides)
+            s.detector_config()
+        return s

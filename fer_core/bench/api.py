@@ -94,7 +94,17 @@ def _wait_ready(port: int, proc: subprocess.Popen, timeout: float) -> dict:
     raise RuntimeError(f"server not ready after {timeout:.0f} s")
 
 
-def _load(port: int, path: str, body: bytes, ctype: str, clients: int, seconds: float) -> dict:
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _load(port: int, path: str, body: bytes, ctype: str, clients: int, seconds: float,
+          pid: int | None = None) -> dict:
     stop_at = [0.0]
     lat: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
@@ -129,16 +139,20 @@ def _load(port: int, path: str, body: bytes, ctype: str, clients: int, seconds: 
         t.start()
     stop_at[0] = time.perf_counter() + 1e9
     start.wait()
+    cpu0 = _cpu_seconds(pid) if pid else None
     t_start = time.perf_counter()
     stop_at[0] = t_start + seconds
     for t in threads:
         t.join(timeout=seconds + 60)
     elapsed = time.perf_counter() - t_start
+    cpu1 = _cpu_seconds(pid) if pid else None
     all_lat = np.asarray([x for li in lat for x in li]) * 1000
     return {"clients": clients, "requests": int(len(all_lat)), "errors": int(sum(errors)),
             "rps": round(len(all_lat) / elapsed, 1),
             "p50_ms": round(float(np.percentile(all_lat, 50)), 2) if len(all_lat) else None,
-            "p99_ms": round(float(np.percentile(all_lat, 99)), 2) if len(all_lat) else None}
+            "p99_ms": round(float(np.percentile(all_lat, 99)), 2) if len(all_lat) else None,
+            "server_cpu_ms_per_req": round((cpu1 - cpu0) * 1000 / len(all_lat), 2)
+            if cpu0 is not None and cpu1 is not None and len(all_lat) else None}
 
 
 def run(args) -> dict:
@@ -186,7 +200,7 @@ def run(args) -> dict:
             table = {}
             for name, (path, data, fname, itype) in scenarios.items():
                 body, ctype = _multipart("file", fname, data, itype)
-                table[name] = [_load(port, path, body, ctype, c, seconds) for c in counts]
+                table[name] = [_load(port, path, body, ctype, c, seconds, proc.pid) for c in counts]
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("GET", "/v1/health")
             after = json.loads(conn.getresponse().read())
@@ -215,7 +229,8 @@ def run(args) -> dict:
     if b1 and b1["p50_ms"] is not None:
         checks["photo_p50_ms_1_client"] = {"value": b1["p50_ms"], "target": "<= 25",
                                            "met": b1["p50_ms"] <= TARGETS["photo_p50_ms_1_client"]}
-    return {"model": model_note, "model_id": health.get("model_id"),
+    return {"model": model_note, "detector": health.get("detector"),
+            "load_average_1min": round(os.getloadavg()[0], 2), "model_id": health.get("model_id"),
             "server_startup_s": round(startup, 2), "seconds_per_run": seconds,
             "faces_found_in_photo": n_faces, "cpu_count": os.cpu_count(),
             "model_calls": after.get("batches"), "faces_predicted": after.get("batched_faces"),
