@@ -1,0 +1,339 @@
+"""Run directories: ``<runs_dir>/<run-id>/`` holding one training run.
+
+A run directory contains ``model.keras`` (best model by val accuracy, no optimizer state),
+``last.keras`` (latest epoch with optimizer state, for resuming; may be deleted to save space),
+``config.json`` (the :class:`~fer_core.training.TrainConfig`), ``history.jsonl`` (one row per
+epoch), ``metrics.json`` (summary), ``labels.json`` (label names = model output order),
+``state.json`` (resume state) and ``model_card.md``.
+
+Run ids are readable, ``YYYYmmdd-HHMMSS-<arch>``, and validated against :data:`RUN_ID_RE` (no
+slashes, no ``..``), so a user-supplied id can never point outside :func:`runs_dir`. Every
+write is atomic (temp file in the same folder + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fer_core import MODELS_DIR
+from fer_core.errors import FerError
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,119}$")
+MODEL_FILE = "model.keras"
+LAST_FILE = "last.keras"
+
+
+def runs_dir() -> Path:
+    """Where runs live: env ``FER_RUNS_DIR`` or ``<repo>/models``."""
+    return Path(os.environ.get("FER_RUNS_DIR") or MODELS_DIR)
+
+
+def validate_run_id(run_id: str) -> str:
+    """Return ``run_id`` if it is a safe directory name, else raise :class:`FerError`."""
+    if (not isinstance(run_id, str) or not RUN_ID_RE.match(run_id) or ".." in run_id):
+        raise FerError(f"invalid run id {run_id!r}: use letters, digits, '-', '_' and '.', "
+                       "starting with a letter or digit, no '/' or '..' (at most 120 chars)",
+                       where="run_id")
+    return run_id
+
+
+def new_run_id(arch: str, when: float | None = None) -> str:
+    """A fresh readable id ``YYYYmmdd-HHMMSS-<arch>`` (suffix -2, -3 ... if it exists)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+    safe_arch = re.sub(r"[^A-Za-z0-9_]", "_", str(arch))[:40] or "model"
+    base = validate_run_id(f"{stamp}-{safe_arch}")
+    run_id, n = base, 1
+    while (runs_dir() / run_id).exists():
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
+
+
+def run_path(run: str | os.PathLike) -> Path:
+    """A run's directory from an id (inside :func:`runs_dir`) or an explicit path."""
+    if isinstance(run, Path) or (isinstance(run, str) and (os.sep in run or "/" in run)):
+        return Path(run)
+    return runs_dir() / validate_run_id(run)
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    _atomic_write_bytes(Path(path), text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def append_jsonl(path, row: dict) -> None:
+    """Append one JSON line (rewrites the file atomically so a crash never leaves half a row)."""
+    path = Path(path)
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    atomic_write_text(path, old + json.dumps(row, default=_json_default) + "\n")
+
+
+def read_jsonl(path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line from an old writer; skip it
+    return rows
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_model_atomic(model, path, include_optimizer: bool = True) -> Path:
+    """Save ``model`` as a .keras file atomically. Without ``include_optimizer`` an uncompiled
+    copy with the same weights is saved (about 3x smaller with Adam)."""
+    import keras
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
+    os.close(fd)
+    try:
+        to_save = model
+        if not include_optimizer and getattr(model, "optimizer", None) is not None:
+            to_save = keras.models.clone_model(model)
+            to_save.set_weights(model.get_weights())
+        to_save.save(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_model(path, compile: bool = False):
+    """Load a model from a run dir (its model.keras) or a .keras file, with safe_mode=True.
+
+    A missing, non-Keras or corrupt file raises :class:`FerError` naming it.
+    """
+    import keras
+
+    p = Path(path) if not isinstance(path, str) or os.sep in path or "/" in path \
+        or path.endswith(".keras") else run_path(path)
+    if p.is_dir():
+        p = p / MODEL_FILE
+    if not p.exists():
+        raise FerError("model file not found (expected a run directory with model.keras "
+                       "or a .keras file)", where=str(p), status=404)
+    if p.suffix != ".keras":
+        raise FerError("not a Keras model file: expected a .keras file", where=str(p))
+    if not zipfile.is_zipfile(p):
+        raise FerError("not a valid .keras file (expected a Keras 3 zip archive)", where=str(p))
+    try:
+        return keras.saving.load_model(p, compile=compile, safe_mode=True)
+    except Exception as e:  # corrupt archive, unknown layer, unsafe lambda ...
+        raise FerError(f"cannot load model: {type(e).__name__}: {str(e)[:300]}",
+                       where=str(p)) from None
+
+
+@dataclass
+class Run:
+    """A run directory read from disk."""
+
+    path: Path
+    config: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+    card: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def has_model(self) -> bool:
+        return self.model_path.exists()
+
+    def load_model(self):
+        return load_model(self.path)
+
+
+def _read_json(path: Path, default):
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FerError(f"corrupt JSON ({e})", where=str(path)) from None
+
+
+def load_run(run) -> Run:
+    """Read a run (id or path). A missing directory raises :class:`FerError`."""
+    p = run_path(run)
+    if not p.is_dir():
+        raise FerError("no such run directory", where=str(p), status=404)
+    card = p / "model_card.md"
+    return Run(path=p, config=_read_json(p / "config.json", {}),
+               history=read_jsonl(p / "history.jsonl"),
+               metrics=_read_json(p / "metrics.json", {}),
+               labels=list(_read_json(p / "labels.json", [])),
+               card=card.read_text(encoding="utf-8") if card.exists() else "")
+
+
+def list_runs(root=None) -> list[Run]:
+    """Runs in ``root`` (default :func:`runs_dir`), newest first; folders that are not runs
+    (no config.json) are ignored."""
+    root = Path(root) if root else runs_dir()
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        if p.is_dir() and RUN_ID_RE.match(p.name) and (p / "config.json").exists():
+            try:
+                out.append(load_run(p))
+            except FerError:
+                continue
+    out.sort(key=lambda r: (r.path / "config.json").stat().st_mtime, reverse=True)
+    return out
+
+
+def delete_run(run) -> None:
+    p = run_path(run)
+    if not (p / "config.json").exists():
+        raise FerError("not a run directory (no config.json); refusing to delete",
+                       where=str(p), status=404)
+    shutil.rmtree(p)
+
+
+def rename_run(run, new_id: str) -> Path:
+    p = run_path(run)
+    validate_run_id(new_id)
+    if not p.is_dir():
+        raise FerError("no such run directory", where=str(p), status=404)
+    target = p.parent / new_id
+    if target.exists():
+        raise FerError(f"a run named {new_id!r} already exists", where="run_id", status=409)
+    os.replace(p, target)
+    return target
+
+
+# ----------------------------------------------------------------------------- model card
+
+def hardware() -> dict:
+    """CPU model, core count, TF/Keras versions, GPUs (for the model card)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version()}
+    try:
+        import keras
+        import tensorflow as tf
+        info.update(tensorflow=tf.__version__, keras=keras.__version__,
+                    gpus=len(tf.config.list_physical_devices("GPU")))
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+def write_model_card(run_dir, config: dict, metrics: dict, data: dict, command: str = "") -> str:
+    """Write model_card.md from a run's config, metrics and data summary; returns the text."""
+    run_dir = Path(run_dir)
+    hw = metrics.get("hardware") or hardware()
+    best = metrics.get("best_val_accuracy")
+    lines = [
+        f"# Model card: {run_dir.name}",
+        "",
+        "## Data",
+        f"- Source: {data.get('source', '?')}" + (" (synthetic)" if data.get("synthetic") else ""),
+        f"- Label set: {config.get('label_set')} ({', '.join(metrics.get('labels', []))})",
+        f"- Train faces: {data.get('n_train', '?')}, validation faces: {data.get('n_val', '?')}",
+        "",
+        "## Model",
+        f"- Architecture: `{config.get('arch')}` {json.dumps(config.get('arch_params') or {})}",
+        f"- Parameters: {metrics.get('params', '?'):,}" if isinstance(metrics.get("params"), int)
+        else f"- Parameters: {metrics.get('params', '?')}",
+        f"- FLOPs per image (forward): {metrics.get('flops', '?'):,}"
+        if isinstance(metrics.get("flops"), int) else "- FLOPs per image: ?",
+        f"- Input: raw uint8 48x48x1 grey face (rescaled inside the model)",
+        "",
+        "## Training",
+        f"- Epochs run: {metrics.get('epochs_done', '?')} of {config.get('epochs')}"
+        f" (status: {metrics.get('status', '?')})",
+        f"- Batch size {config.get('batch_size')}, optimizer {config.get('optimizer')}, "
+        f"lr {config.get('lr')} ({config.get('schedule')}), weight decay "
+        f"{config.get('weight_decay')}, label smoothing {config.get('label_smoothing')}",
+        f"- Best val accuracy: {best:.4f} at epoch {metrics.get('best_epoch')}"
+        if isinstance(best, (int, float)) else "- Best val accuracy: n/a",
+        f"- Training time: {metrics.get('train_time_sec', 0) / 60:.1f} min",
+    ]
+    if command:
+        lines.append(f"- Command: `{command}`")
+    lines += [
+        "",
+        "## Hardware",
+        f"- CPU: {hw.get('cpu')} ({hw.get('cores')} cores), GPUs: {hw.get('gpus', 0)}",
+        f"- TensorFlow {hw.get('tensorflow')}, Keras {hw.get('keras')}, "
+        f"Python {hw.get('python')}",
+        "",
+    ]
+    text = "\n".join(lines)
+    atomic_write_text(run_dir / "model_card.md", text)
+    return text
