@@ -101,3 +101,30 @@ def test_models_page_bad_rename_is_a_clear_error(tmp_path, monkeypatch):
     assert not at.exception, at.exception
     assert at.error, "a bad run name must show st.error"
     assert (tmp_path / "keep-run").is_dir()
+
+
+def test_ice_servers_default_none_env_list_and_bad_json(monkeypatch):
+    from fer_core.errors import FerError
+    from ui.models import ice_servers
+
+    monkeypatch.delenv("FER_ICE_SERVERS", raising=False)
+    assert ice_servers() == []
+    servers = [{"urls": ["stun:stun.example.org:3478"]}]
+    monkeypatch.setenv("FER_ICE_SERVERS", json.dumps(servers))
+    assert ice_servers() == servers
+    for bad in ("[{oops", '{"urls": "x"}', '[{"username": "u"}]'):
+        monkeypatch.setenv("FER_ICE_SERVERS", bad)
+        with pytest.raises(FerError, match="FER_ICE_SERVERS"):
+            ice_servers()
+
+
+def test_fer_model_env_is_the_default_choice(tmp_path, monkeypatch):
+    from ui.models import model_choices
+
+    a, b = make_tiny_run(tmp_path / "runs", "run-a"), make_tiny_run(tmp_path / "runs", "run-b")
+    monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("FER_MODEL", str(b))
+    choices = model_choices()
+    assert choices[0].path == b and choices[0].kind == "env"
+    assert sum(c.path.resolve() == b.resolve() for c in choices) == 1   # listed once
+    assert any(c.path == a and c.kind == "run" for c in choices)

@@ -149,8 +149,10 @@ def model_picker(label: str = "Model", key: str = "model_pick", exclude=None,
     return chosen.path
 
 
-def detector_settings(key: str = "det", container=None) -> dict:
-    """Face-detector widgets (OpenCV Haar cascade): returns keyword settings for the Predictor."""
+def detector_settings(key: str = "det", container=None, realtime: bool = False) -> dict:
+    """Face-detector widgets (OpenCV Haar cascade): keyword settings for
+    ``fer_core.vision.DetectorConfig``. ``realtime`` (webcam): detect on a <= 320 px copy and
+    default to larger faces (an arm's length away)."""
     where = container or st
     with where.expander("Face detector settings"):
         scale = st.slider("Scale factor", 1.05, 1.5, 1.1, 0.05, key=f"{key}_scale",
@@ -158,10 +160,13 @@ def detector_settings(key: str = "det", container=None) -> dict:
         neighbours = st.slider("Min neighbours", 1, 10, 5, key=f"{key}_nb",
                                help="Detections needed to keep a face: higher means fewer "
                                     "false faces.")
-        min_size = st.slider("Min face size (px)", 20, 200, 30, 10, key=f"{key}_min",
-                             help="Faces smaller than this are ignored.")
-    return {"scale_factor": float(scale), "min_neighbors": int(neighbours),
-            "min_size": int(min_size)}
+        min_size = st.slider("Min face size (px)", 20, 200, 60 if realtime else 30, 10,
+                             key=f"{key}_min", help="Faces smaller than this are ignored.")
+    out = {"scale_factor": float(scale), "min_neighbors": int(neighbours),
+           "min_size": int(min_size)}
+    if realtime:
+        out["max_side"] = 320
+    return out
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=6)
@@ -356,3 +361,29 @@ def photo_rows(results: list[PhotoResult]) -> list[dict]:
                          "emotion": f.emotion, "confidence": round(f.confidence, 4),
                          **{k: round(v, 4) for k, v in f.scores.items()}})
     return rows
+
+
+# ------------------------------------------------------------------------------------------
+# Webcam page
+# ------------------------------------------------------------------------------------------
+
+def live_figure(history: list[dict], labels, seconds: float = 30.0):
+    """Emotion probabilities over time of the face seen most in ``history`` (per-face rows
+    from FrameAnnotator.history), one line per emotion; None when there is no face yet."""
+    import collections
+
+    import plotly.graph_objects as go
+
+    if not history:
+        return None
+    face = collections.Counter(r["face"] for r in history).most_common(1)[0][0]
+    rows = [r for r in history if r["face"] == face]
+    t_end = rows[-1]["timestamp"]
+    xs = [r["timestamp"] - t_end for r in rows]
+    fig = go.Figure([go.Scatter(x=xs, y=[r[n] for r in rows], mode="lines", name=n)
+                     for n in labels])
+    fig.update_layout(title=f"Face #{face}: emotion probabilities, last {seconds:.0f} s",
+                      height=300, margin=dict(l=10, r=10, t=40, b=10),
+                      xaxis=dict(title="seconds", range=[-seconds, 0]),
+                      yaxis=dict(range=[0, 1], tickformat=".0%"))
+    return fig
