@@ -501,7 +501,7 @@ def _draw_emoji(img, centre, r, emotion):
     ex, ey = int(r * 0.36), int(r * 0.22)
     eyes = [(cx - ex, cy - ey), (cx + ex, cy - ey)]
     for k, (px, py) in enumerate(eyes):
-        side = -1 if k == 0 else 1
+        side = 1 if k == 0 else -1  # +1: the inner (nose) side is to the right
         if e in ("surprise", "fear"):
             cv2.circle(img, (px, py), int(r * 0.17), (255, 255, 255), -1, cv2.LINE_AA)
             cv2.circle(img, (px, py), int(r * 0.08), dark, -1, cv2.LINE_AA)

@@ -204,8 +204,9 @@ class DetectorConfig:
 
     @classmethod
     def realtime(cls, **changes) -> "DetectorConfig":
-        """Webcam preset: detect on a <= 320 px copy, faces >= 80 px (an arm's length away)."""
-        return replace(cls(max_side=320, min_size=80), **changes)
+        """Webcam preset: detect on a <= 320 px copy, faces >= 80 px (an arm's length away),
+        scale step 1.15 (about 35 % less work than 1.1 for a similar hit rate)."""
+        return replace(cls(max_side=320, min_size=80, scale_factor=1.15), **changes)
 
     def validate(self) -> "DetectorConfig":
         if self.kind not in ("haar", "yunet"):
@@ -325,8 +326,9 @@ class FaceDetector:
             if x1 - x0 < 16 or y1 - y0 < 16:
                 continue
             roi = image[y0:y1, x0:x1]
-            s = min(1.0, 64.0 / side)  # the face becomes ~64 px: a handful of Haar scales
-            got = self._detect_scaled(roi, s, max(0.6 * side * s, 20), 1.6 * side * s + 2)
+            # the face becomes ~40 px (Haar's window is 24 px): few positions, few scales
+            s = min(1.0, 40.0 / side)
+            got = self._detect_scaled(roi, s, max(0.65 * side * s, 20), 1.5 * side * s + 2)
             if len(got):
                 got[:, 0] += x0
                 got[:, 1] += y0
