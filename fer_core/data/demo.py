@@ -21,7 +21,7 @@ import numpy as np
 
 from fer_core.labels import FER7
 
-VERSION = 2                   # bump when the generator changes: ensure_demo() regenerates
+VERSION = 3                   # bump when the generator changes: ensure_demo() regenerates
 N_PER_CLASS = 1000
 SEED = 2013
 FILENAME = "fer_demo_synthetic.csv"
@@ -36,7 +36,7 @@ _PROTO = {
     "surprise": (0.00, 0.20, 0.22, 0.31, -0.05, 1.30, 0.0),
     "neutral":  (0.00, 0.01, 0.28, 0.18, 0.00, 0.90, 0.0),
 }
-_NOISE = np.array([0.05, 0.03, 0.035, 0.04, 0.10, 0.16, 0.25], dtype=np.float32)
+_NOISE = np.array([0.04, 0.025, 0.03, 0.035, 0.08, 0.14, 0.2], dtype=np.float32)
 
 
 def demo_dir() -> Path:
@@ -135,7 +135,7 @@ def generate(n_per_class: int = N_PER_CLASS, seed: int = SEED
     labels = np.repeat(np.arange(k), n_per_class)
     proto = np.array([_PROTO[name] for name in FER7], dtype=np.float32)
     neutral = proto[FER7.index("neutral")]
-    strength = rng.uniform(0.25, 1.15, size=(len(labels), 1)).astype(np.float32)
+    strength = rng.uniform(0.4, 1.2, size=(len(labels), 1)).astype(np.float32)
     params = neutral + strength * (proto[labels] - neutral)
     params += rng.normal(size=params.shape).astype(np.float32) * _NOISE
     params[:, 1] = np.clip(params[:, 1], 0.0, None)           # opening
