@@ -201,7 +201,9 @@ class _TFLiteBackend:
 
     def _new(self, batch: int):
         import tensorflow as tf
-        it = tf.lite.Interpreter(model_content=self._blob, num_threads=1)
+        with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated" (still in TF 2.21)
+            warnings.simplefilter("ignore", UserWarning)
+            it = tf.lite.Interpreter(model_content=self._blob, num_threads=1)
         inp = it.get_input_details()[0]
         if tuple(inp["shape"])[0] != batch:
             it.resize_tensor_input(inp["index"], [batch, 48, 48, 1], strict=False)

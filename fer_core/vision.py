@@ -286,12 +286,14 @@ class FaceDetector:
 
     def _detect_scaled(self, image, s, min_px, max_px):
         cfg = self.config
+        if cfg.kind == "haar":
+            image = to_grey(image)  # grey first: one channel to resize, same result for any input
         if s < 1.0:
             small = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
         else:
             s, small = 1.0, image
         if cfg.kind == "haar":
-            grey = to_grey(small)
+            grey = small
             m = max(int(round(min_px)), 20)
             kwargs = {"minSize": (m, m)}
             if max_px:
