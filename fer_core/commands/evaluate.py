@@ -56,7 +56,7 @@ def format_report(r: dict) -> str:
         m = r["per_class"][n]
         lines.append(f"{n:10s} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:7.3f} "
                      f"{m['support']:8d} {r['true_vs_pred'][n]['pred']:9d}")
-    w = max(6, max(len(str(v)) for row in r["confusion_matrix"] for v in row) + 1)
+    w = max(9, max(len(str(v)) for row in r["confusion_matrix"] for v in row) + 1)
     lines += ["", "confusion matrix (rows true, columns predicted)",
               " " * 10 + "".join(f"{n[:w - 1]:>{w}s}" for n in names)]
     for n, row in zip(names, r["confusion_matrix"]):
