@@ -20,21 +20,21 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                           "sets FER_API_KEY")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_service(request: Request) -> ModelService:
+async def get_service(request: Request) -> ModelService:
     return request.app.state.service
 
 
-def get_model(service: ModelService = Depends(get_service)) -> ModelService:
+async def get_model(service: ModelService = Depends(get_service)) -> ModelService:
     """The service, or 503 JSON when no model is loaded."""
     service.require_model()
     return service
 
 
-def get_store(request: Request) -> FeedbackStore:
+async def get_store(request: Request) -> FeedbackStore:
     store = request.app.state.store
     if store is None:
         raise ApiError("feedback_unavailable",
@@ -42,7 +42,7 @@ def get_store(request: Request) -> FeedbackStore:
     return store
 
 
-def require_api_key(key: str | None = Depends(api_key_header),
+async def require_api_key(key: str | None = Depends(api_key_header),
                     settings: Settings = Depends(get_settings)) -> None:
     if settings.api_key is None:
         return

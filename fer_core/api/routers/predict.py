@@ -31,13 +31,17 @@ BATCH_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": BatchJSON.model_json_schema()},
 }}}
 DETECT = Query(True, description="find faces; false = the image already is a face crop")
+INLINE_BYTES = 32 * 1024
 TOP_K = Query(3, ge=1, le=10, description="how many best labels to list per face")
 
 
 async def faces_of(service: ModelService, data: bytes, detect: bool, top_k: int,
                    where: str = "image") -> list[dict]:
     """Bytes -> described faces: decoding/detection in a worker thread, model via the batcher."""
-    faces, boxes = await run_in_threadpool(service.prepare, data, detect, where)
+    if not detect and len(data) <= INLINE_BYTES:  # a small crop decodes faster than a thread hop
+        faces, boxes = service.prepare(data, detect, where)
+    else:
+        faces, boxes = await run_in_threadpool(service.prepare, data, detect, where)
     if len(faces) == 0:
         return []
     probs = await service.batcher.predict(faces)
