@@ -5,10 +5,11 @@ Imports flow pages -> ui -> fer_core; fer_core never imports this package.
 
 import streamlit as st
 
-try:  # Streamlit internals: see _use_the_router below
+try:  # Streamlit internals: see _use_the_router and _keep_keras_state below
     from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner import script_runner as _script_runner
 except ImportError:  # pragma: no cover - other Streamlit versions
-    PagesManager = None
+    PagesManager = _script_runner = None
 
 
 def _use_the_router() -> None:
@@ -24,4 +25,25 @@ def _use_the_router() -> None:
         st.rerun()
 
 
+def _close_matplotlib_figures() -> None:
+    import sys
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close("all")
+
+
+def _keep_keras_state() -> None:
+    """Stop Streamlit from calling ``keras.backend.clear_session()`` after every script run.
+
+    Keras 3's clear_session replaces its thread-local state objects for *all* threads, so a
+    rerun of any session (the Train page reruns every second) would wipe the layer-name
+    counters, seed generator and dtype policy of a model being built or trained in the job
+    manager's worker thread ("The name 'conv2d' is used 2 times in the model"). The app keeps
+    long-lived models on purpose (training jobs, cached predictors), so the reset is unwanted.
+    """
+    if _script_runner is not None and hasattr(_script_runner, "_clean_problem_modules"):
+        _script_runner._clean_problem_modules = _close_matplotlib_figures
+
+
+_keep_keras_state()
 _use_the_router()

@@ -196,3 +196,13 @@ def sample_indices(ds, split: str, label: int | None, seed: int) -> np.ndarray:
         keep &= ds.labels == label
     idx = np.flatnonzero(keep)
     return np.random.default_rng(seed).permutation(idx)
+
+
+def limit_train(ds, max_train: int, seed: int = 0):
+    """The dataset with at most ``max_train`` random train faces (val/test kept; 0 = all)."""
+    train_idx = np.flatnonzero(ds.split == "train")
+    if not max_train or max_train >= len(train_idx):
+        return ds
+    keep = np.random.default_rng(seed).choice(train_idx, int(max_train), replace=False)
+    rest = np.flatnonzero(ds.split != "train")
+    return ds.subset("all", index=np.sort(np.concatenate([keep, rest])))

@@ -1,0 +1,131 @@
+"""Train: configure a run, start it on the server's job manager, and watch it learn live."""
+
+import json
+from pathlib import Path
+
+import streamlit as st
+
+from fer_core import models, runs
+from fer_core.errors import FerError
+from fer_core.labels import LABEL_SETS
+from fer_core.training import OPTIMIZERS, SCHEDULES, TrainConfig
+from ui.data import dataset_label, get_active_dataset, limit_train
+from ui.jobs import curves_figure, fmt_seconds, job_manager, snapshot, start_job
+
+ROOT = Path(__file__).resolve().parent.parent
+D = TrainConfig()  # defaults
+ARCHS = list(models.ARCHITECTURES)
+
+
+def pct(x):
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+@st.fragment(run_every=1)
+def live_view():
+    snap = snapshot(job_manager().job)
+    if not snap["running"]:  # the job ended: rerun the page to show the summary and the form
+        st.rerun(scope="app")
+    st.progress(snap["progress"], text=f"epoch {snap['epoch']}/{snap['epochs']} · batch "
+                f"{snap['batch']}/{snap['batches']} · ETA {fmt_seconds(snap['eta'])}")
+    m = st.columns(4)
+    m[0].metric("images/s", f"{snap['images_per_sec']:.0f}" if snap["images_per_sec"] else "–")
+    m[1].metric("train accuracy (batch)", pct(snap["accuracy"]))
+    m[2].metric("best val accuracy", pct(snap["best_val_accuracy"]))
+    m[3].metric("elapsed", fmt_seconds(snap["elapsed"]))
+    st.plotly_chart(curves_figure(snap["history"], snap["batch_rows"]), key="live_curves")
+    if st.button("⏹ Stop", type="primary"):
+        job_manager().stop()
+        st.toast("Stopping after this batch; the best model so far is kept.")
+
+
+st.title("🏋️ Train")
+snap = snapshot(job_manager().job)
+if snap and snap["running"]:
+    st.info(f"Training **{snap['arch']}** · run `{snap['run_id']}`. One job runs at a time on "
+            "this server; it keeps going if you leave or reload this page.")
+    live_view()
+elif snap:  # the last job of this server has ended
+    with st.container(border=True):
+        st.subheader(f"Last run `{snap['run_id']}`: {snap['status'].replace('_', ' ')}")
+        if snap["error"]:
+            st.error(snap["error"])
+        c = st.columns(3)
+        c[0].metric("best epoch", snap["best_epoch"] or "–")
+        c[1].metric("best val accuracy", pct(snap["best_val_accuracy"]))
+        c[2].metric("training time", fmt_seconds(snap["elapsed"]))
+        if snap["history"]:
+            st.plotly_chart(curves_figure(snap["history"], snap["batch_rows"]), key="last_curves")
+        if snap["has_model"] and st.session_state.get("my_run") == snap["run_dir"]:
+            st.session_state["active_model"] = snap["run_dir"]  # Evaluate opens this run
+        if snap["has_model"] and (ROOT / "pages/evaluate.py").exists():
+            st.page_link("pages/evaluate.py", label="Evaluate this model", icon="📊")
+
+ds = get_active_dataset()
+st.caption(f"Dataset: {dataset_label(ds)} · choose another in the Dataset Explorer")
+if err := st.session_state.pop("train_error", None):
+    st.error(err)
+with st.form("train_config"):
+    c = st.columns(4)
+    arch = c[0].selectbox("Architecture", ARCHS, index=ARCHS.index(models.DEFAULT_ARCH))
+    epochs = c[1].number_input("Epochs", 1, 1000, D.epochs)
+    batch_size = c[2].number_input("Batch size", 1, 4096, D.batch_size)
+    max_train = c[3].number_input("Max training images (0 = all)", 0, 10**7, 0, step=500)
+    c = st.columns(4)
+    lr = c[0].number_input("Learning rate", 1e-6, 1.0, D.lr, format="%.5f")
+    schedule = c[1].selectbox("LR schedule", SCHEDULES, index=SCHEDULES.index(D.schedule))
+    optimizer = c[2].selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(D.optimizer))
+    label_set = c[3].selectbox("Label set", list(LABEL_SETS),
+                               index=list(LABEL_SETS).index(ds.label_set if ds else D.label_set))
+    with st.expander("Augmentation"):
+        c = st.columns(6)
+        flip = c[0].checkbox("Flip", D.flip)
+        shift = c[1].slider("Shift", 0.0, 0.5, D.shift)
+        rotation = c[2].slider("Rotation °", 0.0, 45.0, D.rotation)
+        zoom = c[3].slider("Zoom", 0.0, 0.5, D.zoom)
+        contrast = c[4].slider("Contrast", 0.0, 1.0, D.contrast)
+        erasing = c[5].slider("Erasing p", 0.0, 1.0, D.erasing)
+    with st.expander("Advanced"):
+        c = st.columns(5)
+        weight_decay = c[0].number_input("Weight decay", 0.0, 1.0, D.weight_decay, format="%.5f")
+        label_smoothing = c[1].number_input("Label smoothing", 0.0, 0.9, D.label_smoothing)
+        class_weight = c[2].selectbox("Class weights", ["none", "balanced"])
+        patience = c[3].number_input("Early-stop patience (0 = off)", 0, 1000, D.patience)
+        seed = c[4].number_input("Seed", 0, 2**31 - 1, D.seed)
+        arch_params = st.text_input("Architecture parameters (JSON)", "{}",
+                                    help=f"e.g. {json.dumps(models.arch_params(arch))}")
+    submitted = st.form_submit_button("▶ Start training", type="primary", disabled=ds is None)
+
+if submitted:
+    try:
+        params = json.loads(arch_params or "{}")
+    except json.JSONDecodeError as exc:
+        params = None
+        st.session_state["train_error"] = f"Architecture parameters: not valid JSON ({exc})"
+    if params is not None:
+        config = TrainConfig(
+            arch=arch, arch_params=params, epochs=int(epochs), batch_size=int(batch_size),
+            optimizer=optimizer, lr=float(lr), schedule=schedule, weight_decay=weight_decay,
+            label_smoothing=label_smoothing, class_weight=class_weight, flip=flip, shift=shift,
+            rotation=rotation, zoom=zoom, contrast=contrast, erasing=erasing,
+            label_set=label_set, seed=int(seed), patience=int(patience))
+        run_dir = runs.runs_dir() / runs.new_run_id(arch)
+        try:
+            start_job(limit_train(ds, int(max_train), int(seed)), config, run_dir)
+            st.session_state["my_run"] = str(run_dir)
+        except FerError as exc:
+            st.session_state["train_error"] = f"Cannot start training: {exc}"
+    st.rerun()
+
+st.subheader("Past runs")
+past = runs.list_runs()
+if not past:
+    st.caption(f"No runs yet in {runs.runs_dir()}.")
+else:
+    labels = {r.id: f"{r.id} · {r.metrics.get('status', '?')} · best val "
+                    f"{pct(r.metrics.get('best_val_accuracy'))}" for r in past}
+    run = next(r for r in past if r.id == st.selectbox("Run", list(labels), format_func=labels.get,
+                                                       key="past_run"))
+    st.plotly_chart(curves_figure(run.history), key="past_curves")
+    st.caption(f"{run.path} · {run.metrics.get('epochs_done', len(run.history))} epochs · "
+               f"{fmt_seconds(run.metrics.get('train_time_sec'))}")
