@@ -158,7 +158,7 @@ with tabs[3]:
             b.info("Grad-CAM needs the model's own label set (the data was remapped).")
         st.markdown(f"**Feature maps of `{layer}`** ({maps.shape[-1]} channels, "
                     f"{maps.shape[0]}×{maps.shape[1]})")
-        st.image(evaluation.feature_grid(maps, max_maps=64), clamp=True)
+        st.image(evaluation.feature_grid(maps, max_maps=64), clamp=True, width=640)
 
 # --- calibration ------------------------------------------------------------------------------
 with tabs[4]:
