@@ -1,12 +1,12 @@
 """``python -m fer_core predict IMAGE... [--model M] [--json] [--out DIR]``: emotions per face.
 
-JSON (``--json``): for one image the object ``{"image": path, "faces": [{"box": [x, y, w, h],
-"emotion", "confidence", "scores": {...}, "top_k": [[label, p], ...]}], "model_id", "labels"}``;
-for several images a list of such objects (without model_id/labels, which are printed once on
-stderr-free text output only). With ``--out DIR`` an annotated copy of each image is written as
-``DIR/<name>.annotated.png``. A missing or bad image stops with an error naming it (exit 2)
-before anything is printed.
-"""
+JSON (``--json``) for ONE image is an object, ``{"image": path, "faces": [{"box": [x, y, w, h],
+"emotion", "confidence", "scores": {label: p}, "top_k": [[label, p], ...]}], "model_id",
+"labels"}``, so ``faces`` is a top-level key; for SEVERAL images it is a list of
+``{"image", "faces"}`` objects in argument order. Faces are listed largest first. With
+``--out DIR`` an annotated copy of each image is written to ``DIR/<name>.annotated.png`` (its
+path is added as ``"annotated"``). Every image is decoded before anything is printed: a missing
+or bad image stops with an error naming it (exit 2)."""
 
 from __future__ import annotations
 
