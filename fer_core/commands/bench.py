@@ -28,7 +28,22 @@ def _runner(module):
     def run(args) -> int:
         from fer_core.cli import emit
         result = module.run(args)
-        text = "\n".join(f"{k:28s} {v}" for k, v in result.items())
-        emit(args, result, text)
+        emit(args, result, "\n".join(_lines(result)))
         return 0
     return run
+
+
+def _lines(result: dict, indent: str = "") -> list[str]:
+    """Nested benchmark results as an indented, readable listing."""
+    out = []
+    for key, value in result.items():
+        if isinstance(value, dict):
+            out.append(f"{indent}{key}:")
+            out += _lines(value, indent + "  ")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            out.append(f"{indent}{key}:")
+            for row in value:
+                out.append(indent + "  - " + ", ".join(f"{k}={v}" for k, v in row.items()))
+        else:
+            out.append(f"{indent}{key:28s} {value}")
+    return out
