@@ -164,7 +164,8 @@ with tabs[3]:
 with tabs[4]:
     bins = [b for b in report["reliability"] if b["count"]]
     fig = go.Figure([go.Bar(x=[(b["lo"] + b["hi"]) / 2 for b in bins],
-                            y=[b["accuracy"] for b in bins], width=[b["hi"] - b["lo"] for b in bins],
+                            y=[b["accuracy"] for b in bins],
+                            width=[b["hi"] - b["lo"] for b in bins],
                             name="accuracy", customdata=[b["count"] for b in bins],
                             hovertemplate="confidence %{x:.2f}: accuracy %{y:.0%} "
                                           "(%{customdata} faces)<extra></extra>"),

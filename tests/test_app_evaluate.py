@@ -83,7 +83,7 @@ def test_evaluate_page_compare_and_tta(trained, monkeypatch):
 def test_evaluate_page_without_models_says_so(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
     import fer_core
-    if fer_core.DEFAULT_MODEL.exists():
+    if (fer_core.DEFAULT_MODEL / "model.keras").exists():
         pytest.skip("the shipped model exists, so there is always a model to pick")
     monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path))
     monkeypatch.delenv("FER_MODEL", raising=False)

@@ -87,7 +87,7 @@ def test_models_page_renames_and_deletes_a_run(tmp_path, monkeypatch):
     assert not at.exception, at.exception
     assert not (tmp_path / "renamed-run").exists()
     import fer_core
-    if fer_core.DEFAULT_MODEL.exists():
+    if (fer_core.DEFAULT_MODEL / "model.keras").exists():
         assert not any("renamed-run" in str(o) for o in at.selectbox(key="models_pick").options)
     else:
         assert any("No default model yet" in i.value for i in at.info)

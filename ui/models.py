@@ -1,7 +1,8 @@
 """Model choice shared by the Photo, Webcam, Evaluate and Models pages.
 
 - :func:`model_choices` / :func:`model_picker`: the shipped default (or ``FER_MODEL``) plus every
-  run in ``fer_core.runs.runs_dir()``; the picked path is kept in ``st.session_state["active_model"]``.
+  run in ``fer_core.runs.runs_dir()``; the picked path is kept in
+  ``st.session_state["active_model"]``.
 - :func:`get_predictor`: one :class:`fer_core.predict.Predictor` per (model file, mtime, detector
   settings), shared by all sessions through ``st.cache_resource`` (Predictor is thread-safe).
 - :func:`detector_settings`: the face-detector widgets.
