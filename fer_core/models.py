@@ -52,19 +52,20 @@ def _head(x, n_classes, dropout, name="predictions"):
     return layers.Dense(n_classes, activation="softmax", name=name, dtype="float32")(x)
 
 
-def _conv_bn_relu(x, filters, kernel=3, strides=1):
+def _conv_bn_relu(x, filters, kernel=3, strides=1, bn_momentum=0.99):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=bn_momentum)(x)
     return layers.ReLU()(x)
 
 
-def mememoji(input_shape=INPUT_SHAPE, n_classes=7, dense=512, dropout=0.5):
+def mememoji(input_shape=INPUT_SHAPE, n_classes=7, width=32, dense=512, dropout=0.5):
     """The classic FER2013 Keras design ("mememoji"): nine 3x3 convolutions (32, 64, 128
     filters, three of each) with max-pooling after every three, then two dense layers with
-    dropout and a softmax. No batch-norm. About 2.1 M params and 60 MFLOPs per image with the
-    defaults (dense=512)."""
+    dropout and a softmax (``width`` scales the filters: 32, 64, 128). No batch-norm, and the
+    flattened features keep where things are in the face. Defaults (width=32, dense=512):
+    ~3.1 M params, ~304 MFLOPs per image."""
     inp, x = _inputs(input_shape)
-    for filters in (32, 64, 128):
+    for filters in (width, width * 2, width * 4):
         for _ in range(3):
             x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
         x = layers.MaxPooling2D(2)(x)
@@ -76,15 +77,17 @@ def mememoji(input_shape=INPUT_SHAPE, n_classes=7, dense=512, dropout=0.5):
     return keras.Model(inp, out, name="mememoji")
 
 
-def vgg(input_shape=INPUT_SHAPE, n_classes=7, width=32, depth=2, stages=3, dropout=0.3):
+def vgg(input_shape=INPUT_SHAPE, n_classes=7, width=16, depth=2, stages=3, dropout=0.2,
+        bn_momentum=0.99):
     """Fast default: ``stages`` blocks of ``depth`` conv-BN-ReLU layers (3x3), each block
     followed by 2x2 max-pooling and doubling the width (``width``, 2x, 4x ...), then global
-    average pooling, dropout and softmax. With width=32, depth=2, stages=3: ~0.29 M params,
-    ~90 MFLOPs per image (about 3/4 of it in the 48x48 and 24x24 blocks)."""
+    average pooling, dropout and softmax. With width=16, depth=2, stages=3: ~0.07 M params,
+    ~43 MFLOPs per image (2/3 of it in the 48x48 and 24x24 blocks); width=32: ~0.29 M params,
+    ~171 MFLOPs."""
     inp, x = _inputs(input_shape)
     for s in range(stages):
         for _ in range(depth):
-            x = _conv_bn_relu(x, width * 2 ** s)
+            x = _conv_bn_relu(x, width * 2 ** s, bn_momentum=bn_momentum)
         x = layers.MaxPooling2D(2)(x)
     x = layers.GlobalAveragePooling2D()(x)
     out = _head(x, n_classes, dropout)
@@ -92,7 +95,7 @@ def vgg(input_shape=INPUT_SHAPE, n_classes=7, width=32, depth=2, stages=3, dropo
 
 
 def mini_xception(input_shape=INPUT_SHAPE, n_classes=7, width=8, modules=4, dropout=0.0,
-                  l2=0.0):
+                  l2=0.0, bn_momentum=0.99):
     """mini-Xception (Arriaga et al. 2017, the ``fer``/``face_classification`` model): two
     plain 3x3 convs of ``width`` filters, then ``modules`` residual modules of two depthwise-
     separable 3x3 convs with max-pooling and a strided 1x1 shortcut (filters 2*width, 4*width,
@@ -103,19 +106,19 @@ def mini_xception(input_shape=INPUT_SHAPE, n_classes=7, width=8, modules=4, drop
     inp, x = _inputs(input_shape)
     for _ in range(2):
         x = layers.Conv2D(width, 3, use_bias=False, kernel_regularizer=reg)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=bn_momentum)(x)
         x = layers.ReLU()(x)
     for m in range(modules):
         filters = width * 2 ** (m + 1)
         residual = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False)(x)
-        residual = layers.BatchNormalization()(residual)
+        residual = layers.BatchNormalization(momentum=bn_momentum)(residual)
         x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False,
                                    depthwise_regularizer=reg, pointwise_regularizer=reg)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=bn_momentum)(x)
         x = layers.ReLU()(x)
         x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False,
                                    depthwise_regularizer=reg, pointwise_regularizer=reg)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=bn_momentum)(x)
         x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
         x = layers.Add()([x, residual])
     if dropout:
@@ -126,17 +129,18 @@ def mini_xception(input_shape=INPUT_SHAPE, n_classes=7, width=8, modules=4, drop
     return keras.Model(inp, out, name="mini_xception")
 
 
-def resnet(input_shape=INPUT_SHAPE, n_classes=7, width=32, blocks=(2, 2, 2), stem=1,
-           dropout=0.3):
+def resnet(input_shape=INPUT_SHAPE, n_classes=7, width=24, blocks=(2, 2, 2), stem=1,
+           dropout=0.3, bn_momentum=0.99):
     """Accuracy model: a ResNet for 48x48 faces. A stem of ``stem`` conv-BN-ReLU layers with
     ``width`` filters at full resolution, then len(blocks) stages of basic residual blocks
     (two 3x3 conv-BN, identity or 1x1 projection shortcut), stage i at half the previous
-    resolution with 2*width*2**i filters (64, 128, 256 at 24, 12, 6 px with width=32), then
-    global average pooling, dropout and softmax. Defaults: ~2.8 M params, ~290 MFLOPs per image.
+    resolution with 2*width*2**i filters (48, 96, 192 at 24, 12, 6 px with width=24), then
+    global average pooling, dropout and softmax. Defaults (width=24): ~1.56 M params,
+    ~256 MFLOPs per image; width=32: ~2.76 M params, ~454 MFLOPs.
     Downsampling is a strided 3x3 conv in the first block of each stage."""
     inp, x = _inputs(input_shape)
     for _ in range(stem):
-        x = _conv_bn_relu(x, width)
+        x = _conv_bn_relu(x, width, bn_momentum=bn_momentum)
     for s, n in enumerate(blocks):
         filters = width * 2 ** (s + 1)
         for b in range(n):
@@ -144,10 +148,10 @@ def resnet(input_shape=INPUT_SHAPE, n_classes=7, width=32, blocks=(2, 2, 2), ste
             shortcut = x
             if strides != 1 or x.shape[-1] != filters:
                 shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False)(x)
-                shortcut = layers.BatchNormalization()(shortcut)
-            y = _conv_bn_relu(x, filters, strides=strides)
+                shortcut = layers.BatchNormalization(momentum=bn_momentum)(shortcut)
+            y = _conv_bn_relu(x, filters, strides=strides, bn_momentum=bn_momentum)
             y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
-            y = layers.BatchNormalization(gamma_initializer="zeros")(y)
+            y = layers.BatchNormalization(momentum=bn_momentum, gamma_initializer="zeros")(y)
             x = layers.ReLU()(layers.Add()([shortcut, y]))
     x = layers.GlobalAveragePooling2D()(x)
     out = _head(x, n_classes, dropout)

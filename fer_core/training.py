@@ -82,6 +82,7 @@ class TrainConfig:
     Augmentation: ``flip`` horizontal flips; ``shift`` max translation (fraction of the size);
     ``rotation`` max degrees; ``zoom`` max zoom in/out fraction; ``contrast`` contrast factor;
     ``erasing`` probability of erasing a random rectangle (0 = off).
+    ``weight_decay`` is decoupled (Keras AdamW/SGD: w -= lr * weight_decay * w each step).
     ``warmup_epochs`` linear LR warm-up (cosine schedule). ``patience`` epochs without val
     accuracy improvement before early stopping (0 = never).
     """
@@ -94,7 +95,7 @@ class TrainConfig:
     lr: float = 1e-3
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
-    weight_decay: float = 1e-4
+    weight_decay: float = 0.01
     label_smoothing: float = 0.1
     class_weight: str = "none"
     flip: bool = True

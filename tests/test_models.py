@@ -1,0 +1,59 @@
+"""Architecture registry: shapes, in-model rescaling, FLOPs, safe_mode round trip, bad input."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from fer_core import models  # noqa: E402
+from fer_core.errors import FerError  # noqa: E402
+
+TINY = {"vgg": {"width": 4, "depth": 1}, "resnet": {"width": 4, "blocks": [1, 1]},
+        "mini_xception": {"width": 4, "modules": 2}, "mememoji": {"width": 4, "dense": 16}}
+
+
+@pytest.mark.parametrize("name", sorted(models.ARCHITECTURES))
+def test_builds_takes_uint8_and_outputs_probabilities(name, tmp_path):
+    model = models.build(name, n_classes=6, **TINY[name])
+    assert model.input_shape == (None, 48, 48, 1)
+    assert model.output_shape == (None, 6)
+    assert any(isinstance(layer, keras.layers.Rescaling) for layer in model.layers)
+    faces = np.random.default_rng(0).integers(0, 256, size=(3, 48, 48, 1)).astype("float32")
+    probs = model.predict(faces, verbose=0)
+    assert probs.shape == (3, 6)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # saved and loaded with safe_mode, no custom objects needed, same outputs
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    again = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(again.predict(faces, verbose=0), probs, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(models.ARCHITECTURES))
+def test_describe_reports_params_flops_and_doc(name):
+    d = models.describe(name)
+    assert d["params"] > 1000 and d["flops"] > d["params"]
+    assert "FLOPs" in d["doc"] and d["defaults"]
+
+
+def test_flops_match_hand_count():
+    inp = keras.Input((48, 48, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inp)        # 2*48*48*9*1*8
+    x = keras.layers.SeparableConv2D(16, 3, strides=2, padding="same")(x)  # dw + pw at 24x24
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(7)(x)                              # 2*16*7
+    model = keras.Model(inp, out)
+    expected = 2 * 48 * 48 * 9 * 8 + (2 * 24 * 24 * 9 * 8 + 2 * 24 * 24 * 8 * 16) + 2 * 16 * 7
+    assert models.count_flops(model) == expected
+
+
+def test_width_scales_cost():
+    small, big = models.describe("vgg", width=8), models.describe("vgg", width=16)
+    assert big["flops"] > 3 * small["flops"]
+
+
+def test_unknown_arch_and_param_are_user_errors():
+    with pytest.raises(FerError, match="arch"):
+        models.build("alexnet9000")
+    with pytest.raises(FerError, match="colour"):
+        models.build("vgg", colour=3)
