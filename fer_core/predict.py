@@ -86,7 +86,9 @@ def _resolve(path) -> tuple[Path, Path]:
     if p.is_dir():
         f = p / "model.keras"
         if not f.is_file():
-            raise FerError("run directory has no model.keras", where=str(p))
+            raise FerError("run directory has no model.keras (not a run, or still training); "
+                           "train one (python -m fer_core train) or pass --model another run "
+                           "directory or .keras file", where=str(p))
         return f, p
     if p.suffix != ".keras":
         raise FerError("expected a run directory or a .keras model file", where=str(p))
