@@ -263,7 +263,10 @@ def make_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, *, tr
     if training and augmenter is not None:
         def augment(x, *rest):
             return (augmenter(x, training=True), *rest)
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        # Keras random layers draw from a stateful seed generator: parallel calls would take
+        # the draws in a nondeterministic order, so the (vectorised, per-batch) augmentation
+        # runs as one sequential stage, overlapped with training by prefetch.
+        ds = ds.map(augment, num_parallel_calls=None if deterministic else tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = deterministic
     options.experimental_distribute.auto_shard_policy = \

@@ -59,7 +59,7 @@ def measure(arch: str, params: dict | None = None, batch_size: int = 64, steps: 
         def on_train_batch_end(self, batch, logs=None):
             stamps.append(time.perf_counter())
 
-    model.fit(ds, epochs=1, verbose=0, callbacks=[Clock()])
+    model.fit(ds, epochs=1, verbose=0, shuffle=False, callbacks=[Clock()])
     timed = stamps[warmup - 1:] if warmup >= 1 else stamps
     step_sec = (timed[-1] - timed[0]) / max(1, len(timed) - 1)
     ips = batch_size / step_sec

@@ -1,0 +1,192 @@
+"""Training: learning happens, checkpoints/resume, stop, config validation, seeds, jobs, CLI."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+
+from fer_core import runs  # noqa: E402
+from fer_core.errors import FerError  # noqa: E402
+from fer_core.training import JobManager, TrainConfig, make_schedule, train  # noqa: E402
+from tests.factories import pattern_faces  # noqa: E402
+
+NO_AUG = dict(shift=0.0, rotation=0.0, zoom=0.0, contrast=0.0, erasing=0.0)
+TINY = dict(arch="vgg", arch_params={"width": 8, "depth": 1, "bn_momentum": 0.8},
+            batch_size=16, lr=3e-3, warmup_epochs=0.0, **NO_AUG)
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return pattern_faces(n_per_class=24)
+
+
+def cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, **kw})
+
+
+def test_two_epochs_beat_chance_and_write_a_run(faces, tmp_path):
+    events = []
+    result = train(faces, cfg(epochs=2), tmp_path / "run", callbacks=[events.append])
+    assert result["status"] == "finished"
+    assert result["best_val_accuracy"] > 0.5  # chance is 1/7 = 0.14
+    history = runs.read_jsonl(tmp_path / "run" / "history.jsonl")
+    assert [r["epoch"] for r in history] == [1, 2]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "images_per_sec"):
+        assert np.isfinite(history[-1][key])
+    assert history[-1]["loss"] < history[0]["loss"] or history[-1]["val_accuracy"] > 0.5
+    run = runs.load_run(tmp_path / "run")
+    assert run.labels == list(faces.label_names) and run.config["arch"] == "vgg"
+    assert "Best val accuracy" in run.card and "CPU" in run.card
+    model = run.load_model()
+    probs = model.predict(faces.subset("val").images[:, :, :, None], verbose=0)
+    assert (probs.argmax(1) == faces.subset("val").labels).mean() == pytest.approx(
+        result["best_val_accuracy"], abs=1e-6)
+    types = {e["type"] for e in events}
+    assert {"start", "batch", "epoch", "end"} <= types
+    batch = [e for e in events if e["type"] == "batch"][-1]
+    assert batch["batches"] == 11 and batch["epoch"] == 2 and batch["eta_sec"] is not None
+
+
+def test_checkpoint_then_resume_continues_history_and_schedule(faces, tmp_path):
+    config = cfg(epochs=3, schedule="cosine", warmup_epochs=1.0)
+    stop = threading.Event()
+
+    def stop_after_epoch_2(e):
+        if e["type"] == "epoch" and e["epoch"] == 2:
+            stop.set()
+
+    first = train(faces, config, tmp_path / "run", callbacks=[stop_after_epoch_2],
+                  stop_event=stop)
+    assert first["status"] == "stopped" and first["epochs_done"] == 2
+    assert (tmp_path / "run" / runs.LAST_FILE).exists()
+    with pytest.raises(FerError, match="resume"):
+        train(faces, config, tmp_path / "run")  # would overwrite the run
+    second = train(faces, config, tmp_path / "run", resume=True)
+    assert second["status"] == "finished" and second["epochs_done"] == 3
+    history = runs.read_jsonl(tmp_path / "run" / "history.jsonl")
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    steps = 11
+    schedule = make_schedule(config, steps)
+    for row in history:  # lr after epoch k = schedule at step k*steps: the schedule continued
+        assert row["lr"] == pytest.approx(float(schedule(row["epoch"] * steps)), rel=1e-4)
+    assert history[2]["lr"] < history[1]["lr"]
+
+
+def test_stop_mid_epoch_ends_within_a_batch_and_keeps_best(faces, tmp_path):
+    stop = threading.Event()
+    seen = []
+
+    def on_event(e):
+        if e["type"] == "batch":
+            seen.append((e["epoch"], e["batch"]))
+            if e["epoch"] == 2 and e["batch"] == 3:
+                stop.set()
+
+    result = train(faces, cfg(epochs=5), tmp_path / "run", callbacks=[on_event], stop_event=stop)
+    assert result["status"] == "stopped"
+    assert max(b for ep, b in seen if ep == 2) == 3  # no batch ran after the request
+    assert not any(ep > 2 for ep, _ in seen)
+    assert result["epochs_done"] == 1 and result["best_epoch"] == 1
+    assert (tmp_path / "run" / "model.keras").exists()
+    assert len(runs.read_jsonl(tmp_path / "run" / "history.jsonl")) == 1
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"epochs": 0}, "epochs"),
+    ({"arch": "nope"}, "arch"),
+    ({"batch_size": 100000}, "batch_size"),
+    ({"lr": -1.0}, "lr"),
+    ({"optimizer": "rmsprop"}, "optimizer"),
+    ({"schedule": "exp"}, "schedule"),
+    ({"label_set": "fer9"}, "label_set"),
+    ({"erasing": 2.0}, "erasing"),
+    ({"arch_params": {"colour": 1}}, "arch_params"),
+    ({"flip": "yes"}, "flip"),
+])
+def test_bad_configs_rejected_naming_the_field(faces, tmp_path, change, field):
+    with pytest.raises(FerError) as err:
+        train(faces, cfg(**change), tmp_path / "run")
+    assert field in str(err.value)
+    assert not (tmp_path / "run").exists()  # rejected before anything started
+
+
+def test_empty_splits_rejected(tmp_path):
+    only_train = pattern_faces(n_per_class=4, splits=("train",))
+    with pytest.raises(FerError, match="val split"):
+        cfg(epochs=1).validate(only_train)
+    only_val = pattern_faces(n_per_class=4, splits=("val",))
+    with pytest.raises(FerError, match="train split"):
+        cfg(epochs=1).validate(only_val)
+    with pytest.raises(FerError, match="unknown setting"):
+        TrainConfig.from_dict({"epochz": 3})
+
+
+def test_same_seed_same_first_epoch_metrics(faces, tmp_path):
+    config = cfg(epochs=1, shift=0.1, rotation=10.0, erasing=0.3, seed=7)
+    a = train(faces, config, tmp_path / "a")
+    b = train(faces, config, tmp_path / "b")
+    ha = runs.read_jsonl(tmp_path / "a" / "history.jsonl")[0]
+    hb = runs.read_jsonl(tmp_path / "b" / "history.jsonl")[0]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert ha[key] == pytest.approx(hb[key], rel=1e-5, abs=1e-6), key
+    assert a["best_val_accuracy"] == b["best_val_accuracy"]
+
+
+def test_job_manager_runs_one_job_at_a_time(faces, tmp_path):
+    manager = JobManager()
+    job = manager.start(faces, cfg(epochs=50), tmp_path / "one")
+    try:
+        with pytest.raises(FerError, match="a training job is already running"):
+            manager.start(faces, cfg(epochs=1), tmp_path / "two")
+        assert manager.job is job and job.status == "running"
+    finally:
+        manager.stop()
+    assert job.wait(timeout=120)
+    assert job.status == "stopped" and job.error is None
+    assert any(e["type"] == "done" for e in job.drain())
+    # the next job may start now; a failure inside the worker is captured as text
+    failing = manager.start(faces, cfg(epochs=1), tmp_path / "empty", resume=True)
+    assert failing.wait(timeout=60)
+    assert failing.status == "failed" and "cannot resume" in failing.error
+
+
+def test_job_history_and_latest_visible_from_other_threads(faces, tmp_path):
+    manager = JobManager()
+    job = manager.start(faces, cfg(epochs=2), tmp_path / "run")
+    assert job.wait(timeout=180)
+    assert job.status == "finished", job.error
+    assert [r["epoch"] for r in job.history()] == [1, 2]
+    assert job.latest()["type"] == "batch"
+    snap = job.snapshot()
+    assert snap["result"]["best_val_accuracy"] > 0.5 and len(snap["history"]) == 2
+
+
+def test_cli_train_on_a_csv(faces, tmp_path, capsys):
+    from fer_core.cli import main
+    from fer_core.data.fer2013 import to_csv_bytes
+
+    csv = tmp_path / "faces.csv"
+    csv.write_bytes(to_csv_bytes(faces.images, faces.labels, faces.split))
+    out = tmp_path / "run"
+    rc = main(["train", str(csv), "--arch", "vgg", "--param", "width=8", "--param", "depth=1",
+               "--param", "bn_momentum=0.8", "--epochs", "2", "--batch-size", "16",
+               "--lr", "0.003", "--warmup-epochs", "0", "--shift", "0", "--rotation", "0",
+               "--zoom", "0", "--contrast", "0", "--erasing", "0", "--out", str(out),
+               "--json", "--quiet"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["status"] == "finished" and summary["epochs_done"] == 2
+    assert summary["best_val_accuracy"] > 0.5
+    for name in ("model.keras", "config.json", "history.jsonl", "metrics.json", "labels.json",
+                 "model_card.md"):
+        assert (out / name).exists(), name
+    # resume to 3 epochs from the CLI
+    rc = main(["train", str(csv), "--resume", str(out), "--epochs", "3", "--json", "--quiet"])
+    assert rc == 0
+    assert len(runs.read_jsonl(out / "history.jsonl")) == 3
+    # a bad architecture is a clean error, exit 2
+    rc = main(["train", str(csv), "--arch", "nope", "--epochs", "1", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "arch" in capsys.readouterr().err
