@@ -1,0 +1,121 @@
+"""Run directories: ids, atomic writes, list/load/rename/delete, safe model loading."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from fer_core import runs
+from fer_core.errors import FerError
+
+
+@pytest.fixture
+def runs_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path / "models"))
+    return tmp_path / "models"
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "/etc", "", ".hidden", "a..b", "..",
+                                 "a\\b", "x" * 200, "sp ace", "naïve"])
+def test_bad_run_ids_rejected(bad, runs_root):
+    with pytest.raises(FerError, match="run id"):
+        runs.validate_run_id(bad)
+    with pytest.raises(FerError):
+        runs.load_run(bad) if "/" not in bad else runs.rename_run(runs_root / "r", bad)
+
+
+@pytest.mark.parametrize("good", ["20240101-120000-vgg", "fer2013-default", "my_run.v2"])
+def test_good_run_ids_accepted(good):
+    assert runs.validate_run_id(good) == good
+
+
+def test_new_run_id_is_readable_and_unique(runs_root):
+    rid = runs.new_run_id("mini_xception", when=0)
+    assert re.fullmatch(r"\d{8}-\d{6}-mini_xception", rid)
+    (runs_root / rid).mkdir(parents=True)
+    assert runs.new_run_id("mini_xception", when=0) == rid + "-2"
+    assert runs.validate_run_id(runs.new_run_id("../../evil"))  # sanitised, still valid
+
+
+def test_atomic_writes_leave_no_temp_files(tmp_path):
+    runs.atomic_write_json(tmp_path / "a.json", {"x": np.float32(1.5), "y": np.arange(2)})
+    runs.append_jsonl(tmp_path / "h.jsonl", {"epoch": 1})
+    runs.append_jsonl(tmp_path / "h.jsonl", {"epoch": 2})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1.5, "y": [0, 1]}
+    assert [r["epoch"] for r in runs.read_jsonl(tmp_path / "h.jsonl")] == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "h.jsonl"]
+
+
+def _tiny_model():
+    from fer_core import models
+    return models.build("vgg", n_classes=7, width=4, depth=1)
+
+
+def _fake_run(root, run_id):
+    d = root / run_id
+    runs.atomic_write_json(d / "config.json", {"arch": "vgg"})
+    runs.atomic_write_json(d / "labels.json", ["a", "b"])
+    runs.atomic_write_json(d / "metrics.json", {"best_val_accuracy": 0.5})
+    runs.append_jsonl(d / "history.jsonl", {"epoch": 1, "val_accuracy": 0.5})
+    return d
+
+
+def test_list_load_rename_delete(runs_root):
+    pytest.importorskip("keras")
+    d = _fake_run(runs_root, "20240101-000000-vgg")
+    model = _tiny_model()
+    runs.save_model_atomic(model, d / runs.MODEL_FILE)
+    (runs_root / "not-a-run").mkdir()
+    listed = runs.list_runs()
+    assert [r.id for r in listed] == ["20240101-000000-vgg"]
+    run = runs.load_run("20240101-000000-vgg")
+    assert run.labels == ["a", "b"] and run.history[0]["epoch"] == 1 and run.has_model
+    loaded = runs.load_model("20240101-000000-vgg")
+    x = np.zeros((1, 48, 48, 1), "float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)
+    new = runs.rename_run("20240101-000000-vgg", "best-vgg")
+    assert new == runs_root / "best-vgg" and not d.exists()
+    _fake_run(runs_root, "other")
+    with pytest.raises(FerError, match="already exists"):
+        runs.rename_run("other", "best-vgg")
+    runs.delete_run("best-vgg")
+    assert not new.exists()
+    with pytest.raises(FerError, match="not a run"):
+        runs.delete_run("not-a-run")
+    assert (runs_root / "not-a-run").exists()
+
+
+def test_model_card_names_data_arch_and_hardware(tmp_path):
+    text = runs.write_model_card(
+        tmp_path, {"arch": "resnet", "arch_params": {}, "epochs": 3, "label_set": "fer7"},
+        {"params": 1234, "flops": 5678, "best_val_accuracy": 0.7, "best_epoch": 2,
+         "epochs_done": 3, "train_time_sec": 120, "labels": ["x"]},
+        {"source": "fer2013.csv.gz", "n_train": 10, "n_val": 5})
+    for needle in ("fer2013.csv.gz", "resnet", "1,234", "0.7000", "CPU", "TensorFlow"):
+        assert needle in text
+    assert (tmp_path / "model_card.md").read_text() == text
+
+
+def test_load_model_rejects_missing_and_non_keras_files(tmp_path):
+    pytest.importorskip("keras")
+    with pytest.raises(FerError, match="not found"):
+        runs.load_model(tmp_path / "nothing.keras")
+    txt = tmp_path / "notes.txt"
+    txt.write_text("hello")
+    with pytest.raises(FerError, match="not a Keras model file"):
+        runs.load_model(txt)
+    fake = tmp_path / "fake.keras"
+    fake.write_bytes(os.urandom(256))
+    with pytest.raises(FerError, match="not a valid .keras"):
+        runs.load_model(fake)
+    import zipfile
+    broken = tmp_path / "broken.keras"
+    with zipfile.ZipFile(broken, "w") as zf:
+        zf.writestr("config.json", "{not json")
+    with pytest.raises(FerError, match="cannot load model"):
+        runs.load_model(broken)
+    with pytest.raises(FerError, match="not found"):
+        runs.load_model(tmp_path)  # a folder without model.keras
