@@ -67,33 +67,39 @@ if err := st.session_state.pop("train_error", None):
     st.error(err)
 with st.form("train_config"):
     c = st.columns(4)
-    arch = c[0].selectbox("Architecture", ARCHS, index=ARCHS.index(models.DEFAULT_ARCH))
-    epochs = c[1].number_input("Epochs", 1, 1000, D.epochs)
-    batch_size = c[2].number_input("Batch size", 1, 4096, D.batch_size)
-    max_train = c[3].number_input("Max training images (0 = all)", 0, 10**7, 0, step=500)
+    arch = c[0].selectbox("Architecture", ARCHS, ARCHS.index(models.DEFAULT_ARCH), key="tr_arch")
+    epochs = c[1].number_input("Epochs", 1, 1000, D.epochs, key="tr_epochs")
+    batch_size = c[2].number_input("Batch size", 1, 4096, D.batch_size, key="tr_batch")
+    max_train = c[3].number_input("Max training images (0 = all)", 0, 10**7, 0, 500,
+                                  key="tr_max")
     c = st.columns(4)
-    lr = c[0].number_input("Learning rate", 1e-6, 1.0, D.lr, format="%.5f")
-    schedule = c[1].selectbox("LR schedule", SCHEDULES, index=SCHEDULES.index(D.schedule))
-    optimizer = c[2].selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(D.optimizer))
-    label_set = c[3].selectbox("Label set", list(LABEL_SETS),
+    lr = c[0].number_input("Learning rate", 1e-6, 1.0, D.lr, format="%.5f", key="tr_lr")
+    schedule = c[1].selectbox("LR schedule", SCHEDULES, SCHEDULES.index(D.schedule), key="tr_sched")
+    optimizer = c[2].selectbox("Optimizer", OPTIMIZERS, OPTIMIZERS.index(D.optimizer), key="tr_opt")
+    label_set = c[3].selectbox("Label set", list(LABEL_SETS), key="tr_labels",
                                index=list(LABEL_SETS).index(ds.label_set if ds else D.label_set))
     with st.expander("Augmentation"):
         c = st.columns(6)
-        flip = c[0].checkbox("Flip", D.flip)
-        shift = c[1].slider("Shift", 0.0, 0.5, D.shift)
-        rotation = c[2].slider("Rotation °", 0.0, 45.0, D.rotation)
-        zoom = c[3].slider("Zoom", 0.0, 0.5, D.zoom)
-        contrast = c[4].slider("Contrast", 0.0, 1.0, D.contrast)
-        erasing = c[5].slider("Erasing p", 0.0, 1.0, D.erasing)
+        flip = c[0].checkbox("Flip", D.flip, key="tr_flip")
+        shift = c[1].slider("Shift", 0.0, 0.5, D.shift, key="tr_shift")
+        rotation = c[2].slider("Rotation °", 0.0, 45.0, D.rotation, key="tr_rot")
+        zoom = c[3].slider("Zoom", 0.0, 0.5, D.zoom, key="tr_zoom")
+        contrast = c[4].slider("Contrast", 0.0, 1.0, D.contrast, key="tr_contrast")
+        erasing = c[5].slider("Erasing p", 0.0, 1.0, D.erasing, key="tr_erase")
     with st.expander("Advanced"):
         c = st.columns(5)
-        weight_decay = c[0].number_input("Weight decay", 0.0, 1.0, D.weight_decay, format="%.5f")
-        label_smoothing = c[1].number_input("Label smoothing", 0.0, 0.9, D.label_smoothing)
-        class_weight = c[2].selectbox("Class weights", ["none", "balanced"])
-        patience = c[3].number_input("Early-stop patience (0 = off)", 0, 1000, D.patience)
-        seed = c[4].number_input("Seed", 0, 2**31 - 1, D.seed)
-        arch_params = st.text_input("Architecture parameters (JSON)", "{}",
-                                    help=f"e.g. {json.dumps(models.arch_params(arch))}")
+        weight_decay = c[0].number_input("Weight decay", 0.0, 1.0, D.weight_decay,
+                                         format="%.5f", key="tr_wd")
+        label_smoothing = c[1].number_input("Label smoothing", 0.0, 0.9, D.label_smoothing,
+                                            key="tr_ls")
+        class_weight = c[2].selectbox("Class weights", ["none", "balanced"], key="tr_cw")
+        patience = c[3].number_input("Early-stop patience (0 = off)", 0, 1000, D.patience,
+                                     key="tr_pat")
+        seed = c[4].number_input("Seed", 0, 2**31 - 1, D.seed, key="tr_seed")
+        arch_params = st.text_input("Architecture parameters (JSON)", "{}", key="tr_params",
+                                    help="Builder parameters, e.g. {\"width\": 16} for vgg; "
+                                         "the defaults of each architecture are listed below.")
+        st.caption(" · ".join(f"{a}: {json.dumps(models.arch_params(a))}" for a in ARCHS))
     submitted = st.form_submit_button("▶ Start training", type="primary", disabled=ds is None)
 
 if submitted:

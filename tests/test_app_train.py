@@ -45,8 +45,8 @@ def _train_page(csv: Path | None = None) -> AppTest:
 
 
 def _set(at, label, value):
-    widget = next(w for w in [*at.number_input, *at.selectbox, *at.text_input]
-                  if w.label == label)
+    widget = next(w for w in [*at.number_input, *at.selectbox, *at.text_input, *at.slider,
+                              *at.checkbox] if w.label == label)
     widget.set_value(value)
 
 
@@ -57,10 +57,16 @@ def _submit(at):
 
 
 def _tiny(at, epochs=2, batch=16):
-    _set(at, "Architecture", "mini_xception")
+    """A small Flatten-head CNN (learns bar positions fast), no augmentation, constant LR."""
+    _set(at, "Architecture", "mememoji")
+    _set(at, "Architecture parameters (JSON)", '{"dense": 32, "dropout": 0.0}')
     _set(at, "Epochs", epochs)
     _set(at, "Batch size", batch)
-    _set(at, "Learning rate", 0.01)
+    _set(at, "LR schedule", "constant")
+    _set(at, "Label smoothing", 0.0)
+    _set(at, "Flip", False)
+    for label in ("Shift", "Rotation °", "Zoom", "Contrast", "Erasing p"):
+        _set(at, label, 0.0)
 
 
 def test_form_has_sensible_defaults_and_names_the_dataset():
@@ -73,7 +79,7 @@ def test_form_has_sensible_defaults_and_names_the_dataset():
 
 def test_tiny_run_trains_and_shows_the_summary(small_csv, tmp_path):
     at = _train_page(small_csv)
-    _tiny(at, epochs=3)
+    _tiny(at, epochs=2)
     _submit(at)
     assert not at.error, [e.value for e in at.error]
     job = job_manager().job
@@ -84,7 +90,9 @@ def test_tiny_run_trains_and_shows_the_summary(small_csv, tmp_path):
     assert not at.exception, at.exception
     assert any("finished" in h.value for h in at.subheader)
     best = next(m for m in at.metric if m.label == "best val accuracy").value
-    assert float(best.rstrip("%")) > 100 / 7 + 10, f"no learning: best val accuracy {best}"
+    assert float(best.rstrip("%")) > 50, f"no learning: best val accuracy {best} (chance 14%)"
+    history = job.history()
+    assert len(history) == 2 and history[-1]["loss"] < history[0]["loss"]
     # the finished run is the session's active model and is listed under past runs
     assert at.session_state["active_model"] == str(job.run_dir)
     assert any(job.run_dir.name in o for s in at.selectbox if s.label == "Run"
@@ -98,7 +106,7 @@ def test_bad_config_shows_an_error_and_starts_nothing(small_csv):
     _submit(at)
     assert at.error and "batch_size" in at.error[0].value, [e.value for e in at.error]
     _set(at, "Batch size", 16)
-    _set(at, "Architecture parameters (JSON)", "{width: 8")
+    _set(at, "Architecture parameters (JSON)", "{dense: 8")
     _submit(at)
     assert at.error and "JSON" in at.error[0].value
     _set(at, "Architecture parameters (JSON)", '{"nope": 1}')
