@@ -36,7 +36,8 @@ with c2.container(border=True):
     st.markdown("**Active model**")
     model = st.session_state.get("active_model")
     if model:
-        st.markdown(f"`{model}`")
+        st.markdown(f"`{Path(model).name}`")
+        st.caption(str(model))
     elif DEFAULT_MODEL.exists():
         st.markdown(f"Shipped default (`{DEFAULT_MODEL.name}`)")
     else:

@@ -130,3 +130,23 @@ def test_switching_pages_keeps_the_dataset(tmp_path, page):
     assert any("faces.csv" in m.value for m in at.markdown)
     at.switch_page(page).run()
     assert _metric(at, "Faces") == "84"
+
+
+def test_files_in_data_dir_and_fer_data_env_are_offered(tmp_path, monkeypatch):
+    import gzip
+
+    import ui.data
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "faces.csv.gz").write_bytes(gzip.compress(_csv(tmp_path).read_bytes()))
+    (data_dir / "notes.txt").write_text("not a dataset")
+    other = _csv(tmp_path / "data", n_per_class=3).rename(tmp_path / "env.csv")
+    monkeypatch.setattr(ui.data, "DATA_DIR", data_dir)
+    monkeypatch.setenv("FER_DATA", str(other))
+    at = _explorer()
+    options = at.selectbox(key="ds_pick").options
+    assert "data/faces.csv.gz" in options and "data/notes.txt" not in options
+    at.selectbox(key="ds_pick").select("data/faces.csv.gz").run()
+    assert not at.error and _metric(at, "Faces") == "84"
+    at.selectbox(key="ds_pick").select(f"FER_DATA: {other}").run()
+    assert not at.error and _metric(at, "Faces") == "42"

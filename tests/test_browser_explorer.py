@@ -32,7 +32,8 @@ def test_explorer_shows_chart_and_sample_grid(streamlit_server, page):
     before = grid.nth(0).get_attribute("src")
     main.get_by_role("button", name="Reshuffle").click()
     expect(grid.nth(0)).not_to_have_attribute("src", before, timeout=30_000)
-    page.wait_for_timeout(1500)  # let the last images paint before the screenshot
+    page.set_viewport_size({"width": 1400, "height": 1500})  # chart and grid in one picture
+    page.wait_for_timeout(2000)  # let the last images paint before the screenshot
     shot = ARTIFACTS_DIR() / "explorer.png"
     page.screenshot(path=str(shot), full_page=False)
     (ROOT / "docs").mkdir(exist_ok=True)

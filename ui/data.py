@@ -32,8 +32,9 @@ def max_upload_mb() -> int:
     return int(st.get_option("server.maxUploadSize"))
 
 
-def data_files(folder: Path = DATA_DIR) -> list[Path]:
+def data_files(folder: Path | None = None) -> list[Path]:
     """Datasets found in data/: FER CSV files (.csv/.csv.gz/.zip) and image folders."""
+    folder = Path(folder or DATA_DIR)
     if not folder.is_dir():
         return []
     found = []

@@ -1,0 +1,58 @@
+"""Real browser: start a short run on the demo data, watch the chart grow, see the summary."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ARTIFACTS_DIR
+
+pytestmark = pytest.mark.browser
+
+POINTS = """() => {  // points drawn so far in the live chart (all traces)
+  const gd = document.querySelector('.js-plotly-plot');
+  return gd && gd.data ? gd.data.reduce((n, t) => n + (t.x ? t.x.length : 0), 0) : 0;
+}"""
+
+
+def _fill(main, label, value):
+    box = main.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def test_short_training_run_shows_live_curves_and_summary(streamlit_server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{streamlit_server.url}/train")
+    main = page.get_by_test_id("stMain")
+    expect(main.get_by_role("heading", name="Train")).to_be_visible(timeout=90_000)
+    expect(main.get_by_text("Synthetic demo").first).to_be_visible(timeout=90_000)
+    arch = main.get_by_test_id("stSelectbox").filter(has_text="Architecture")
+    arch.click()
+    page.get_by_role("option", name="mini_xception", exact=True).click()
+    _fill(main, "Epochs", 2)
+    _fill(main, "Batch size", 32)
+    _fill(main, "Max training images (0 = all)", 800)
+    main.get_by_role("button", name="Start training").click()
+
+    # live view: progress, metrics and a chart that gains points while the job runs
+    expect(main.get_by_text("Training mini_xception")).to_be_visible(timeout=60_000)
+    expect(main.get_by_test_id("stProgress")).to_be_visible(timeout=60_000)
+    page.wait_for_function(f"({POINTS})() > 4", timeout=120_000)
+    first = page.evaluate(POINTS)
+    page.wait_for_function(f"({POINTS})() > {first}", timeout=120_000)
+    assert page.evaluate(POINTS) > first
+    expect(main.get_by_text("images/s")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS_DIR() / "train-live.png"))
+
+    # a reload re-attaches to the running job (state lives in the server's job manager)
+    page.reload()
+    done = main.get_by_role("heading", name="Last run")
+    expect(main.get_by_text("Training mini_xception").or_(done)).to_be_visible(timeout=60_000)
+
+    # the finished summary with a link to the analysis page
+    expect(done).to_be_visible(timeout=300_000)
+    expect(done).to_contain_text("finished")
+    expect(main.get_by_text("best val accuracy").first).to_be_visible()
+    expect(main.get_by_role("link", name="Evaluate this model")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS_DIR() / "train-done.png"), full_page=True)
