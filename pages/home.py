@@ -9,7 +9,7 @@ from ui.data import active_choice
 
 ROOT = Path(__file__).resolve().parent.parent
 LINKS = [  # (page file, label, icon, what it does)
-    ("pages/explorer.py", "Dataset Explorer", "🗂️", "browse faces, class balance and data problems"),
+    ("pages/explorer.py", "Dataset Explorer", "🗂️", "faces, class balance and data problems"),
     ("pages/train.py", "Train", "🏋️", "train a CNN and watch its curves grow live"),
     ("pages/evaluate.py", "Evaluate", "📊", "confusion matrix, per-class scores, failure cases"),
     ("pages/photo.py", "Photo", "🖼️", "find faces in a photo and read their emotions"),

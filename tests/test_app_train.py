@@ -126,7 +126,10 @@ def test_a_second_start_is_refused_while_a_job_runs(small_csv):
     assert any("already running" in e.value for e in second.error), \
         [e.value for e in second.error]
     assert job_manager().job is job
-    # the other session sees the running job
+    # the other session sees the running job and can stop it
     assert any(job.run_dir.name in i.value for i in second.info)
-    job.stop()
+    next(b for b in second.button if "Stop" in b.label).click().run()
+    assert not second.exception, second.exception
     assert job.wait(120) and job.status == "stopped"
+    second.run()
+    assert any("stopped" in h.value for h in second.subheader)
