@@ -14,10 +14,10 @@ per image, forward pass; one training step costs about 3x that.
 =================  =========  ============  =============================================
 name               params     MFLOPs/image  use
 =================  =========  ============  =============================================
-``mememoji``       ~2.1 M     ~60           the classic FER2013 Keras design (baseline)
-``vgg``            ~0.29 M    ~90           fast default (conv-BN-ReLU, global pooling)
-``mini_xception``  ~0.06 M    ~25           tiny and fast (Arriaga et al. 2017)
-``resnet``         ~2.8 M     ~290          accuracy (pre-activation ResNet, SE-free)
+``vgg``            0.073 M    43            fast default (conv-BN-ReLU, global pooling)
+``mini_xception``  0.058 M    11            tiny (Arriaga et al. 2017, the ``fer`` model)
+``resnet``         1.56 M     256           accuracy (basic residual blocks, width 24)
+``mememoji``       3.1 M      304           the classic FER2013 Keras design (baseline)
 =================  =========  ============  =============================================
 
 (Run ``python -m fer_core bench train --all`` for exact figures and speed on this machine.)

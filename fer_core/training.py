@@ -16,6 +16,8 @@ batch without running validation, and so that every epoch is checkpointed atomic
 epoch with optimizer state (the cosine schedule is a function of the optimizer's step counter,
 so a resumed run continues the schedule exactly), ``state.json`` and a row in ``history.jsonl``.
 ``train(..., resume=True)`` (or the CLI's ``--resume RUN_DIR``) picks up from ``last.keras``.
+Resuming with more ``epochs`` than the run was started with rebuilds the cosine schedule over
+the new total (the learning rate then continues from that longer curve at the current step).
 
 Events
 ------
@@ -54,7 +56,6 @@ import json
 import math
 import os
 import queue
-import sys
 import threading
 import time
 import traceback
@@ -467,8 +468,8 @@ def train(dataset, config: TrainConfig, run_dir, callbacks=(), stop_event=None,
             break
         cb_state["epoch"] = epoch
         t0 = time.perf_counter()
-        hist = model.fit(train_data, epochs=epoch + 1, initial_epoch=epoch, verbose=0, shuffle=False,
-                         callbacks=[progress, *keras_callbacks])
+        hist = model.fit(train_data, epochs=epoch + 1, initial_epoch=epoch, verbose=0,
+                         shuffle=False, callbacks=[progress, *keras_callbacks])
         t_train = time.perf_counter() - t0
         if cb_state["stopped"]:
             st["train_time_sec"] += t_train
@@ -506,7 +507,7 @@ def train(dataset, config: TrainConfig, run_dir, callbacks=(), stop_event=None,
         if tb_writer is not None:
             with tb_writer.as_default():
                 for k in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
-                    tf.summary.scalar(k, row[k], step=epoch + 1)
+                    _tb_scalar(k, row[k], epoch + 1)
             tb_writer.flush()
         _write_summary(run_dir, config, st, info, data_info, ds, "running", command)
         emit({"type": "epoch", "epochs": config.epochs, "eta_sec":
@@ -519,6 +520,17 @@ def train(dataset, config: TrainConfig, run_dir, callbacks=(), stop_event=None,
         tb_writer.close()
     emit({"type": "end", **metrics})
     return metrics
+
+
+def _tb_scalar(tag: str, value: float, step: int) -> None:
+    """A TensorBoard scalar without needing the tensorboard package (scalars plugin metadata)."""
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    meta = summary_pb2.SummaryMetadata()
+    meta.plugin_data.plugin_name = "scalars"
+    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step,
+                     metadata=meta.SerializeToString())
 
 
 def _load_checkpoint(path: Path):

@@ -190,3 +190,16 @@ def test_cli_train_on_a_csv(faces, tmp_path, capsys):
     # a bad architecture is a clean error, exit 2
     rc = main(["train", str(csv), "--arch", "nope", "--epochs", "1", "--out", str(tmp_path / "x")])
     assert rc == 2 and "arch" in capsys.readouterr().err
+
+
+def test_other_options_label_set_class_weights_plateau_sgd_tensorboard(faces, tmp_path):
+    config = cfg(epochs=1, label_set="merged6", class_weight="balanced", schedule="plateau",
+                 optimizer="sgd", lr=0.05, tensorboard=True, flip=True, zoom=0.1,
+                 contrast=0.2)
+    result = train(faces, config, tmp_path / "run")
+    assert result["status"] == "finished" and result["labels"] == [
+        "angry", "fear", "happy", "sad", "surprise", "neutral"]
+    assert json.loads((tmp_path / "run" / "labels.json").read_text()) == result["labels"]
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+    model = runs.load_model(tmp_path / "run")
+    assert model.output_shape == (None, 6)
