@@ -32,7 +32,7 @@ def test_short_training_run_shows_live_curves_and_summary(streamlit_server, page
     page.get_by_role("option", name="mini_xception", exact=True).click()
     _fill(main, "Epochs", 2)
     _fill(main, "Batch size", 32)
-    _fill(main, "Max training images (0 = all)", 800)
+    _fill(main, "Max training images (0 = all)", 512)
     main.get_by_role("button", name="Start training").click()
 
     # live view: progress, metrics and a chart that gains points while the job runs
