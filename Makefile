@@ -28,7 +28,7 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
 chromium:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji) >/dev/null; \
 	  else echo "chromium missing and apt-get unavailable: browser tests will skip (fail under CI=true)"; fi; \
 	fi
 
