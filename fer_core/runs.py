@@ -135,8 +135,6 @@ def _json_default(o):
 def save_model_atomic(model, path, include_optimizer: bool = True) -> Path:
     """Save ``model`` as a .keras file atomically. Without ``include_optimizer`` an uncompiled
     copy with the same weights is saved (about 3x smaller with Adam)."""
-    import keras
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
@@ -144,7 +142,8 @@ def save_model_atomic(model, path, include_optimizer: bool = True) -> Path:
     try:
         to_save = model
         if not include_optimizer and getattr(model, "optimizer", None) is not None:
-            to_save = keras.models.clone_model(model)
+            # (keras.models.clone_model re-compiles the copy with the same optimizer)
+            to_save = model.__class__.from_config(model.get_config())
             to_save.set_weights(model.get_weights())
         to_save.save(tmp)
         os.chmod(tmp, 0o644)

@@ -37,6 +37,12 @@ def test_two_epochs_beat_chance_and_write_a_run(faces, tmp_path):
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "images_per_sec"):
         assert np.isfinite(history[-1][key])
     assert history[-1]["loss"] < history[0]["loss"] or history[-1]["val_accuracy"] > 0.5
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "run" / "model.keras") as zf:  # best model: no optimizer
+        best_weights = zf.getinfo("model.weights.h5").file_size
+    with zipfile.ZipFile(tmp_path / "run" / runs.LAST_FILE) as zf:  # resume checkpoint: with
+        last_weights = zf.getinfo("model.weights.h5").file_size
+    assert best_weights < 0.6 * last_weights
     run = runs.load_run(tmp_path / "run")
     assert run.labels == list(faces.label_names) and run.config["arch"] == "vgg"
     assert "Best val accuracy" in run.card and "CPU" in run.card
