@@ -55,48 +55,6 @@ class LoadedModel:
     label_set: str | None
 
 
-def _labels_from_json(path: Path) -> tuple[tuple[str, ...] | None, str | None]:
-    """Labels from the labels.json of a run dir (or beside a .keras file)."""
-    candidates = [path / "labels.json"] if path.is_dir() else [path.parent / "labels.json"]
-    for c in candidates:
-        if c.is_file():
-            try:
-                data = json.loads(c.read_text())
-            except (OSError, ValueError) as e:
-                raise FerError(f"cannot read labels ({e}); expected JSON "
-                               '{"labels": [...], "label_set": ...}', where=str(c)) from None
-            names = data.get("labels") if isinstance(data, dict) else data
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise FerError('expected {"labels": [list of label names]}', where=str(c))
-            lset = data.get("label_set") if isinstance(data, dict) else None
-            if lset is None:
-                try:
-                    lset = labelsets.detect_label_set(names)
-                except FerError:
-                    lset = None
-            return tuple(names), lset
-    return None, None
-
-
-def _keras_load(path: Path):
-    """A model from a run dir or a .keras file (fer_core.runs.load_model when available)."""
-    try:
-        from fer_core.runs import load_model
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        return load_model(path)
-    import keras
-    file = path / "model.keras" if path.is_dir() else path
-    if not file.is_file():
-        raise FerError("no model.keras here; expected a run directory or a .keras file",
-                       where=str(path))
-    try:
-        return keras.saving.load_model(file, safe_mode=True, compile=False)
-    except Exception as e:  # noqa: BLE001 - any load failure is a bad user file
-        raise FerError(f"cannot load the model ({type(e).__name__}: {e})", where=str(file)) from None
-
-
 def load(model_or_path, labels=None) -> LoadedModel:
     """Resolve a keras.Model, a run dir or a .keras file into a :class:`LoadedModel`.
 
@@ -116,8 +74,9 @@ def load(model_or_path, labels=None) -> LoadedModel:
         if not path.exists():
             raise FerError("no such model (expected a run directory or a .keras file)",
                            where=str(path))
-        model = _keras_load(path)
-        names, lset = _labels_from_json(path)
+        from fer_core import runs
+        model = runs.load_model(path)
+        names, lset = runs.read_labels(path)
         model_id = path.name if path.is_dir() else path.stem
         if path.is_file() and path.name == "model.keras":
             model_id = path.parent.name

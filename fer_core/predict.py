@@ -77,76 +77,32 @@ def default_labels(n_outputs: int) -> tuple[str, ...]:
     return by_n[n_outputs]
 
 
-def _resolve(path) -> tuple[Path, Path]:
-    """(model file, run dir or None-ish parent) for a run dir or a .keras file."""
-    p = Path(os.path.expanduser(str(path)))
-    if not p.exists():
-        raise FerError("no model here; train one (python -m fer_core train) or pass --model "
-                       "a run directory or .keras file", where=str(p))
-    if p.is_dir():
-        f = p / "model.keras"
-        if not f.is_file():
-            raise FerError("run directory has no model.keras (not a run, or still training); "
-                           "train one (python -m fer_core train) or pass --model another run "
-                           "directory or .keras file", where=str(p))
-        return f, p
-    if p.suffix != ".keras":
-        raise FerError("expected a run directory or a .keras model file", where=str(p))
-    return p, p.parent
-
-
-def _read_labels(model_file: Path, run_dir: Path, n_outputs: int) -> tuple[tuple[str, ...], str]:
-    """Labels from labels.json next to the model (a run dir), else defaults by output count."""
-    candidates = [run_dir / "labels.json"] if model_file.name == "model.keras" else []
-    candidates.append(model_file.with_suffix(".labels.json"))
-    for f in candidates:
-        if f.is_file():
-            try:
-                meta = json.loads(f.read_text(encoding="utf-8"))
-                names = tuple(str(n) for n in (meta["labels"] if isinstance(meta, dict)
-                                                else meta))
-            except (ValueError, KeyError, TypeError) as e:
-                raise FerError(f"bad labels file ({type(e).__name__}: {e}); expected "
-                               '{"labels": [...], "label_set": "fer7"}', where=str(f)) from None
-            if len(names) != n_outputs:
-                raise FerError(f"lists {len(names)} labels but the model has {n_outputs} "
-                               "outputs", where=str(f))
-            try:
-                lset = (meta.get("label_set") if isinstance(meta, dict) else None) \
-                    or detect_label_set(names)
-            except FerError:
-                lset = "custom"
-            return names, str(lset)
-    names = default_labels(n_outputs)
-    return names, detect_label_set(names)
-
-
 def load_model_and_labels(path):
     """(keras.Model, labels, label_set, model_file) for a run dir or .keras file.
 
-    Uses ``fer_core.runs.load_model`` when available (safe_mode=True either way); any wrong,
-    corrupt or incompatible file raises :class:`FerError` naming it.
+    Loads with ``fer_core.runs.load_model`` (safe_mode=True); labels come from the run's
+    labels.json, else from the number of outputs. Any wrong, corrupt or incompatible file
+    raises :class:`FerError` naming it.
     """
-    model_file, run_dir = _resolve(path)
-    model = None
-    try:
-        from fer_core.runs import load_model as _runs_load  # noqa: PLC0415
-    except ImportError:
-        _runs_load = None
-    if _runs_load is not None:
-        model = _runs_load(model_file)
-    else:
-        import keras
-        try:
-            model = keras.saving.load_model(model_file, safe_mode=True, compile=False)
-        except Exception as e:  # noqa: BLE001 - any failure here is a bad model file
-            raise FerError(f"not a loadable Keras model ({type(e).__name__}: "
-                           f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})",
-                           where=str(model_file)) from None
+    from fer_core import runs
+
+    p = Path(os.path.expanduser(str(path)))
+    if p.is_dir() and not runs.has_model(p):
+        raise FerError("run directory has no model.keras (not a run, or still training); "
+                       "train one (python -m fer_core train) or pass --model another run "
+                       "directory or .keras file", where=str(p))
+    model = runs.load_model(p)
+    model_file = p / runs.MODEL_FILE if p.is_dir() else p
     _check_shapes(model, model_file)
     n_out = int(model.outputs[0].shape[-1])
-    labels, lset = _read_labels(model_file, run_dir, n_out)
-    return model, labels, lset, model_file
+    names, lset = runs.read_labels(p)
+    if names is None:
+        names = default_labels(n_out)
+        lset = detect_label_set(names)
+    elif len(names) != n_out:
+        raise FerError(f"lists {len(names)} labels but the model has {n_out} outputs",
+                       where=str(p))
+    return model, names, lset or "custom", model_file
 
 
 def _check_shapes(model, where) -> None:
@@ -278,12 +234,11 @@ class Predictor:
         self.faces_seen = 0
 
         if model is None:
-            from fer_core import DEFAULT_MODEL
-            if not Path(DEFAULT_MODEL).exists():
+            from fer_core.runs import default_model
+            model = default_model()
+            if not model.exists():
                 raise FerError("no model at this path; train one (python -m fer_core train) or "
-                               "pass --model a run directory or .keras file",
-                               where=str(DEFAULT_MODEL))
-            model = DEFAULT_MODEL
+                               "pass --model a run directory or .keras file", where=str(model))
         if hasattr(model, "predict") and hasattr(model, "inputs"):
             _check_shapes(model, getattr(model, "name", "model"))
             n_out = int(model.outputs[0].shape[-1])

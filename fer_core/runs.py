@@ -157,6 +157,50 @@ def save_model_atomic(model, path, include_optimizer: bool = True) -> Path:
 
 # ----------------------------------------------------------------------------- loading
 
+def default_model() -> Path:
+    """The model used when none is named: env ``FER_MODEL`` or the shipped default."""
+    from fer_core import DEFAULT_MODEL
+    env = os.environ.get("FER_MODEL", "").strip()
+    return Path(os.path.expanduser(env)) if env else DEFAULT_MODEL
+
+
+def has_model(path) -> bool:
+    """True when ``path`` is a .keras file or a run directory that holds its model.keras."""
+    p = Path(path)
+    return p.is_file() if p.suffix == ".keras" else (p / MODEL_FILE).is_file()
+
+
+def read_labels(path) -> tuple[tuple[str, ...] | None, str | None]:
+    """(label names, label set) a model carries: ``labels.json`` of a run dir (or of the run
+    dir of a model.keras), or ``<name>.labels.json`` beside another .keras file; either a
+    list of names or ``{"labels": [...], "label_set": "fer7"}``. (None, None) when there is
+    none; a malformed file raises :class:`FerError`. The set is None for unknown label lists.
+    """
+    from fer_core.labels import detect_label_set
+
+    p = Path(path)
+    if p.is_dir():
+        f = p / "labels.json"
+    elif p.name == MODEL_FILE:
+        f = p.parent / "labels.json"
+    else:
+        f = p.with_suffix(".labels.json")
+    if not f.is_file():
+        return None, None
+    data = _read_json(f, None)
+    names = data.get("labels") if isinstance(data, dict) else data
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise FerError('expected a list of label names or {"labels": [...], "label_set": ...}',
+                       where=str(f))
+    lset = data.get("label_set") if isinstance(data, dict) else None
+    if lset is None:
+        try:
+            lset = detect_label_set(names)
+        except FerError:
+            lset = None
+    return tuple(names), lset
+
+
 def load_model(path, compile: bool = False):
     """Load a model from a run dir (its model.keras) or a .keras file, with safe_mode=True.
 
@@ -227,7 +271,7 @@ def load_run(run) -> Run:
     return Run(path=p, config=_read_json(p / "config.json", {}),
                history=read_jsonl(p / "history.jsonl"),
                metrics=_read_json(p / "metrics.json", {}),
-               labels=list(_read_json(p / "labels.json", [])),
+               labels=list(read_labels(p)[0] or ()),
                card=card.read_text(encoding="utf-8") if card.exists() else "")
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from fer_core import DEFAULT_MODEL
+from fer_core.runs import has_model
 from ui.data import active_choice
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +39,7 @@ with c2.container(border=True):
     if model:
         st.markdown(f"`{Path(model).name}`")
         st.caption(str(model))
-    elif DEFAULT_MODEL.exists():
+    elif has_model(DEFAULT_MODEL):
         st.markdown(f"Shipped default (`{DEFAULT_MODEL.name}`)")
     else:
         st.markdown("None yet: train one on the Train page.")

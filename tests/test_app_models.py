@@ -62,9 +62,17 @@ def _models_app(monkeypatch, runs_dir):
     return AppTest.from_file(str(ROOT / "pages" / "models.py"), default_timeout=60)
 
 
+def _pick(at, name: str):
+    """Select the run called ``name`` in the page's model picker (the shipped model, when
+    present, is listed first)."""
+    box = at.selectbox(key="models_pick")
+    index = next(i for i, label in enumerate(box.options) if name in label)
+    return box.select_index(index).run()
+
+
 def test_models_page_shows_card_metrics_and_curves(tmp_path, monkeypatch):
     make_tiny_run(tmp_path, "tiny-run", epochs=2)
-    at = _models_app(monkeypatch, tmp_path).run()
+    at = _pick(_models_app(monkeypatch, tmp_path).run(), "tiny-run")
     assert not at.exception, at.exception
     shown = " ".join(m.value for m in at.markdown)
     assert "Model card: tiny-run" in shown and "Trained on drawn bars only." in shown
@@ -74,7 +82,7 @@ def test_models_page_shows_card_metrics_and_curves(tmp_path, monkeypatch):
 
 def test_models_page_renames_and_deletes_a_run(tmp_path, monkeypatch):
     make_tiny_run(tmp_path, "first-run")
-    at = _models_app(monkeypatch, tmp_path).run()
+    at = _pick(_models_app(monkeypatch, tmp_path).run(), "first-run")
     assert not at.exception, at.exception
     at.text_input(key="models_new_name").set_value("renamed-run")
     at.button(key="models_rename").click().run()
@@ -95,7 +103,7 @@ def test_models_page_renames_and_deletes_a_run(tmp_path, monkeypatch):
 
 def test_models_page_bad_rename_is_a_clear_error(tmp_path, monkeypatch):
     make_tiny_run(tmp_path, "keep-run")
-    at = _models_app(monkeypatch, tmp_path).run()
+    at = _pick(_models_app(monkeypatch, tmp_path).run(), "keep-run")
     at.text_input(key="models_new_name").set_value("../escape")
     at.button(key="models_rename").click().run()
     assert not at.exception, at.exception

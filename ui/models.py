@@ -19,6 +19,7 @@ from pathlib import Path
 import streamlit as st
 
 import fer_core
+from fer_core import runs
 from fer_core.errors import FerError
 
 ACTIVE_MODEL = "active_model"
@@ -66,33 +67,11 @@ def model_stamp(path) -> float:
         return 0.0
 
 
-def _runs_dir() -> Path:
-    try:
-        from fer_core import runs
-        return Path(runs.runs_dir())
-    except ImportError:  # fer_core.runs not there yet: same rule (FER_RUNS_DIR or models/)
-        return Path(os.environ.get("FER_RUNS_DIR") or fer_core.MODELS_DIR)
-
-
 def _list_runs() -> list:
-    try:
-        from fer_core import runs
-    except ImportError:
-        folder = _runs_dir()
-        found = sorted(p for p in folder.iterdir() if (p / "model.keras").is_file()) \
-            if folder.is_dir() else []
-        return [SimpleRun(p) for p in found]
     try:
         return list(runs.list_runs())
     except FerError:
         return []
-
-
-@dataclass
-class SimpleRun:
-    path: Path
-    config: dict | None = None
-    metrics: dict | None = None
 
 
 def _run_label(run) -> str:
@@ -111,13 +90,12 @@ def model_choices() -> list[ModelChoice]:
 
     def add(label, path, kind):
         key = str(Path(path).resolve())
-        if key not in seen and _model_file(Path(path)).exists():
+        if key not in seen and runs.has_model(path):
             seen.add(key)
             out.append(ModelChoice(label, Path(path), kind))
 
-    env = os.environ.get("FER_MODEL", "").strip()
-    if env:
-        add(f"FER_MODEL: {Path(env).name}", Path(env).expanduser(), "env")
+    if os.environ.get("FER_MODEL", "").strip():
+        add(f"FER_MODEL: {runs.default_model().name}", runs.default_model(), "env")
     add(f"Shipped: {fer_core.DEFAULT_MODEL.name}", fer_core.DEFAULT_MODEL, "shipped")
     for run in _list_runs():
         add(_run_label(run), Path(run.path), "run")
@@ -125,7 +103,7 @@ def model_choices() -> list[ModelChoice]:
 
 
 def no_model_message() -> str:
-    return NO_MODEL_MSG.format(runs=_runs_dir())
+    return NO_MODEL_MSG.format(runs=runs.runs_dir())
 
 
 def model_picker(label: str = "Model", key: str = "model_pick", exclude=None,
@@ -184,7 +162,6 @@ def get_predictor(path, settings: dict | None = None):
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def _keras_model(path: str, stamp: float):
-    from fer_core import runs
     return runs.load_model(path)
 
 
@@ -291,12 +268,9 @@ def face_gallery(items: list[dict], columns: int = 8, size: int = 96, key: str =
 
 def run_details(path) -> dict:
     """card (markdown or None), metrics, config, history (list of per-epoch dicts), labels."""
-    from fer_core import runs
     run = runs.load_run(Path(path))
-    history = getattr(run, "history", None) or []
-    return {"card": getattr(run, "card", None), "metrics": getattr(run, "metrics", None) or {},
-            "config": getattr(run, "config", None) or {}, "history": list(history),
-            "labels": getattr(run, "labels", None)}
+    return {"card": run.card or None, "metrics": run.metrics, "config": run.config,
+            "history": run.history, "labels": run.labels}
 
 
 def curves_figure(history: list[dict], keys: tuple[str, ...], title: str):

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends
 
-from fer_core import DEFAULT_MODEL, MODELS_DIR, __version__
+from fer_core import DEFAULT_MODEL, __version__, runs
 from fer_core.api.deps import get_service
 from fer_core.api.schemas import Health, LabelsResponse, ModelsResponse
 from fer_core.api.service import ModelService
+from fer_core.errors import FerError
 from fer_core.labels import EMOJI, LABEL_SETS
 
 router = APIRouter(tags=["meta"])
@@ -49,40 +50,24 @@ async def health(service: ModelService = Depends(get_service)):
 
 
 def _labels_of(path: Path) -> list[str] | None:
-    import json
     try:
-        return list(json.loads((path / "labels.json").read_text())["labels"])
-    except (OSError, ValueError, KeyError, TypeError):
+        names, _ = runs.read_labels(path)
+    except FerError:
         return None
+    return list(names) if names else None
 
 
 def available_models(active: Path | None) -> list[dict]:
-    """The shipped default model and the training runs (fer_core.runs if present)."""
-    paths: list[Path] = []
-    try:
-        from fer_core import runs
-        for r in runs.list_runs():
-            p = getattr(r, "path", None) or (r.get("path") if isinstance(r, dict) else None)
-            if p:
-                paths.append(Path(p))
-    except (ImportError, AttributeError):
-        if MODELS_DIR.is_dir():
-            paths = sorted(p for p in MODELS_DIR.iterdir() if (p / "model.keras").exists())
-    except Exception:  # noqa: BLE001 - a broken run dir must not break the listing
-        paths = []
-    if DEFAULT_MODEL.exists() and DEFAULT_MODEL.resolve() not in {p.resolve() for p in paths}:
-        paths.insert(0, DEFAULT_MODEL)
-    if active is not None and active.exists() and active.resolve() not in \
-            {p.resolve() for p in paths}:
-        paths.insert(0, active)
+    """The active model, the shipped default and the training runs that hold a model."""
+    paths = [r.path for r in runs.list_runs() if r.has_model]
+    for extra in (DEFAULT_MODEL, active):
+        if extra is not None and runs.has_model(extra) and \
+                extra.resolve() not in {p.resolve() for p in paths}:
+            paths.insert(0, extra)
     act = active.resolve() if active is not None and active.exists() else None
-    out = []
-    for p in paths:
-        out.append({"id": p.stem if p.suffix == ".keras" else p.name, "path": str(p),
-                    "kind": "default" if p.resolve() == DEFAULT_MODEL.resolve() else "run",
-                    "active": p.resolve() == act,
-                    "labels": _labels_of(p) if p.is_dir() else None})
-    return out
+    return [{"id": p.stem if p.suffix == ".keras" else p.name, "path": str(p),
+             "kind": "default" if p.resolve() == DEFAULT_MODEL.resolve() else "run",
+             "active": p.resolve() == act, "labels": _labels_of(p)} for p in paths]
 
 
 @router.get("/models", response_model=ModelsResponse, summary="Available models")
