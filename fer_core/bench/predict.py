@@ -3,7 +3,7 @@
 Targets on a 2-core CPU: frame (detect + classify) median <= 10 ms, one face classification
 <= 2 ms. For scale: the ``fer`` package's pipeline (Haar on the full frame + its TFLite model)
 takes ~22 ms for the same frame. The detector runs with the webcam preset
-(``DetectorConfig.realtime()``: detection on a <= 320 px copy, faces >= 80 px) unless
+(``DetectorConfig.realtime()``: detection on a <= 256 px copy, faces >= 80 px) unless
 ``--max-side``/``--min-size`` say otherwise. ``tracked_frame_ms`` is a frame between two full
 detections in the webcam (search only around the known face). Timings are wall-clock on a machine
 that may be busy: ``load_average`` and the CPU time per call (``cpu_ms_median``, this process,
@@ -27,7 +27,7 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default=None, help="run dir or .keras file (default: the shipped "
                    "model, else an untrained default-architecture model)")
     p.add_argument("--repeat", type=int, default=200, help="timed runs per measure (default 200)")
-    p.add_argument("--max-side", type=int, default=None, help="detector downscale (default 320)")
+    p.add_argument("--max-side", type=int, default=None, help="detector downscale (default 256)")
     p.add_argument("--min-size", type=int, default=None, help="smallest face px (default 80)")
     p.add_argument("--backend", choices=("auto", "tflite", "keras"), default="auto")
 
