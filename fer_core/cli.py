@@ -17,17 +17,22 @@ from fer_core.errors import FerError
 COMMANDS = ("info", "train", "evaluate", "predict", "serve", "bench")
 
 
+def plugins(package: str, names):
+    """(name, module) for each ``package.name`` that exists (light modules: heavy imports
+    happen inside their functions)."""
+    for name in names:
+        try:
+            yield name, importlib.import_module(f"{package}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{package}.{name}":
+                raise
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fer_core",
                                      description="FER Studio command line")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"fer_core.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"fer_core.commands.{name}":
-                raise
-            continue  # command not built yet
+    for _, module in plugins("fer_core.commands", COMMANDS):
         module.add_parser(sub)
     return parser
 

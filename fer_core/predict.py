@@ -17,7 +17,6 @@ are not thread-safe, so each call borrows one from a pool (created on demand, re
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import queue
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_core import vision
+from fer_core import atomic, vision
 from fer_core.errors import FerError
 from fer_core.labels import EMOJI, FER7, FERPLUS8, MERGED6, canonical, detect_label_set
 
@@ -198,11 +197,7 @@ def _tflite_blob(model, cache_file: Path | None) -> bytes:
         blob = conv.convert()
     if cache_file is not None:
         try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, cache_file)
+            atomic.write_bytes(cache_file, blob)
         except OSError:
             pass  # cache is an optimisation only
     return blob

@@ -18,13 +18,12 @@ import os
 import platform
 import re
 import shutil
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fer_core import MODELS_DIR
+from fer_core import MODELS_DIR, atomic
 from fer_core.errors import FerError
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,119}$")
@@ -67,25 +66,8 @@ def run_path(run: str | os.PathLike) -> Path:
 
 # ----------------------------------------------------------------------------- atomic writes
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_write_text(path, text: str) -> None:
-    _atomic_write_bytes(Path(path), text.encode("utf-8"))
+    atomic.write_text(path, text)
 
 
 def atomic_write_json(path, obj) -> None:
@@ -137,21 +119,13 @@ def save_model_atomic(model, path, include_optimizer: bool = True) -> Path:
     copy with the same weights is saved (about 3x smaller with Adam)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
-    os.close(fd)
-    try:
+    with atomic.atomic_path(path, suffix=".keras") as tmp:
         to_save = model
         if not include_optimizer and getattr(model, "optimizer", None) is not None:
             # (keras.models.clone_model re-compiles the copy with the same optimizer)
             to_save = model.__class__.from_config(model.get_config())
             to_save.set_weights(model.get_weights())
         to_save.save(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 
@@ -355,7 +329,7 @@ def write_model_card(run_dir, config: dict, metrics: dict, data: dict, command: 
         else f"- Parameters: {metrics.get('params', '?')}",
         f"- FLOPs per image (forward): {metrics.get('flops', '?'):,}"
         if isinstance(metrics.get("flops"), int) else "- FLOPs per image: ?",
-        f"- Input: raw uint8 48x48x1 grey face (rescaled inside the model)",
+        "- Input: raw uint8 48x48x1 grey face (rescaled inside the model)",
         "",
         "## Training",
         f"- Epochs run: {metrics.get('epochs_done', '?')} of {config.get('epochs')}"

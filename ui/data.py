@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from fer_core import DATA_DIR
+from fer_core import DATA_DIR, atomic
 from fer_core import data as fer_data
 from fer_core.errors import FerError
 
@@ -121,10 +121,7 @@ def save_upload(name: str, data: bytes) -> Path:
     UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
     path = UPLOAD_DIR / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
     if not path.exists():
-        fd, tmp = tempfile.mkstemp(dir=UPLOAD_DIR, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        atomic.write_bytes(path, data)
     return path
 
 

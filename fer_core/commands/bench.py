@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-
 from fer_core.bench import TARGETS
+from fer_core.cli import plugins
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (timings on this machine)")
     targets = p.add_subparsers(dest="target", required=True)
-    for name in TARGETS:
-        try:
-            module = importlib.import_module(f"fer_core.bench.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"fer_core.bench.{name}":
-                raise
-            continue
+    for name, module in plugins("fer_core.bench", TARGETS):
         t = targets.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0]
                                if module.__doc__ else None)
         t.add_argument("--json", action="store_true", help="machine-readable output")

@@ -49,7 +49,7 @@ def run(args) -> int:
         if out_dir.exists() and not out_dir.is_dir():
             raise FerError("exists and is not a folder", where=str(out_dir))
 
-    from fer_core import vision
+    from fer_core import atomic, vision
     from fer_core.predict import Predictor, annotate
 
     changes = {k: v for k, v in (("max_side", args.max_side), ("min_size", args.min_size))
@@ -69,9 +69,7 @@ def run(args) -> int:
             ok, buf = cv2.imencode(".png", annotate(img, faces, mode=args.mode))
             if not ok:
                 raise FerError("could not encode the annotated image", where=str(dest))
-            tmp = dest.with_name(f".{dest.name}.tmp")
-            tmp.write_bytes(buf.tobytes())
-            os.replace(tmp, dest)
+            atomic.write_bytes(dest, buf.tobytes())
             item["annotated"] = str(dest)
         results.append(item)
         if not faces:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from fer_core import atomic
 from fer_core.data.dataset import Dataset
 
 VERSION = 3  # bump when parsing changes
@@ -60,9 +60,7 @@ def put(key: str, ds: Dataset) -> None:
                   "meta": np.asarray(json.dumps(meta))}
         if ds.soft_labels is not None:
             arrays["soft_labels"] = ds.soft_labels
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic.atomic_path(d / f"{key}.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, d / f"{key}.npz")
     except OSError:
         pass  # caching is an optimisation; a read-only home must not break loading

@@ -14,11 +14,11 @@ SYNTHETIC: these are not photographs of people.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from fer_core import atomic
 from fer_core.labels import FER7
 
 VERSION = 3                   # bump when the generator changes: ensure_demo() regenerates
@@ -180,15 +180,7 @@ def write_demo(path: Path, n_per_class: int = N_PER_CLASS, seed: int = SEED) -> 
                        ("README.md", README.format(v=VERSION, seed=seed, n=len(labels),
                                                    k=n_per_class).encode()),
                        (path.stem + ".version", f"{VERSION}\n".encode())):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path.parent / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic.write_bytes(path.parent / name, data)
     return path
 
 
