@@ -3,7 +3,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from ui.data import dataset_label, dataset_picker, dataset_stats, sample_indices
+from ui.data import dataset_label, dataset_picker, dataset_stats
 
 PAGE_SIZE = 40
 
@@ -38,7 +38,7 @@ cls = f2.selectbox("Class", ["all"] + list(ds.label_names), key="grid_class")
 if f3.button("🔀 Reshuffle"):
     st.session_state["grid_seed"] = st.session_state.get("grid_seed", 0) + 1
 label = None if cls == "all" else ds.label_names.index(cls)
-idx = sample_indices(ds, split, label, st.session_state.get("grid_seed", 0))
+idx = ds.indices(split, label, seed=st.session_state.get("grid_seed", 0))
 if len(idx) == 0:
     st.warning(f"No faces of class {cls!r} in split {split!r}.")
 else:

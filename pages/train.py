@@ -9,7 +9,7 @@ from fer_core import models, runs
 from fer_core.errors import FerError
 from fer_core.labels import LABEL_SETS
 from fer_core.training import OPTIMIZERS, SCHEDULES, TrainConfig
-from ui.data import dataset_label, get_active_dataset, limit_train
+from ui.data import dataset_label, get_active_dataset
 from ui.jobs import curves_figure, fmt_seconds, job_manager, snapshot, start_job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +117,7 @@ if submitted:
             label_set=label_set, seed=int(seed), patience=int(patience))
         run_dir = runs.runs_dir() / runs.new_run_id(arch)
         try:
-            start_job(limit_train(ds, int(max_train), int(seed)), config, run_dir)
+            start_job(ds.limit_train(int(max_train), int(seed)), config, run_dir)
             st.session_state["my_run"] = str(run_dir)
         except FerError as exc:
             st.session_state["train_error"] = f"Cannot start training: {exc}"

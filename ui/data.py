@@ -12,7 +12,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
 from fer_core import DATA_DIR, atomic
@@ -185,22 +184,3 @@ def dataset_picker():
         return None, {"source": source, "strict": not skip, "name": name}
     set_active(source, not skip, name)
     return ds, active_choice()
-
-
-def sample_indices(ds, split: str, label: int | None, seed: int) -> np.ndarray:
-    """Row indices for the sample grid: one split (or 'all'), one class (or all), shuffled."""
-    keep = ds.mask(split)
-    if label is not None:
-        keep &= ds.labels == label
-    idx = np.flatnonzero(keep)
-    return np.random.default_rng(seed).permutation(idx)
-
-
-def limit_train(ds, max_train: int, seed: int = 0):
-    """The dataset with at most ``max_train`` random train faces (val/test kept; 0 = all)."""
-    train_idx = np.flatnonzero(ds.split == "train")
-    if not max_train or max_train >= len(train_idx):
-        return ds
-    keep = np.random.default_rng(seed).choice(train_idx, int(max_train), replace=False)
-    rest = np.flatnonzero(ds.split != "train")
-    return ds.subset("all", index=np.sort(np.concatenate([keep, rest])))

@@ -70,6 +70,27 @@ class Dataset:
                        split=self.split[sel],
                        soft_labels=None if self.soft_labels is None else self.soft_labels[sel])
 
+    def indices(self, split: str | None = None, label: int | None = None,
+                seed: int | None = None) -> np.ndarray:
+        """Row indices of one split (or all) and one class (or all); shuffled with ``seed``."""
+        keep = self.mask(split)
+        if label is not None:
+            keep &= self.labels == label
+        idx = np.flatnonzero(keep)
+        return idx if seed is None else np.random.default_rng(seed).permutation(idx)
+
+    def limit_train(self, n: int, seed: int = 0) -> "Dataset":
+        """At most ``n`` training faces, drawn per class in proportion (fixed ``seed``); the
+        val/test rows are kept. ``n`` = 0 keeps everything."""
+        train = np.flatnonzero(self.split == "train")
+        if not n or n >= len(train):
+            return self
+        from fer_core.data.splits import stratified_split
+        share = 1 - n / len(train)
+        part = stratified_split(self.labels[train], val=share, test=0.0, seed=seed)
+        keep = np.concatenate([train[part == "train"], np.flatnonzero(self.split != "train")])
+        return self.subset("all", index=np.sort(keep))
+
     def remap(self, target: str) -> "Dataset":
         """The same faces with labels mapped to another label set (e.g. fer7 -> merged6)."""
         if target == self.label_set:
