@@ -10,7 +10,7 @@ run: install demo
 	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --browser.gatherUsageStats false
 
 test: install-dev chromium demo
-	CI=$${CI:-} $(PY) -m pytest
+	$(PY) -m pytest
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.dev-installed
