@@ -310,6 +310,21 @@ def hardware() -> dict:
     return info
 
 
+FER2013_LIMITS = (
+    "- FER2013 faces were collected by web image search: 48x48 grey crops of mostly adult, "
+    "light-skinned, frontal faces; children, older people, darker skin tones, profiles, "
+    "glasses and occlusions are under-represented, so expect lower accuracy there.",
+    "- Labels are single crowd judgements of posed and spontaneous expressions; human "
+    "agreement on FER2013 is about 65 %, and disgust (about 1.5 % of faces) and fear are "
+    "the least reliable classes.",
+    "- The set holds blank or non-face images and exact duplicates across Training and "
+    "PublicTest (see the Dataset Explorer's flagged images), which slightly inflate "
+    "validation accuracy.",
+    "- An expression is not an emotion: the model labels facial configurations, not what a "
+    "person feels. Do not use it for decisions about people (hiring, policing, health).",
+)
+
+
 def write_model_card(run_dir, config: dict, metrics: dict, data: dict, command: str = "") -> str:
     """Write model_card.md from a run's config, metrics and data summary; returns the text."""
     run_dir = Path(run_dir)
@@ -343,6 +358,16 @@ def write_model_card(run_dir, config: dict, metrics: dict, data: dict, command: 
     ]
     if command:
         lines.append(f"- Command: `{command}`")
+    report = metrics.get("val_report")
+    if report:
+        lines += ["", "## Validation results (best model)",
+                  f"- Accuracy {report['accuracy']:.4f}, top-2 {report['top2_accuracy']:.4f}, "
+                  f"macro-F1 {report['macro_f1']:.4f} on {report['n']} faces", "",
+                  "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | "
+                  f"{c['support']} |" for name, c in report["per_class"].items()]
+    if "fer2013" in str(data.get("source", "")).lower() and not data.get("synthetic"):
+        lines += ["", "## Known limits and biases (FER2013)", *FER2013_LIMITS]
     lines += [
         "",
         "## Hardware",

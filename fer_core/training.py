@@ -515,6 +515,7 @@ def train(dataset, config: TrainConfig, run_dir, callbacks=(), stop_event=None,
         if config.patience and st["wait"] >= config.patience:
             status = "early_stopped"
             break
+    info["val_report"] = _val_report(run_dir, val_ds)
     metrics = _write_summary(run_dir, config, st, info, data_info, ds, status, command)
     if tb_writer is not None:
         tb_writer.close()
@@ -540,6 +541,19 @@ def _load_checkpoint(path: Path):
     except Exception as e:
         raise FerError(f"cannot load checkpoint: {type(e).__name__}: {str(e)[:300]}",
                        where=str(path)) from None
+
+
+def _val_report(run_dir: Path, val_ds) -> dict | None:
+    """Accuracy, macro-F1 and per-class precision/recall/F1 of the best model on val (for
+    metrics.json and the model card); None when no best model was saved."""
+    from fer_core import evaluation
+
+    if not runs.has_model(run_dir):
+        return None
+    model = runs.load_model(run_dir)
+    rep = evaluation.metrics(val_ds.labels, evaluation.predict_proba(model, val_ds.images),
+                             val_ds.label_names)
+    return {k: rep[k] for k in ("n", "accuracy", "top2_accuracy", "macro_f1", "per_class")}
 
 
 def _write_summary(run_dir, config, st, info, data_info, ds, status, command) -> dict:

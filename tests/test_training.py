@@ -46,6 +46,14 @@ def test_two_epochs_beat_chance_and_write_a_run(faces, tmp_path):
     run = runs.load_run(tmp_path / "run")
     assert run.labels == list(faces.label_names) and run.config["arch"] == "vgg"
     assert "Best val accuracy" in run.card and "CPU" in run.card
+    report = result["val_report"]       # the best model re-evaluated on val, per class
+    assert report["accuracy"] == pytest.approx(result["best_val_accuracy"], abs=1e-6)
+    assert set(report["per_class"]) == set(faces.label_names)
+    assert "| angry |" in run.card
+    assert "Known limits" not in run.card                    # only said of FER2013 data
+    card = runs.write_model_card(tmp_path / "run", run.config, run.metrics,
+                                 {"source": "data/fer2013.csv.gz", "n_train": 1, "n_val": 1})
+    assert "Known limits and biases (FER2013)" in card and "disgust" in card
     model = run.load_model()
     probs = model.predict(faces.subset("val").images[:, :, :, None], verbose=0)
     assert (probs.argmax(1) == faces.subset("val").labels).mean() == pytest.approx(
