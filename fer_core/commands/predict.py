@@ -55,8 +55,8 @@ def run(args) -> int:
     changes = {k: v for k, v in (("max_side", args.max_side), ("min_size", args.min_size))
                if v is not None}
     cfg = vision.DetectorConfig(**changes)
-    predictor = Predictor(args.model, detector_config=cfg)
     images = [(p, vision.decode_image(p)) for p in paths]  # every image checked first
+    predictor = Predictor(args.model, detector_config=cfg)
 
     results, lines = [], []
     for p, img in images:
