@@ -325,7 +325,7 @@ FER2013_LIMITS = (
 )
 
 
-def write_model_card(run_dir, config: dict, metrics: dict, data: dict, command: str = "") -> str:
+def write_model_card(run_dir, config: dict, metrics: dict, data: dict) -> str:
     """Write model_card.md from a run's config, metrics and data summary; returns the text."""
     run_dir = Path(run_dir)
     hw = metrics.get("hardware") or hardware()
@@ -356,8 +356,12 @@ def write_model_card(run_dir, config: dict, metrics: dict, data: dict, command: 
         if isinstance(best, (int, float)) else "- Best val accuracy: n/a",
         f"- Training time: {metrics.get('train_time_sec', 0) / 60:.1f} min",
     ]
-    if command:
-        lines.append(f"- Command: `{command}`")
+    commands = metrics.get("commands") or []
+    if len(commands) == 1:
+        lines.append(f"- Command: `{commands[0]}`")
+    elif commands:
+        lines.append("- Commands, in order (the first run, then each resume):")
+        lines += [f"  - `{c}`" for c in commands]
     report = metrics.get("val_report")
     if report:
         lines += ["", "## Validation results (best model)",

@@ -564,10 +564,14 @@ def _write_summary(run_dir, config, st, info, data_info, ds, status, command) ->
                "data": data_info, **info, "hardware": runs.hardware(),
                "has_model": (Path(run_dir) / runs.MODEL_FILE).exists(),
                "run_dir": str(run_dir)}
-    if command:
-        metrics["command"] = command
+    # Every command that trained this run, in order (the first train, then each resume).
+    old = runs.load_run(run_dir).metrics if (Path(run_dir) / "metrics.json").exists() else {}
+    commands = list(old.get("commands") or ([old["command"]] if old.get("command") else []))
+    if command and command not in commands:
+        commands.append(command)
+    metrics["commands"] = commands
     runs.atomic_write_json(Path(run_dir) / "metrics.json", metrics)
-    runs.write_model_card(run_dir, config.to_dict(), metrics, data_info, command)
+    runs.write_model_card(run_dir, config.to_dict(), metrics, data_info)
     return metrics
 
 

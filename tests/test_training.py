@@ -73,13 +73,17 @@ def test_checkpoint_then_resume_continues_history_and_schedule(faces, tmp_path):
             stop.set()
 
     first = train(faces, config, tmp_path / "run", callbacks=[stop_after_epoch_2],
-                  stop_event=stop)
+                  stop_event=stop, command="fer_core train toy --epochs 3")
     assert first["status"] == "stopped" and first["epochs_done"] == 2
     assert (tmp_path / "run" / runs.LAST_FILE).exists()
     with pytest.raises(FerError, match="resume"):
         train(faces, config, tmp_path / "run")  # would overwrite the run
-    second = train(faces, config, tmp_path / "run", resume=True)
+    second = train(faces, config, tmp_path / "run", resume=True,
+                   command="fer_core train toy --resume run")
     assert second["status"] == "finished" and second["epochs_done"] == 3
+    assert second["commands"] == ["fer_core train toy --epochs 3", "fer_core train toy --resume run"]
+    card = runs.load_run(tmp_path / "run").card
+    assert card.index("--epochs 3`") < card.index("--resume run`")   # both, in order
     history = runs.read_jsonl(tmp_path / "run" / "history.jsonl")
     assert [r["epoch"] for r in history] == [1, 2, 3]
     steps = 11
