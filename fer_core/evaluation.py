@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_core import labels as labelsets
+from fer_core import vision
 from fer_core.errors import FerError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -138,17 +139,8 @@ def _predict_fn(model):
 
 
 def _as_batch(model, images: np.ndarray) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim == 2:
-        images = images[None]
-    if images.ndim == 4 and images.shape[-1] == 1:
-        images = images[..., 0]
-    if images.ndim != 3 or images.shape[1:] != (48, 48):
-        raise FerError(f"expected faces of shape (N, 48, 48), got {images.shape}", where="images")
-    x = images.astype(np.float32)
-    if len(model.inputs[0].shape) == 4:
-        x = x[..., None]
-    return x
+    x = vision.as_face_batch(images, where="images")
+    return x if len(model.inputs[0].shape) == 4 else x[..., 0]
 
 
 def predict_proba(model, images: np.ndarray, batch_size: int = 64,

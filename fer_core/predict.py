@@ -304,19 +304,11 @@ class Predictor:
     # ---- faces -> probabilities -----------------------------------------------------------
     def predict_faces(self, faces) -> np.ndarray:
         """Probabilities float32 (N, n_classes) for uint8 faces (N, 48, 48) or (N, 48, 48, 1)."""
-        x = np.asarray(faces)
-        if x.ndim == 2:
-            x = x[None]
-        if x.ndim == 4 and x.shape[-1] == 1:
-            x = x[..., 0]
-        if x.ndim != 3 or x.shape[1:] != (48, 48):
-            raise FerError(f"faces of shape {tuple(np.shape(faces))}; expected (N, 48, 48) "
-                           "grey crops", where="faces")
+        x = vision.as_face_batch(faces)
         n = x.shape[0]
         out = np.empty((n, self.n_classes), dtype=np.float32)
         if n == 0:
             return out
-        x = x.astype(np.float32)[..., None]
         step = BUCKETS[-1]
         for start in range(0, n, step):
             chunk = x[start:start + step]

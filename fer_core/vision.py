@@ -34,7 +34,7 @@ MAX_PIXELS = 40_000_000
 DEFAULT_MARGIN = 0.02
 HAAR_FILE = "haarcascade_frontalface_default.xml"
 
-__all__ = ["FACE_SIZE", "MAX_PIXELS", "DEFAULT_MARGIN", "decode_image", "to_grey", "to_bgr",
+__all__ = ["FACE_SIZE", "MAX_PIXELS", "DEFAULT_MARGIN", "as_face_batch", "decode_image", "to_grey", "to_bgr",
            "DetectorConfig", "FaceDetector", "detect_faces", "crop_face", "crop_faces",
            "iou", "synthetic_face", "synthetic_frame"]
 
@@ -384,6 +384,23 @@ def iou(a, b) -> float:
 
 
 # --------------------------------------------------------------------------- preprocessing
+
+def as_face_batch(faces, where: str = "faces") -> np.ndarray:
+    """float32 (N, 48, 48, 1) model input from grey faces (48, 48), (N, 48, 48) or (N, 48, 48, 1).
+
+    The one shape check for every path that feeds faces to a model (evaluation, Predictor);
+    anything else is a :class:`FerError` naming the shape and ``where``.
+    """
+    x = np.asarray(faces)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim != 3 or x.shape[1:] != (FACE_SIZE, FACE_SIZE):
+        raise FerError(f"faces of shape {tuple(np.shape(faces))}; expected (N, {FACE_SIZE}, "
+                       f"{FACE_SIZE}) grey crops", where=where)
+    return x.astype(np.float32)[..., None]
+
 
 def crop_face(image: np.ndarray, box, margin: float = DEFAULT_MARGIN) -> np.ndarray:
     """The model's input for one face: grey uint8 48x48 (``INTER_AREA``).

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fer_core.errors import FerError
-from fer_core.vision import (DetectorConfig, FaceDetector, crop_face, crop_faces, decode_image,
+from fer_core.vision import (DetectorConfig, as_face_batch, FaceDetector, crop_face, crop_faces, decode_image,
                              detect_faces, iou, synthetic_face, synthetic_frame, to_grey)
 from tests.factories import face_image
 
@@ -247,3 +247,14 @@ def test_crop_pads_at_the_border_instead_of_stretching():
 def test_detect_faces_convenience_decodes_bytes():
     frame = synthetic_frame(640, 480, face_size=160)
     assert len(detect_faces(png_bytes(frame))) == 1
+
+
+def test_as_face_batch_accepts_face_shapes_and_names_bad_ones():
+    face = np.arange(48 * 48, dtype=np.uint8).reshape(48, 48)
+    for given in (face, face[None], face[None, :, :, None]):
+        x = as_face_batch(given)
+        assert x.shape == (1, 48, 48, 1) and x.dtype == np.float32
+        np.testing.assert_array_equal(x[0, :, :, 0], face)
+    with pytest.raises(FerError, match=r"\(2, 64, 64\).*expected \(N, 48, 48\)") as e:
+        as_face_batch(np.zeros((2, 64, 64), np.uint8), where="images")
+    assert e.value.where == "images"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -48,22 +50,42 @@ async def faces_of(service: ModelService, data: bytes, detect: bool, top_k: int,
     return service.describe(faces, boxes, probs, top_k)
 
 
+async def read_images(request: Request, batch: bool) -> list:
+    """The request body's images as bytes, in order, for both endpoints.
+
+    Multipart field ``file`` (single) or ``files`` (batch, up to 64), or JSON ``image_base64`` /
+    ``images_base64``. In a batch an undecodable base64 item becomes its :class:`FerError` in
+    place, so the other images are still answered; anything wrong with the body itself raises.
+    """
+    field, schema, max_files = ("files", BatchJSON, 64) if batch else ("file", PredictJSON, 1)
+    kind = media_type(request)
+    if kind == "multipart/form-data":
+        async with read_form(request, max_files=max_files) as form:
+            values = form.getlist(field) or [None]  # None -> "field is required"
+            return [await upload_bytes(v, field) for v in values]
+    if kind == "application/json":
+        body = await read_json(request, schema)
+        if not batch:
+            return [b64decode(body.image_base64)]
+        items: list = []
+        for i, text in enumerate(body.images_base64):
+            try:
+                items.append(b64decode(text, where=f"images_base64[{i}]"))
+            except FerError as e:
+                items.append(e)
+        return items
+    json_field = "'images_base64': [...]" if batch else "'image_base64': ..."
+    raise unsupported_body(kind, f"multipart/form-data (field{'s' if batch else ''} '{field}') "
+                                 f"or application/json ({{{json_field}}})")
+
+
 @router.post("/predict", response_model=PredictResponse, openapi_extra=PREDICT_BODY,
              responses=errors.responses(400, 413, 415, 422, 503),
              summary="Emotions of the faces in one image")
 async def predict(request: Request, detect: bool = DETECT, top_k: int = TOP_K,
                   service: ModelService = Depends(get_model)):
     t0 = time.perf_counter()
-    kind = media_type(request)
-    if kind == "multipart/form-data":
-        async with read_form(request, max_files=1) as form:
-            data = await upload_bytes(form.get("file"), "file")
-    elif kind == "application/json":
-        body = await read_json(request, PredictJSON)
-        data = b64decode(body.image_base64)
-    else:
-        raise unsupported_body(kind, "multipart/form-data (field 'file') or application/json "
-                                     "({'image_base64': ...})")
+    (data,) = await read_images(request, batch=False)
     faces = await faces_of(service, data, detect, top_k)
     return {"faces": faces, "model_id": service.model_id,
             "timing_ms": round((time.perf_counter() - t0) * 1000, 3)}
@@ -74,28 +96,8 @@ async def predict(request: Request, detect: bool = DETECT, top_k: int = TOP_K,
              summary="Emotions of the faces in several images (errors reported per image)")
 async def predict_batch(request: Request, detect: bool = DETECT, top_k: int = TOP_K,
                         service: ModelService = Depends(get_model)):
-    import asyncio
-
     t0 = time.perf_counter()
-    kind = media_type(request)
-    items: list = []  # bytes or an ApiError per image
-    if kind == "multipart/form-data":
-        async with read_form(request, max_files=64) as form:
-            values = form.getlist("files")
-            if not values:
-                raise errors.ApiError("missing_file", "multipart field 'files' is required", 422)
-            for v in values:
-                items.append(await upload_bytes(v, "files"))
-    elif kind == "application/json":
-        body = await read_json(request, BatchJSON)
-        for i, text in enumerate(body.images_base64):
-            try:
-                items.append(b64decode(text, where=f"images_base64[{i}]"))
-            except FerError as e:
-                items.append(e)
-    else:
-        raise unsupported_body(kind, "multipart/form-data (fields 'files') or application/json "
-                                     "({'images_base64': [...]})")
+    items = await read_images(request, batch=True)  # bytes or a FerError per image
 
     async def one(i, item):
         if isinstance(item, Exception):
@@ -112,7 +114,5 @@ async def predict_batch(request: Request, detect: bool = DETECT, top_k: int = TO
 
 
 def _failed(i: int, e: FerError) -> dict:
-    body = errors.error_response(e).body
-    import json
-    payload = json.loads(body)
+    payload = json.loads(errors.error_response(e).body)
     return {"index": i, "ok": False, "faces": [], **payload}
