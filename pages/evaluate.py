@@ -1,14 +1,14 @@
 """Evaluate: where and how a model fails on a split of the active dataset."""
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from fer_core import evaluation
 from fer_core.errors import FerError
 from ui.data import dataset_label, get_active_dataset
-from ui.models import (confusion_figure, evaluate_cached, face_gallery, get_loaded,
-                       model_picker, prob_bars)
+from ui.models import (confusion_figure, delta_figure, evaluate_cached, face_gallery,
+                       get_loaded, model_picker, per_class_figure, prob_bars, reliability_figure,
+                       true_vs_pred_figure)
 
 st.title("📊 Evaluate")
 ds = get_active_dataset()
@@ -97,17 +97,8 @@ with tabs[1]:
     table.index.name = "class"
     st.dataframe(table.style.format({"precision": "{:.1%}", "recall": "{:.1%}",
                                      "f1": "{:.1%}", "support": "{:,.0f}"}))
-    long = table[["precision", "recall", "f1"]].reset_index().melt(id_vars="class")
-    st.plotly_chart(go.Figure([go.Bar(name=m, x=long[long.variable == m]["class"],
-                                      y=long[long.variable == m]["value"])
-                               for m in ("precision", "recall", "f1")])
-                    .update_layout(barmode="group", height=340, yaxis_tickformat=".0%",
-                                   title="Per-class precision, recall and F1"))
-    tvp = pd.DataFrame(report["true_vs_pred"]).T
-    st.plotly_chart(go.Figure([go.Bar(name="true", x=tvp.index, y=tvp["true"]),
-                               go.Bar(name="predicted", x=tvp.index, y=tvp["pred"])])
-                    .update_layout(barmode="group", height=320,
-                                   title="True vs predicted counts per class"))
+    st.plotly_chart(per_class_figure(report))
+    st.plotly_chart(true_vs_pred_figure(report))
 
 # --- examples -------------------------------------------------------------------------------
 with tabs[2]:
@@ -162,19 +153,7 @@ with tabs[3]:
 
 # --- calibration ------------------------------------------------------------------------------
 with tabs[4]:
-    bins = [b for b in report["reliability"] if b["count"]]
-    fig = go.Figure([go.Bar(x=[(b["lo"] + b["hi"]) / 2 for b in bins],
-                            y=[b["accuracy"] for b in bins],
-                            width=[b["hi"] - b["lo"] for b in bins],
-                            name="accuracy", customdata=[b["count"] for b in bins],
-                            hovertemplate="confidence %{x:.2f}: accuracy %{y:.0%} "
-                                          "(%{customdata} faces)<extra></extra>"),
-                     go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
-                                line=dict(dash="dash", color="grey"))])
-    fig.update_layout(title=f"Reliability diagram (ECE {report['ece']:.3f})", height=400,
-                      xaxis=dict(title="confidence", range=[0, 1]),
-                      yaxis=dict(title="accuracy", range=[0, 1]))
-    st.plotly_chart(fig)
+    st.plotly_chart(reliability_figure(report))
 
 # --- side by side -----------------------------------------------------------------------------
 with tabs[5]:
@@ -188,11 +167,7 @@ with tabs[5]:
                                for n, d in cmp["per_class"].items()}).T
         st.markdown(f"**Per-class change, {cmp['b']} minus {cmp['a']}**")
         st.dataframe(deltas.style.format("{:+.1%}"))
-        st.plotly_chart(go.Figure(go.Bar(x=deltas.index, y=deltas["f1"],
-                                         marker_color=["#2ca02c" if v >= 0 else "#d62728"
-                                                       for v in deltas["f1"]]))
-                        .update_layout(height=300, title="F1 change per class",
-                                       yaxis_tickformat="+.0%"))
+        st.plotly_chart(delta_figure(deltas["f1"], "F1 change per class"))
 
 # --- export -----------------------------------------------------------------------------------
 with tabs[6]:

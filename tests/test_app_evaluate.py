@@ -89,3 +89,25 @@ def test_evaluate_page_without_models_says_so(tmp_path, monkeypatch):
     at = AppTest.from_file(str(ROOT / "pages" / "evaluate.py"), default_timeout=60).run()
     assert not at.exception, at.exception
     assert any("No default model yet" in i.value for i in at.info)
+
+
+def test_evaluate_figures_plot_the_report():
+    import pandas as pd
+
+    from ui.models import delta_figure, per_class_figure, reliability_figure, true_vs_pred_figure
+    report = {"per_class": {"happy": {"precision": 0.9, "recall": 0.8, "f1": 0.85},
+                            "sad": {"precision": 0.5, "recall": 0.6, "f1": 0.55}},
+              "true_vs_pred": {"happy": {"true": 10, "pred": 12}, "sad": {"true": 7, "pred": 5}},
+              "reliability": [{"lo": 0.0, "hi": 0.5, "count": 0, "accuracy": None},
+                              {"lo": 0.5, "hi": 1.0, "count": 4, "accuracy": 0.75}],
+              "ece": 0.125}
+    bars = per_class_figure(report).data
+    assert [b.name for b in bars] == ["precision", "recall", "f1"]
+    assert list(bars[2].x) == ["happy", "sad"] and list(bars[2].y) == [0.85, 0.55]
+    tvp = true_vs_pred_figure(report).data
+    assert list(tvp[0].y) == [10, 7] and list(tvp[1].y) == [12, 5]
+    rel = reliability_figure(report)
+    assert list(rel.data[0].x) == [0.75] and list(rel.data[0].y) == [0.75]  # empty bin left out
+    assert "ECE 0.125" in rel.layout.title.text
+    delta = delta_figure(pd.Series({"happy": 0.1, "sad": -0.2}), "F1 change").data[0]
+    assert list(delta.marker.color) == ["#2ca02c", "#d62728"]

@@ -247,6 +247,54 @@ def confusion_figure(report: dict, normalized: bool, title: str | None = None):
     return fig
 
 
+def per_class_figure(report: dict):
+    """Grouped bars of per-class precision, recall and F1 of an evaluation report."""
+    import plotly.graph_objects as go
+
+    per = report["per_class"]
+    return go.Figure([go.Bar(name=m, x=list(per), y=[v[m] for v in per.values()])
+                      for m in ("precision", "recall", "f1")]).update_layout(
+        barmode="group", height=340, yaxis_tickformat=".0%",
+        title="Per-class precision, recall and F1")
+
+
+def true_vs_pred_figure(report: dict):
+    """Grouped bars: how many faces of each class there are vs. how many were predicted."""
+    import plotly.graph_objects as go
+
+    tvp = report["true_vs_pred"]
+    return go.Figure([go.Bar(name=name, x=list(tvp), y=[v[k] for v in tvp.values()])
+                      for name, k in (("true", "true"), ("predicted", "pred"))]).update_layout(
+        barmode="group", height=320, title="True vs predicted counts per class")
+
+
+def reliability_figure(report: dict):
+    """Reliability diagram: accuracy per confidence bin against the diagonal, titled with ECE."""
+    import plotly.graph_objects as go
+
+    bins = [b for b in report["reliability"] if b["count"]]
+    fig = go.Figure([go.Bar(x=[(b["lo"] + b["hi"]) / 2 for b in bins],
+                            y=[b["accuracy"] for b in bins],
+                            width=[b["hi"] - b["lo"] for b in bins],
+                            name="accuracy", customdata=[b["count"] for b in bins],
+                            hovertemplate="confidence %{x:.2f}: accuracy %{y:.0%} "
+                                          "(%{customdata} faces)<extra></extra>"),
+                     go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                                line=dict(dash="dash", color="grey"))])
+    return fig.update_layout(title=f"Reliability diagram (ECE {report['ece']:.3f})", height=400,
+                             xaxis=dict(title="confidence", range=[0, 1]),
+                             yaxis=dict(title="accuracy", range=[0, 1]))
+
+
+def delta_figure(deltas, title: str):
+    """Bars of per-class changes (a pandas Series indexed by class), green up, red down."""
+    import plotly.graph_objects as go
+
+    return go.Figure(go.Bar(x=list(deltas.index), y=list(deltas),
+                            marker_color=["#2ca02c" if v >= 0 else "#d62728" for v in deltas])
+                     ).update_layout(height=300, title=title, yaxis_tickformat="+.0%")
+
+
 def face_gallery(items: list[dict], columns: int = 8, size: int = 96, key: str = "g") -> None:
     """Faces from fer_core.evaluation.gallery_items in a grid with true/pred captions."""
     import cv2
