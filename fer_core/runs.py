@@ -325,6 +325,17 @@ FER2013_LIMITS = (
 )
 
 
+def _swa_lines(record: dict | None) -> list[str]:
+    if not record:
+        return []
+    first, last = record["epochs"]
+    what = ("model.keras is this average" if record["used"] else
+            "not used: the best single epoch scores better")
+    return [f"- Weight averaging (SWA) of epochs {first}-{last} ({record['n_snapshots']} "
+            f"snapshots, BatchNorm recomputed on the training faces): val accuracy "
+            f"{record['val_accuracy']:.4f} vs {record['replaced_val_accuracy']:.4f}; {what}"]
+
+
 def write_model_card(run_dir, config: dict, metrics: dict, data: dict) -> str:
     """Write model_card.md from a run's config, metrics and data summary; returns the text."""
     run_dir = Path(run_dir)
@@ -354,6 +365,7 @@ def write_model_card(run_dir, config: dict, metrics: dict, data: dict) -> str:
         f"{config.get('weight_decay')}, label smoothing {config.get('label_smoothing')}",
         f"- Best val accuracy: {best:.4f} at epoch {metrics.get('best_epoch')}"
         if isinstance(best, (int, float)) else "- Best val accuracy: n/a",
+        *_swa_lines(metrics.get("swa")),
         f"- Training time: {metrics.get('train_time_sec', 0) / 60:.1f} min",
     ]
     commands = metrics.get("commands") or []

@@ -18,6 +18,8 @@ so a resumed run continues the schedule exactly), ``state.json`` and a row in ``
 ``train(..., resume=True)`` (or the CLI's ``--resume RUN_DIR``) picks up from ``last.keras``.
 Resuming with more ``epochs`` than the run was started with rebuilds the cosine schedule over
 the new total (the learning rate then continues from that longer curve at the current step).
+With ``swa_epochs`` set, the weights of the last epochs are averaged at the end
+(:mod:`fer_core.swa`; ``model.keras`` is replaced only if the average is better on val).
 
 Events
 ------
@@ -65,7 +67,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_core import labels as labelsets
-from fer_core import runs
+from fer_core import runs, swa
 from fer_core.errors import FerError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -85,7 +87,9 @@ class TrainConfig:
     ``erasing`` probability of erasing a random rectangle (0 = off).
     ``weight_decay`` is decoupled (Keras AdamW/SGD: w -= lr * weight_decay * w each step).
     ``warmup_epochs`` linear LR warm-up (cosine schedule). ``patience`` epochs without val
-    accuracy improvement before early stopping (0 = never).
+    accuracy improvement before early stopping (0 = never). ``swa_epochs`` N >= 2 keeps the
+    weights of the last N epochs and, when the run finishes, averages them (see
+    :mod:`fer_core.swa`); 0 = off.
     """
 
     arch: str = "vgg"
@@ -108,6 +112,7 @@ class TrainConfig:
     label_set: str = "fer7"
     seed: int = 42
     patience: int = 0
+    swa_epochs: int = 0
     tensorboard: bool = False
     deterministic: bool = False
 
@@ -161,6 +166,9 @@ class TrainConfig:
         number("contrast", 0, 1)
         number("erasing", 0, 1)
         number("patience", 0, 100000, integer=True)
+        number("swa_epochs", 0, self.epochs if isinstance(self.epochs, int) else 0, integer=True)
+        if self.swa_epochs == 1:
+            bad("swa_epochs", "averaging needs at least 2 epochs (0 = off), got 1")
         number("seed", 0, 2**31 - 1, integer=True)
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", f"expected one of {OPTIMIZERS}, got {self.optimizer!r}")
@@ -501,6 +509,9 @@ def train(dataset, config: TrainConfig, run_dir, callbacks=(), stop_event=None,
             st["plateau_wait"] = 0
         st["epoch"] = epoch + 1
         row.update(best_val_accuracy=st["best_val_accuracy"], best_epoch=st["best_epoch"])
+        if config.swa_epochs and epoch + 1 > config.epochs - config.swa_epochs:
+            swa.save_snapshot(model, run_dir, epoch + 1)
+            swa.prune_snapshots(run_dir, config.epochs - config.swa_epochs + 1)
         runs.save_model_atomic(model, run_dir / runs.LAST_FILE, include_optimizer=True)
         runs.atomic_write_json(state_path, {**st, "epochs": config.epochs})
         runs.append_jsonl(run_dir / "history.jsonl", row)
@@ -515,6 +526,10 @@ def train(dataset, config: TrainConfig, run_dir, callbacks=(), stop_event=None,
         if config.patience and st["wait"] >= config.patience:
             status = "early_stopped"
             break
+    if config.swa_epochs and status == "finished":
+        info["swa"] = swa.average_into_run(run_dir, train_ds, val_ds,
+                                           first_epoch=config.epochs - config.swa_epochs + 1,
+                                           emit=emit)
     info["val_report"] = _val_report(run_dir, val_ds)
     metrics = _write_summary(run_dir, config, st, info, data_info, ds, status, command)
     if tb_writer is not None:
@@ -554,6 +569,40 @@ def _val_report(run_dir: Path, val_ds) -> dict | None:
     rep = evaluation.metrics(val_ds.labels, evaluation.predict_proba(model, val_ds.images),
                              val_ds.label_names)
     return {k: rep[k] for k in ("n", "accuracy", "top2_accuracy", "macro_f1", "per_class")}
+
+
+def run_config(run_dir) -> TrainConfig:
+    """The TrainConfig of a finished or stopped run (FerError if it is not a training run)."""
+    run_dir = runs.run_path(run_dir)
+    if not (run_dir / "config.json").exists() or not (run_dir / "metrics.json").exists():
+        raise FerError("not a training run (no config.json/metrics.json)", where=str(run_dir))
+    try:
+        return TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    except (ValueError, TypeError) as e:
+        raise FerError(f"unreadable config.json: {e}", where=str(run_dir)) from None
+
+
+def apply_swa(dataset, run_dir, first_epoch: int | None = None, last_epoch: int | None = None,
+              command: str = "", emit=None) -> dict:
+    """Average a finished run's weight snapshots (:func:`fer_core.swa.average_into_run`) and
+    record the result in its metrics.json and model card. Returns the ``swa`` record."""
+    run_dir = runs.run_path(run_dir)
+    config = run_config(run_dir)
+    ds = dataset.remap(config.label_set) if config.label_set != dataset.label_set else dataset
+    val_ds = ds.subset("val")
+    if len(val_ds) == 0:
+        raise FerError("the data has no val split to compare the average on", where="data")
+    record = swa.average_into_run(run_dir, ds.subset("train"), val_ds, first_epoch, last_epoch,
+                                  emit=emit)
+    metrics = runs.load_run(run_dir).metrics
+    metrics["swa"] = record
+    if record["used"]:
+        metrics["val_report"] = _val_report(run_dir, val_ds)
+    if command and command not in metrics.get("commands", []):
+        metrics["commands"] = [*metrics.get("commands", []), command]
+    runs.atomic_write_json(run_dir / "metrics.json", metrics)
+    runs.write_model_card(run_dir, config.to_dict(), metrics, metrics.get("data") or {})
+    return record
 
 
 def _write_summary(run_dir, config, st, info, data_info, ds, status, command) -> dict:

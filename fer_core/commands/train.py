@@ -40,6 +40,8 @@ def add_parser(sub) -> None:
     p.add_argument("--erasing", type=float, default=None, help="random-erasing probability")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--patience", type=int, default=None, help="early stopping (0 = off)")
+    p.add_argument("--swa-epochs", type=int, default=None, metavar="N",
+                   help="average the weights of the last N epochs at the end (0 = off)")
     p.add_argument("--tensorboard", action="store_true", help="TensorBoard logs in RUN_DIR/tb")
     p.add_argument("--deterministic", action="store_true", help="enable TF op determinism")
     p.add_argument("--out", default=None, help="run directory (default models/<time>-<arch>)")
@@ -56,7 +58,8 @@ _FIELDS = {"arch": "arch", "epochs": "epochs", "batch_size": "batch_size", "lr":
            "weight_decay": "weight_decay", "label_smoothing": "label_smoothing",
            "class_weight": "class_weight", "label_set": "label_set", "shift": "shift",
            "rotation": "rotation", "zoom": "zoom", "contrast": "contrast",
-           "erasing": "erasing", "seed": "seed", "patience": "patience"}
+           "erasing": "erasing", "seed": "seed", "patience": "patience",
+           "swa_epochs": "swa_epochs"}
 
 
 def _config(args):
@@ -72,9 +75,10 @@ def _config(args):
         base = json.loads(cfg_path.read_text())
     overrides = {f: getattr(args, a) for a, f in _FIELDS.items() if getattr(args, a) is not None}
     if args.resume:
-        ignored = sorted(set(overrides) - {"epochs", "patience"})
+        ignored = sorted(set(overrides) - {"epochs", "patience", "swa_epochs"})
         if ignored:
-            raise FerError(f"with --resume only --epochs/--patience may change; got {ignored}",
+            raise FerError("with --resume only --epochs/--patience/--swa-epochs may change; "
+                           f"got {ignored}",
                            where="--resume")
     base.update(overrides)
     if args.no_flip:
@@ -139,6 +143,8 @@ class _Console:
                        f"{e['images_per_sec']:.0f} img/s {e['time_sec']:.0f}s "
                        f"best {e['best_val_accuracy']:.4f}@{e['best_epoch']} "
                        f"ETA {_hms(e['eta_sec'])}")
+        elif t == "swa":
+            self._line(swa_line(e))
         elif t == "end":
             if self.tty:
                 self.stream.write("\n")
@@ -150,6 +156,18 @@ class _Console:
     def _line(self, text):
         self.stream.write(time.strftime("%H:%M:%S ") + text + "\n")
         self.stream.flush()
+
+
+def swa_line(e: dict) -> str:
+    """One log line for a weight-averaging event (see fer_core.swa.average_into_run)."""
+    if e["stage"] == "average":
+        return f"averaging the weights of epochs {e['epochs'][0]}..{e['epochs'][-1]}"
+    if e["stage"] == "batchnorm":
+        return f"recomputing BatchNorm statistics on {e['n_train']} training faces"
+    verdict = ("kept as model.keras" if e["used"] else
+               "model.keras kept (it scores better)")
+    return (f"weight average: val accuracy {e['val_accuracy']:.4f} vs "
+            f"{e['replaced_val_accuracy']:.4f} before -> {verdict}")
 
 
 def _hms(sec) -> str:
