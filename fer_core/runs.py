@@ -366,6 +366,8 @@ def write_model_card(run_dir, config: dict, metrics: dict, data: dict) -> str:
         f"- Best val accuracy: {best:.4f} at epoch {metrics.get('best_epoch')}"
         if isinstance(best, (int, float)) else "- Best val accuracy: n/a",
         *_swa_lines(metrics.get("swa")),
+        *[f"  - also averaged epochs {r['epochs'][0]}-{r['epochs'][1]}: val accuracy "
+          f"{r['val_accuracy']:.4f}, not used" for r in metrics.get("swa_tried", [])],
         f"- Training time: {metrics.get('train_time_sec', 0) / 60:.1f} min",
     ]
     commands = metrics.get("commands") or []

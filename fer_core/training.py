@@ -595,7 +595,10 @@ def apply_swa(dataset, run_dir, first_epoch: int | None = None, last_epoch: int 
     record = swa.average_into_run(run_dir, ds.subset("train"), val_ds, first_epoch, last_epoch,
                                   emit=emit)
     metrics = runs.load_run(run_dir).metrics
-    metrics["swa"] = record
+    if record["used"] or not (metrics.get("swa") or {}).get("used"):
+        metrics["swa"] = record  # the average model.keras holds (or the latest try)
+    else:  # model.keras still holds an earlier, better average: keep its record
+        metrics["swa_tried"] = [*metrics.get("swa_tried", []), record]
     if record["used"]:
         metrics["val_report"] = _val_report(run_dir, val_ds)
     if command and command not in metrics.get("commands", []):

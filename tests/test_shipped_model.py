@@ -12,9 +12,9 @@ from fer_core.labels import FER7
 pytestmark = pytest.mark.skipif(not runs.has_model(DEFAULT_MODEL),
                                 reason=f"no shipped model at {DEFAULT_MODEL}")
 
-# The bar for the finished model is 0.66; the run is still training (see its
-# history.jsonl), so this asserts clear learning, far above the 0.25 majority-class rate.
-MIN_SAMPLE_ACCURACY = 0.50
+# The bar on this fixed sample (the shipped model scores 0.684 here, 0.659 on all of
+# PublicTest).
+MIN_SAMPLE_ACCURACY = 0.66
 
 
 def test_shipped_model_loads_with_its_card_and_labels():

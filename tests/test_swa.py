@@ -105,6 +105,15 @@ def test_swa_command_averages_another_window_and_updates_the_card(swa_run, faces
     metrics = runs.load_run(run_dir).metrics
     assert metrics["swa"] == record
     assert "Weight averaging (SWA) of epochs 3-4" in runs.load_run(run_dir).card
+    # the same window again cannot beat the model it already made: a used record is kept
+    again = apply_swa(faces, run_dir, first_epoch=3)
+    metrics = runs.load_run(run_dir).metrics
+    if record["used"]:
+        assert not again["used"] and metrics["swa"] == record
+        assert metrics["swa_tried"] == [again]
+        assert "also averaged epochs 3-4" in runs.load_run(run_dir).card
+    else:
+        assert metrics["swa"] == again
 
 
 def test_swa_errors_are_clear(swa_run, faces, tmp_path, capsys):
