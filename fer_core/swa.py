@@ -163,6 +163,12 @@ def average_into_run(run_dir, train_ds, val_ds, first_epoch: int | None = None,
     used = after > before
     if used:
         runs.save_model_atomic(model, run_dir / runs.MODEL_FILE, include_optimizer=False)
+        state_path = run_dir / "state.json"
+        if state_path.exists():  # a resumed run must beat the average to replace model.keras
+            import json
+            state = json.loads(state_path.read_text())
+            state["best_val_accuracy"] = max(after, state.get("best_val_accuracy") or 0.0)
+            runs.atomic_write_json(state_path, state)
     record = {"epochs": [min(chosen), max(chosen)], "n_snapshots": len(chosen),
               "val_accuracy": round(after, 6), "replaced_val_accuracy": round(before, 6),
               "used": used}

@@ -622,6 +622,12 @@ def _write_summary(run_dir, config, st, info, data_info, ds, status, command) ->
     if command and command not in commands:
         commands.append(command)
     metrics["commands"] = commands
+    for key in ("swa", "swa_tried"):  # a weight average made before a resume still holds
+        if key in old and key not in metrics:
+            metrics[key] = old[key]
+    if "swa" not in info and (metrics.get("swa") or {}).get("used") and \
+            (st["best_epoch"] or 0) > metrics["swa"]["epochs"][1]:
+        metrics["swa"] = {**metrics["swa"], "used": False}  # a later epoch beat the average
     runs.atomic_write_json(Path(run_dir) / "metrics.json", metrics)
     runs.write_model_card(run_dir, config.to_dict(), metrics, data_info)
     return metrics

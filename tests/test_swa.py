@@ -105,6 +105,19 @@ def test_swa_command_averages_another_window_and_updates_the_card(swa_run, faces
     metrics = runs.load_run(run_dir).metrics
     assert metrics["swa"] == record
     assert "Weight averaging (SWA) of epochs 3-4" in runs.load_run(run_dir).card
+    if record["used"]:  # resuming must beat the average to replace model.keras
+        state = json.loads((run_dir / "state.json").read_text())
+        assert state["best_val_accuracy"] == pytest.approx(record["val_accuracy"], abs=1e-6)
+    # a resume without averaging keeps the record of the average model.keras holds
+    config = TrainConfig.from_dict({**json.loads((run_dir / "config.json").read_text()),
+                                    "epochs": 5, "swa_epochs": 0})
+    resumed = train(faces, config, run_dir, resume=True)
+    assert resumed["epochs_done"] == 5
+    if resumed["best_epoch"] == 5:  # epoch 5 beat the average and replaced model.keras
+        assert resumed["swa"] == {**record, "used": False}
+    else:
+        assert resumed["swa"] == record
+    record = resumed["swa"]
     # the same window again cannot beat the model it already made: a used record is kept
     again = apply_swa(faces, run_dir, first_epoch=3)
     metrics = runs.load_run(run_dir).metrics
