@@ -138,7 +138,8 @@ def _predict_fn(model):
         return fn
 
 
-def _as_batch(model, images: np.ndarray) -> np.ndarray:
+def model_batch(model, images: np.ndarray) -> np.ndarray:
+    """float32 input for ``model`` (N, 48, 48[, 1], as its input rank wants) from grey faces."""
     x = vision.as_face_batch(images, where="images")
     return x if len(model.inputs[0].shape) == 4 else x[..., 0]
 
@@ -152,7 +153,7 @@ def predict_proba(model, images: np.ndarray, batch_size: int = 64,
     ``tta=True`` averages with the horizontally flipped faces.
     """
     model = load(model).model if isinstance(model, (str, os.PathLike, LoadedModel)) else model
-    x = _as_batch(model, images)
+    x = model_batch(model, images)
     fn = _predict_fn(model)
     out = np.empty((len(x), n_outputs(model)), dtype=np.float32)
     for s in range(0, len(x), batch_size):
@@ -499,7 +500,7 @@ def _one(model, image) -> np.ndarray:
         image = image[..., 0]
     if image.shape != (48, 48):
         raise FerError(f"expected one face of shape (48, 48), got {image.shape}", where="image")
-    return _as_batch(model, image[None])
+    return model_batch(model, image[None])
 
 
 def feature_maps(model, image, layer_name: str) -> np.ndarray:

@@ -325,15 +325,19 @@ FER2013_LIMITS = (
 )
 
 
-def _swa_lines(record: dict | None) -> list[str]:
+def _swa_lines(metrics: dict) -> list[str]:
+    """Model-card lines for the weight average (fer_core.swa) and any tried and not kept."""
+    record = metrics.get("swa")
     if not record:
         return []
     first, last = record["epochs"]
     what = ("model.keras is this average" if record["used"] else
-            "not used: the best single epoch scores better")
+            "not used: model.keras scores better")
     return [f"- Weight averaging (SWA) of epochs {first}-{last} ({record['n_snapshots']} "
             f"snapshots, BatchNorm recomputed on the training faces): val accuracy "
-            f"{record['val_accuracy']:.4f} vs {record['replaced_val_accuracy']:.4f}; {what}"]
+            f"{record['val_accuracy']:.4f} vs {record['replaced_val_accuracy']:.4f}; {what}",
+            *[f"  - also averaged epochs {r['epochs'][0]}-{r['epochs'][1]}: val accuracy "
+              f"{r['val_accuracy']:.4f}, not used" for r in metrics.get("swa_tried", [])]]
 
 
 def write_model_card(run_dir, config: dict, metrics: dict, data: dict) -> str:
@@ -365,9 +369,7 @@ def write_model_card(run_dir, config: dict, metrics: dict, data: dict) -> str:
         f"{config.get('weight_decay')}, label smoothing {config.get('label_smoothing')}",
         f"- Best val accuracy: {best:.4f} at epoch {metrics.get('best_epoch')}"
         if isinstance(best, (int, float)) else "- Best val accuracy: n/a",
-        *_swa_lines(metrics.get("swa")),
-        *[f"  - also averaged epochs {r['epochs'][0]}-{r['epochs'][1]}: val accuracy "
-          f"{r['val_accuracy']:.4f}, not used" for r in metrics.get("swa_tried", [])],
+        *_swa_lines(metrics),
         f"- Training time: {metrics.get('train_time_sec', 0) / 60:.1f} min",
     ]
     commands = metrics.get("commands") or []

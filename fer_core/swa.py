@@ -87,7 +87,7 @@ def recalibrate_batchnorm(model, images: np.ndarray, batch_size: int = 256) -> i
     import keras
     import tensorflow as tf
 
-    from fer_core import vision
+    from fer_core import evaluation
 
     layers = list(_all_layers(model))
     bns = [l for l in layers if isinstance(l, keras.layers.BatchNormalization)]
@@ -95,9 +95,7 @@ def recalibrate_batchnorm(model, images: np.ndarray, batch_size: int = 256) -> i
         return 0
     drops = [l for l in layers if isinstance(l, keras.layers.Dropout)]
     saved_m, saved_r = [l.momentum for l in bns], [l.rate for l in drops]
-    x = vision.as_face_batch(images, where="images")
-    if len(model.inputs[0].shape) == 3:
-        x = x[..., 0]
+    x = evaluation.model_batch(model, images)
     sums = [[np.zeros(l.moving_mean.shape, np.float64), np.zeros(l.moving_variance.shape,
                                                                   np.float64)] for l in bns]
     try:
@@ -163,12 +161,6 @@ def average_into_run(run_dir, train_ds, val_ds, first_epoch: int | None = None,
     used = after > before
     if used:
         runs.save_model_atomic(model, run_dir / runs.MODEL_FILE, include_optimizer=False)
-        state_path = run_dir / "state.json"
-        if state_path.exists():  # a resumed run must beat the average to replace model.keras
-            import json
-            state = json.loads(state_path.read_text())
-            state["best_val_accuracy"] = max(after, state.get("best_val_accuracy") or 0.0)
-            runs.atomic_write_json(state_path, state)
     record = {"epochs": [min(chosen), max(chosen)], "n_snapshots": len(chosen),
               "val_accuracy": round(after, 6), "replaced_val_accuracy": round(before, 6),
               "used": used}

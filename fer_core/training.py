@@ -530,6 +530,7 @@ def train(dataset, config: TrainConfig, run_dir, callbacks=(), stop_event=None,
         info["swa"] = swa.average_into_run(run_dir, train_ds, val_ds,
                                            first_epoch=config.epochs - config.swa_epochs + 1,
                                            emit=emit)
+        _adopt_swa(st, info["swa"], state_path, config.epochs)
     info["val_report"] = _val_report(run_dir, val_ds)
     metrics = _write_summary(run_dir, config, st, info, data_info, ds, status, command)
     if tb_writer is not None:
@@ -571,6 +572,16 @@ def _val_report(run_dir: Path, val_ds) -> dict | None:
     return {k: rep[k] for k in ("n", "accuracy", "top2_accuracy", "macro_f1", "per_class")}
 
 
+def _adopt_swa(st: dict, record: dict, state_path: Path, epochs) -> bool:
+    """If the average became model.keras, it is the run's best from now on (its val accuracy,
+    at the window's last epoch), so a resumed epoch must beat it to replace model.keras."""
+    if not record["used"]:
+        return False
+    st.update(best_val_accuracy=record["val_accuracy"], best_epoch=record["epochs"][1])
+    runs.atomic_write_json(state_path, {**st, "epochs": epochs})
+    return True
+
+
 def run_config(run_dir) -> TrainConfig:
     """The TrainConfig of a finished or stopped run (FerError if it is not a training run)."""
     run_dir = runs.run_path(run_dir)
@@ -595,6 +606,11 @@ def apply_swa(dataset, run_dir, first_epoch: int | None = None, last_epoch: int 
     record = swa.average_into_run(run_dir, ds.subset("train"), val_ds, first_epoch, last_epoch,
                                   emit=emit)
     metrics = runs.load_run(run_dir).metrics
+    state_path = run_dir / "state.json"
+    if state_path.exists():
+        st = json.loads(state_path.read_text())
+        if _adopt_swa(st, record, state_path, st.get("epochs")):
+            metrics.update(best_val_accuracy=st["best_val_accuracy"], best_epoch=st["best_epoch"])
     if record["used"] or not (metrics.get("swa") or {}).get("used"):
         metrics["swa"] = record  # the average model.keras holds (or the latest try)
     else:  # model.keras still holds an earlier, better average: keep its record
