@@ -448,18 +448,23 @@ def _resolve(model, layer_name: str):
                    where="layer")
 
 
+def _softmax_tail(model):
+    """(tail, dense): the model's last layer when it is a softmax Dense or softmax Activation
+    (else None), and that layer again when it is the Dense (else None)."""
+    last = model.layers[-1]
+    kind = type(last).__name__
+    if getattr(getattr(last, "activation", None), "__name__", "") != "softmax" or \
+            kind not in ("Dense", "Activation"):
+        return None, None
+    return last, (last if kind == "Dense" else None)
+
+
 def _head(model):
     """(tensor, dense) where the class scores are computed: the logits before a final softmax
     (input of a softmax Dense, with that Dense returned; or input of a softmax Activation), so
     Grad-CAM is not flattened by saturated probabilities; else the model output."""
-    last = model.layers[-1]
-    act = getattr(last, "activation", None)
-    act_name = getattr(act, "__name__", "")
-    if type(last).__name__ == "Dense" and act_name == "softmax":
-        return last.input, last
-    if type(last).__name__ == "Activation" and act_name == "softmax":
-        return last.input, None
-    return model.outputs[0], None
+    tail, dense = _softmax_tail(model)
+    return (model.outputs[0], None) if tail is None else (tail.input, dense)
 
 
 def _activation_model(model, layer_name: str):
@@ -471,6 +476,36 @@ def _activation_model(model, layer_name: str):
         if ("layer", layer_name) in cache:
             return cache[("layer", layer_name)]
     container, layer = _resolve(model, layer_name)
+    if isinstance(model, keras.Sequential) and container is None:
+        run, dense = _sequential_run(model, layer)
+    else:
+        run, dense = _functional_run(model, container, layer)
+    with _lock:
+        cache[("layer", layer_name)] = (run, dense)
+    return run, dense
+
+
+def _sequential_run(model, layer):
+    """Grad-CAM callable for a ``keras.Sequential``: its layers called in order. (A reloaded
+    Sequential's symbolic ``layer.output`` is not connected to ``model.inputs``, so a sub-model
+    cut from it has no gradient path.)"""
+    tail, dense = _softmax_tail(model)
+    body = model.layers[:-1] if tail is not None else model.layers
+
+    def run(x):
+        act = None
+        for lyr in body:
+            x = lyr(x, training=False)
+            if lyr is layer:
+                act = x
+        return act, x
+    return run, dense
+
+
+def _functional_run(model, container, layer):
+    """Grad-CAM callable for a functional model, ``layer`` possibly inside ``container``."""
+    import keras
+
     head, dense = _head(model)
     inp = model.inputs[0]
     if container is None:
@@ -489,8 +524,6 @@ def _activation_model(model, layer_name: str):
             h = pre(x, training=False) if pre is not None else x
             a, o = mid(h, training=False)
             return a, (post(o, training=False) if post is not None else o)
-    with _lock:
-        cache[("layer", layer_name)] = (run, dense)
     return run, dense
 
 

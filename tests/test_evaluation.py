@@ -359,6 +359,37 @@ def test_grad_cam_highlights_the_bar(trained, faces):
         ev.grad_cam(model, val.images[0], 7)
 
 
+def test_reloaded_sequential_model_gets_the_same_maps(trained, faces, tmp_path):
+    """A user's keras.Sequential, saved and reloaded: feature maps and Grad-CAM as for the same
+    weights in a functional model (a reloaded Sequential's layer outputs are not connected to
+    its inputs, so the maps are computed by calling its layers in order)."""
+    import keras
+    from keras import layers
+    model, _ = trained
+    seq = keras.Sequential([
+        keras.Input((48, 48, 1)), layers.Rescaling(1 / 255),
+        layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1"),
+        layers.MaxPooling2D(name="pool1"),
+        layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2"),
+        layers.MaxPooling2D(name="pool2"), layers.Flatten(),
+        layers.Dense(7, activation="softmax", name="predictions")])
+    seq.set_weights(model.get_weights())
+    seq.save(tmp_path / "seq.keras")
+    reloaded = keras.saving.load_model(tmp_path / "seq.keras", safe_mode=True)
+    assert ev.conv_layers(reloaded) == ev.conv_layers(model)
+    val = faces.subset("val")
+    for c in range(7):
+        img = val.images[val.labels == c][0]
+        for method in ("gradcam", "hirescam"):
+            want = ev.grad_cam(model, img, c, method=method)
+            got = ev.grad_cam(reloaded, img, c, method=method)
+            assert np.allclose(got, want, atol=1e-4)
+            if method == "hirescam":  # (Grad-CAM's averaged weights may cancel on a Flatten head)
+                assert got.max() == pytest.approx(1)
+        assert np.allclose(ev.feature_maps(reloaded, img, "conv1"),
+                           ev.feature_maps(model, img, "conv1"), atol=1e-4)
+
+
 def test_grad_cam_equals_hirescam_before_global_pooling():
     import keras
     keras.utils.set_random_seed(1)
