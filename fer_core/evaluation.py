@@ -476,7 +476,8 @@ def _activation_model(model, layer_name: str):
         if ("layer", layer_name) in cache:
             return cache[("layer", layer_name)]
     container, layer = _resolve(model, layer_name)
-    if isinstance(model, keras.Sequential) and container is None:
+    if isinstance(model, keras.Sequential) and (container is None
+                                                 or isinstance(container, keras.Sequential)):
         run, dense = _sequential_run(model, layer)
     else:
         run, dense = _functional_run(model, container, layer)
@@ -486,19 +487,29 @@ def _activation_model(model, layer_name: str):
 
 
 def _sequential_run(model, layer):
-    """Grad-CAM callable for a ``keras.Sequential``: its layers called in order. (A reloaded
-    Sequential's symbolic ``layer.output`` is not connected to ``model.inputs``, so a sub-model
-    cut from it has no gradient path.)"""
+    """Grad-CAM callable for a ``keras.Sequential`` (``layer`` in it or in a Sequential inside
+    it): the layers called in order. (A reloaded Sequential's symbolic ``layer.output`` is not
+    connected to ``model.inputs``, so a sub-model cut from it has no gradient path.)"""
+    import keras
+
     tail, dense = _softmax_tail(model)
     body = model.layers[:-1] if tail is not None else model.layers
 
-    def run(x):
+    def through(layers, x):
         act = None
-        for lyr in body:
-            x = lyr(x, training=False)
-            if lyr is layer:
-                act = x
-        return act, x
+        for lyr in layers:
+            if isinstance(lyr, keras.Sequential):
+                x, inner = through(lyr.layers, x)
+                act = inner if inner is not None else act
+            else:
+                x = lyr(x, training=False)
+                if lyr is layer:
+                    act = x
+        return x, act
+
+    def run(x):
+        out, act = through(body, x)
+        return act, out
     return run, dense
 
 

@@ -390,6 +390,33 @@ def test_reloaded_sequential_model_gets_the_same_maps(trained, faces, tmp_path):
                            ev.feature_maps(model, img, "conv1"), atol=1e-4)
 
 
+def test_reloaded_sequential_with_a_nested_backbone(tmp_path):
+    import keras
+    from keras import layers
+    keras.utils.set_random_seed(2)
+    model = _tiny_model(nested=True)                      # functional, Sequential backbone inside
+    seq = keras.Sequential([
+        keras.Input((48, 48, 1)), layers.Rescaling(1 / 255),
+        keras.Sequential([keras.Input((48, 48, 1)),
+                          layers.Conv2D(4, 3, padding="same", activation="relu", name="ic"),
+                          layers.MaxPooling2D(name="ip")], name="backbone"),
+        layers.Flatten(), layers.Dense(7, activation="softmax", name="predictions")])
+    seq.set_weights(model.get_weights())
+    seq.save(tmp_path / "nested.keras")
+    reloaded = keras.saving.load_model(tmp_path / "nested.keras", safe_mode=True)
+    assert ev.conv_layers(reloaded) == ["backbone/ic", "backbone/ip"]
+    img = pattern_faces(n_per_class=1, splits=("val",)).images[2]
+    peaks = []
+    for c in range(7):
+        want = ev.grad_cam(model, img, c, "backbone/ic", method="hirescam")
+        got = ev.grad_cam(reloaded, img, c, "backbone/ic", method="hirescam")
+        assert np.allclose(got, want, atol=1e-4)
+        peaks.append(got.max())
+    assert max(peaks) == pytest.approx(1)                 # not all maps empty
+    assert np.allclose(ev.feature_maps(reloaded, img, "backbone/ip"),
+                       ev.feature_maps(model, img, "backbone/ip"), atol=1e-5)
+
+
 def test_grad_cam_equals_hirescam_before_global_pooling():
     import keras
     keras.utils.set_random_seed(1)
