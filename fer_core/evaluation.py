@@ -495,21 +495,16 @@ def _sequential_run(model, layer):
     tail, dense = _softmax_tail(model)
     body = model.layers[:-1] if tail is not None else model.layers
 
-    def through(layers, x):
+    def run(x, layers=body):
         act = None
         for lyr in layers:
             if isinstance(lyr, keras.Sequential):
-                x, inner = through(lyr.layers, x)
-                act = inner if inner is not None else act
+                inner, x = run(x, lyr.layers)
+                act = act if inner is None else inner
             else:
                 x = lyr(x, training=False)
-                if lyr is layer:
-                    act = x
-        return x, act
-
-    def run(x):
-        out, act = through(body, x)
-        return act, out
+                act = x if lyr is layer else act
+        return act, x
     return run, dense
 
 

@@ -611,10 +611,7 @@ def apply_swa(dataset, run_dir, first_epoch: int | None = None, last_epoch: int 
         st = json.loads(state_path.read_text())
         if _adopt_swa(st, record, state_path, st.get("epochs")):
             metrics.update(best_val_accuracy=st["best_val_accuracy"], best_epoch=st["best_epoch"])
-    if record["used"] or not (metrics.get("swa") or {}).get("used"):
-        metrics["swa"] = record  # the average model.keras holds (or the latest try)
-    else:  # model.keras still holds an earlier, better average: keep its record
-        metrics["swa_tried"] = [*metrics.get("swa_tried", []), record]
+    _record_swa(metrics, record)
     if record["used"]:
         metrics["val_report"] = _val_report(run_dir, val_ds)
     if command and command not in metrics.get("commands", []):
@@ -622,6 +619,19 @@ def apply_swa(dataset, run_dir, first_epoch: int | None = None, last_epoch: int 
     runs.atomic_write_json(run_dir / "metrics.json", metrics)
     runs.write_model_card(run_dir, config.to_dict(), metrics, metrics.get("data") or {})
     return record
+
+
+def _record_swa(metrics: dict, record: dict) -> None:
+    """Enter a new weight average in ``metrics``. It becomes ``swa`` when kept, or when no kept
+    average is on record; the record it displaces moves to ``swa_tried`` (marked unused). A
+    worse average joins ``swa_tried`` and leaves the record of the one model.keras holds."""
+    current = metrics.get("swa")
+    if record["used"] or not (current or {}).get("used"):
+        if current:
+            metrics["swa_tried"] = [*metrics.get("swa_tried", []), {**current, "used": False}]
+        metrics["swa"] = record
+    else:
+        metrics["swa_tried"] = [*metrics.get("swa_tried", []), record]
 
 
 def _write_summary(run_dir, config, st, info, data_info, ds, status, command) -> dict:
@@ -638,10 +648,13 @@ def _write_summary(run_dir, config, st, info, data_info, ds, status, command) ->
     if command and command not in commands:
         commands.append(command)
     metrics["commands"] = commands
-    for key in ("swa", "swa_tried"):  # a weight average made before a resume still holds
-        if key in old and key not in metrics:
+    record = metrics.pop("swa", None)  # this run's average, if it made one
+    for key in ("swa", "swa_tried"):  # weight averages made before a resume still hold
+        if key in old:
             metrics[key] = old[key]
-    if "swa" not in info and (metrics.get("swa") or {}).get("used") and \
+    if record is not None:
+        _record_swa(metrics, record)
+    elif (metrics.get("swa") or {}).get("used") and \
             (st["best_epoch"] or 0) > metrics["swa"]["epochs"][1]:
         metrics["swa"] = {**metrics["swa"], "used": False}  # a later epoch beat the average
     runs.atomic_write_json(Path(run_dir) / "metrics.json", metrics)

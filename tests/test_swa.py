@@ -146,3 +146,20 @@ def test_swa_errors_are_clear(swa_run, faces, tmp_path, capsys):
     swa.snapshot_path(broken, 1).write_bytes(b"not hdf5")
     with pytest.raises(FerError, match="cannot load weight snapshot"):
         swa.average_weights(_model(), [swa.snapshot_path(broken, 1)])
+
+
+def test_weight_average_records_keep_the_history():
+    from fer_core.training import _record_swa
+
+    def rec(a, b, acc, used):
+        return {"epochs": [a, b], "n_snapshots": b - a + 1, "val_accuracy": acc,
+                "replaced_val_accuracy": 0.5, "used": used}
+    metrics = {}
+    _record_swa(metrics, first := rec(1, 4, 0.60, True))
+    assert metrics == {"swa": first}
+    _record_swa(metrics, worse := rec(2, 4, 0.58, False))   # model.keras still holds `first`
+    assert metrics["swa"] == first and metrics["swa_tried"] == [worse]
+    _record_swa(metrics, better := rec(5, 8, 0.62, True))   # displaces `first`, kept as history
+    assert metrics["swa"] == better
+    assert metrics["swa_tried"] == [worse, {**first, "used": False}]
+    assert [r["used"] for r in metrics["swa_tried"]] == [False, False]
