@@ -325,6 +325,38 @@ FER2013_LIMITS = (
 )
 
 
+def model_commands(path) -> list[str]:
+    """The commands that trained the model at ``path`` (a run dir, or a run's model.keras /
+    last.keras), from its metrics.json; [] when it is not a training run."""
+    p = Path(path)
+    metrics = _read_json((p if p.is_dir() else p.parent) / "metrics.json", {})
+    if not isinstance(metrics, dict):
+        return []
+    commands = metrics.get("commands") or ([metrics["command"]] if metrics.get("command") else [])
+    return [c for c in commands if isinstance(c, str)]
+
+
+def _recipe_lines(config: dict, metrics: dict) -> list[str]:
+    """Model-card lines for the augmentation, the starting weights and any teachers."""
+    aug = [name for name in ("flip",) if config.get(name)] + [
+        f"{name} {config[name]}" for name in ("shift", "rotation", "zoom", "contrast",
+                                              "erasing") if config.get(name)] + [
+        f"{name} alpha {config[name]}" for name in ("mixup", "cutmix") if config.get(name)]
+    lines = [f"- Augmentation: {', '.join(aug) if aug else 'none'}"]
+    if config.get("init_from"):
+        lines.append(f"- Started from the weights of `{config['init_from']}`")
+    if config.get("teachers"):
+        w = config.get("distill")
+        lines.append(f"- Distilled from {', '.join(f'`{t}`' for t in config['teachers'])}: "
+                     f"targets {1 - w:.2g} x label + {w:.2g} x the teachers' flip-averaged "
+                     "prediction")
+    for src in metrics.get("sources") or []:
+        if src.get("commands"):
+            lines.append(f"  - `{src['model']}` was trained by:")
+            lines += [f"    - `{c}`" for c in src["commands"]]
+    return lines
+
+
 def _swa_lines(metrics: dict) -> list[str]:
     """Model-card lines for the weight average (fer_core.swa) and any tried and not kept."""
     record = metrics.get("swa")
@@ -367,6 +399,7 @@ def write_model_card(run_dir, config: dict, metrics: dict, data: dict) -> str:
         f"- Batch size {config.get('batch_size')}, optimizer {config.get('optimizer')}, "
         f"lr {config.get('lr')} ({config.get('schedule')}), weight decay "
         f"{config.get('weight_decay')}, label smoothing {config.get('label_smoothing')}",
+        *_recipe_lines(config, metrics),
         f"- Best val accuracy: {best:.4f} at epoch {metrics.get('best_epoch')}"
         if isinstance(best, (int, float)) else "- Best val accuracy: n/a",
         *_swa_lines(metrics),

@@ -90,6 +90,15 @@ class TrainConfig:
     accuracy improvement before early stopping (0 = never). ``swa_epochs`` N >= 2 keeps the
     weights of the last N epochs and, when the run finishes, averages them (see
     :mod:`fer_core.swa`); 0 = off.
+    ``mixup`` / ``cutmix``: the alpha of MixUp (blend two faces and their targets) or CutMix
+    (paste a patch of another face, targets mixed by area) applied to every training batch
+    after the other augmentation; 0 = off, one of the two at a time.
+    ``init_from``: a run directory or .keras file of the same architecture whose weights start
+    this run (a new optimizer and schedule; "" = random initialisation).
+    ``teachers`` / ``distill``: knowledge distillation. The targets become
+    ``(1 - distill) * label + distill * teacher`` where ``teacher`` is the mean flip-averaged
+    prediction of the teacher models (run directories or .keras files) on each training face
+    (:mod:`fer_core.transfer`).
     """
 
     arch: str = "vgg"
@@ -113,6 +122,11 @@ class TrainConfig:
     seed: int = 42
     patience: int = 0
     swa_epochs: int = 0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    init_from: str = ""
+    teachers: list = field(default_factory=list)
+    distill: float = 0.0
     tensorboard: bool = False
     deterministic: bool = False
 
@@ -170,6 +184,29 @@ class TrainConfig:
         if self.swa_epochs == 1:
             bad("swa_epochs", "averaging needs at least 2 epochs (0 = off), got 1")
         number("seed", 0, 2**31 - 1, integer=True)
+        number("mixup", 0, 10)
+        number("cutmix", 0, 10)
+        if self.mixup and self.cutmix:
+            bad("cutmix", "use mixup or cutmix, not both")
+        if (self.mixup or self.cutmix) and self.class_weight != "none":
+            bad("class_weight", "class weights cannot follow faces that mixup/cutmix blend; "
+                                "use class_weight 'none' with them")
+        number("distill", 0, 1)
+        if not isinstance(self.init_from, str):
+            bad("init_from", f"expected a model path, got {self.init_from!r}")
+        if self.init_from and not runs.has_model(self.init_from):
+            bad("init_from", f"no model at {self.init_from!r} (expected a run directory with "
+                             "model.keras or a .keras file)")
+        if not isinstance(self.teachers, list) or \
+                not all(isinstance(t, str) and t for t in self.teachers):
+            bad("teachers", f"expected a list of model paths, got {self.teachers!r}")
+        for t in self.teachers:
+            if not runs.has_model(t):
+                bad("teachers", f"no model at {t!r} (expected a run directory with "
+                                "model.keras or a .keras file)")
+        if bool(self.teachers) != bool(self.distill):
+            bad("distill", "distillation needs both teachers and a distill weight > 0 "
+                           f"(got {len(self.teachers)} teacher(s), distill {self.distill})")
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", f"expected one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
@@ -245,6 +282,18 @@ def make_augmenter(config: TrainConfig, seed: int | None = None):
     return keras.Sequential(aug, name="augmentation")
 
 
+def make_mixer(config: TrainConfig, seed: int | None = None):
+    """The batch-level MixUp or CutMix layer of ``config`` (None when both are off)."""
+    from keras import layers
+
+    seed = config.seed if seed is None else seed
+    if config.mixup:
+        return layers.MixUp(alpha=config.mixup, seed=seed + 7)
+    if config.cutmix:
+        return layers.CutMix(factor=config.cutmix, seed=seed + 8)
+    return None
+
+
 def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """'balanced' weights n / (k * count_c) (0 for absent classes)."""
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
@@ -253,9 +302,11 @@ def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def make_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, *, training: bool,
-                 augmenter=None, weights: np.ndarray | None = None, seed: int = 0,
+                 augmenter=None, mixer=None, weights: np.ndarray | None = None, seed: int = 0,
                  deterministic: bool = True):
-    """tf.data pipeline from uint8 (N,48,48) faces and float targets (N,C)."""
+    """tf.data pipeline from uint8 (N,48,48) faces and float targets (N,C); in training,
+    ``augmenter`` transforms each batch of faces, then ``mixer`` (MixUp/CutMix) blends faces
+    and targets within the batch (not with sample ``weights``)."""
     import tensorflow as tf
 
     x = images[..., None] if images.ndim == 3 else images
@@ -276,6 +327,14 @@ def make_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, *, tr
         # the draws in a nondeterministic order, so the (vectorised, per-batch) augmentation
         # runs as one sequential stage, overlapped with training by prefetch.
         ds = ds.map(augment, num_parallel_calls=None if deterministic else tf.data.AUTOTUNE)
+    if training and mixer is not None:
+        if weights is not None:
+            raise FerError("mixup/cutmix cannot carry sample weights", where="class_weight")
+
+        def mix(x, y):
+            out = mixer({"images": x, "labels": y}, training=True)
+            return out["images"], out["labels"]
+        ds = ds.map(mix, num_parallel_calls=None if deterministic else tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = deterministic
     options.experimental_distribute.auto_shard_policy = \
@@ -288,6 +347,18 @@ def _targets(ds, n_classes: int) -> np.ndarray:
         t = np.asarray(ds.soft_labels, dtype=np.float32)
         return t / np.maximum(t.sum(axis=1, keepdims=True), 1e-9)
     return np.eye(n_classes, dtype=np.float32)[ds.labels]
+
+
+def train_targets(config: TrainConfig, train_ds) -> np.ndarray:
+    """The training targets: the labels (one-hot or soft), mixed with the teachers'
+    predictions when ``config.distill`` is set."""
+    from fer_core import transfer
+
+    targets = _targets(train_ds, train_ds.n_classes)
+    if not config.distill:
+        return targets
+    teacher = transfer.teacher_targets(config.teachers, train_ds.images, train_ds.label_names)
+    return ((1.0 - config.distill) * targets + config.distill * teacher).astype(np.float32)
 
 
 def make_schedule(config: TrainConfig, steps_per_epoch: int):
@@ -438,12 +509,16 @@ def train(dataset, config: TrainConfig, run_dir, callbacks=(), stop_event=None,
         else:
             model = models.build(config.arch, input_shape=(48, 48, 1), n_classes=n_classes,
                                  **config.arch_params)
+            if config.init_from:
+                from fer_core import transfer
+                transfer.init_weights(model, config.init_from)
             model.compile(optimizer=make_optimizer(config, steps),
                           loss=keras.losses.CategoricalCrossentropy(
                               label_smoothing=config.label_smoothing),
                           metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-    train_data = make_dataset(train_ds.images, _targets(train_ds, n_classes), config.batch_size,
-                              training=True, augmenter=augmenter, weights=weights,
+        mixer = make_mixer(config)
+    train_data = make_dataset(train_ds.images, train_targets(config, train_ds), config.batch_size,
+                              training=True, augmenter=augmenter, mixer=mixer, weights=weights,
                               seed=config.seed)
     val_data = make_dataset(val_ds.images, _targets(val_ds, n_classes),
                             max(config.batch_size, 256), training=False)
@@ -612,6 +687,7 @@ def apply_swa(dataset, run_dir, first_epoch: int | None = None, last_epoch: int 
         if _adopt_swa(st, record, state_path, st.get("epochs")):
             metrics.update(best_val_accuracy=st["best_val_accuracy"], best_epoch=st["best_epoch"])
     _record_swa(metrics, record)
+    metrics["sources"] = _sources(config, metrics)
     if record["used"]:
         metrics["val_report"] = _val_report(run_dir, val_ds)
     if command and command not in metrics.get("commands", []):
@@ -634,6 +710,15 @@ def _record_swa(metrics: dict, record: dict) -> None:
         metrics["swa_tried"] = [*metrics.get("swa_tried", []), record]
 
 
+def _sources(config: TrainConfig, metrics: dict) -> list[dict]:
+    """The starting weights and teachers of a run with the commands that made them, as
+    recorded when it began (``metrics["sources"]``), else as they are now."""
+    if metrics.get("sources"):
+        return metrics["sources"]
+    models = dict.fromkeys(m for m in (config.init_from, *config.teachers) if m)
+    return [{"model": m, "commands": runs.model_commands(m)} for m in models]
+
+
 def _write_summary(run_dir, config, st, info, data_info, ds, status, command) -> dict:
     metrics = {"status": status, "arch": config.arch, "epochs": config.epochs,
                "epochs_done": st["epoch"], "best_val_accuracy": st["best_val_accuracy"],
@@ -648,6 +733,7 @@ def _write_summary(run_dir, config, st, info, data_info, ds, status, command) ->
     if command and command not in commands:
         commands.append(command)
     metrics["commands"] = commands
+    metrics["sources"] = _sources(config, old)
     record = metrics.pop("swa", None)  # this run's average, if it made one
     for key in ("swa", "swa_tried"):  # weight averages made before a resume still hold
         if key in old:

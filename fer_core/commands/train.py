@@ -42,6 +42,18 @@ def add_parser(sub) -> None:
     p.add_argument("--patience", type=int, default=None, help="early stopping (0 = off)")
     p.add_argument("--swa-epochs", type=int, default=None, metavar="N",
                    help="average the weights of the last N epochs at the end (0 = off)")
+    p.add_argument("--mixup", type=float, default=None, metavar="ALPHA",
+                   help="MixUp of faces and targets within each batch (0 = off)")
+    p.add_argument("--cutmix", type=float, default=None, metavar="ALPHA",
+                   help="CutMix of faces and targets within each batch (0 = off)")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="start from the weights of this run dir or .keras file (same "
+                        "--arch/--param)")
+    p.add_argument("--teacher", action="append", default=None, metavar="MODEL",
+                   help="distil from this run dir or .keras file (repeat for an ensemble)")
+    p.add_argument("--distill", type=float, default=None, metavar="W",
+                   help="weight of the teachers' flip-averaged predictions in the targets "
+                        "(0..1)")
     p.add_argument("--tensorboard", action="store_true", help="TensorBoard logs in RUN_DIR/tb")
     p.add_argument("--deterministic", action="store_true", help="enable TF op determinism")
     p.add_argument("--out", default=None, help="run directory (default models/<time>-<arch>)")
@@ -59,7 +71,8 @@ _FIELDS = {"arch": "arch", "epochs": "epochs", "batch_size": "batch_size", "lr":
            "class_weight": "class_weight", "label_set": "label_set", "shift": "shift",
            "rotation": "rotation", "zoom": "zoom", "contrast": "contrast",
            "erasing": "erasing", "seed": "seed", "patience": "patience",
-           "swa_epochs": "swa_epochs"}
+           "swa_epochs": "swa_epochs", "mixup": "mixup", "cutmix": "cutmix",
+           "init_from": "init_from", "teacher": "teachers", "distill": "distill"}
 
 
 def _config(args):
