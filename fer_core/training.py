@@ -4,8 +4,11 @@ Pipeline
 --------
 ``tf.data`` from the in-memory uint8 arrays: shuffle (seeded, reshuffled each epoch), batch,
 augment whole batches with Keras preprocessing layers (flip, translation, rotation, zoom,
-contrast, random erasing; train split only) with ``num_parallel_calls``, one-hot (+ class
-weights as sample weights), prefetch. The model itself starts with a Rescaling layer.
+contrast, random erasing; train split only) with ``num_parallel_calls``, then optionally
+MixUp or CutMix of faces and targets within the batch; targets are one-hot (or soft labels,
+or mixed with the flip-averaged predictions of teacher models: distillation, see
+:mod:`fer_core.transfer`), class weights as sample weights; prefetch. The model itself starts
+with a Rescaling layer; ``init_from`` starts it from another model's weights.
 
 Loop
 ----
