@@ -476,9 +476,8 @@ def _activation_model(model, layer_name: str):
         if ("layer", layer_name) in cache:
             return cache[("layer", layer_name)]
     container, layer = _resolve(model, layer_name)
-    if isinstance(model, keras.Sequential) and (container is None
-                                                 or isinstance(container, keras.Sequential)):
-        run, dense = _sequential_run(model, layer)
+    if isinstance(model, keras.Sequential):
+        run, dense = _sequential_run(model, container, layer)
     else:
         run, dense = _functional_run(model, container, layer)
     with _lock:
@@ -486,14 +485,18 @@ def _activation_model(model, layer_name: str):
     return run, dense
 
 
-def _sequential_run(model, layer):
-    """Grad-CAM callable for a ``keras.Sequential`` (``layer`` in it or in a Sequential inside
-    it): the layers called in order. (A reloaded Sequential's symbolic ``layer.output`` is not
-    connected to ``model.inputs``, so a sub-model cut from it has no gradient path.)"""
+def _sequential_run(model, container, layer):
+    """Grad-CAM callable for a ``keras.Sequential`` (``layer`` in it or in ``container``):
+    the layers called in order. (A reloaded Sequential's symbolic ``layer.output`` is not
+    connected to ``model.inputs``, so a sub-model cut from it has no gradient path; a
+    functional model inside is connected within itself, so it is cut there.)"""
     import keras
 
     tail, dense = _softmax_tail(model)
     body = model.layers[:-1] if tail is not None else model.layers
+    cut = None
+    if container is not None and not isinstance(container, keras.Sequential):
+        cut = keras.Model(container.inputs, [layer.output, container.outputs[0]])
 
     def run(x, layers=body):
         act = None
@@ -501,6 +504,8 @@ def _sequential_run(model, layer):
             if isinstance(lyr, keras.Sequential):
                 inner, x = run(x, lyr.layers)
                 act = act if inner is None else inner
+            elif lyr is container:
+                act, x = cut(x, training=False)
             else:
                 x = lyr(x, training=False)
                 act = x if lyr is layer else act

@@ -390,16 +390,26 @@ def test_reloaded_sequential_model_gets_the_same_maps(trained, faces, tmp_path):
                            ev.feature_maps(model, img, "conv1"), atol=1e-4)
 
 
-def test_reloaded_sequential_with_a_nested_backbone(tmp_path):
+def _backbone(kind: str):
+    """The nested backbone of ``_tiny_model(nested=True)`` as a Sequential or functional model."""
+    import keras
+    from keras import layers
+    conv = layers.Conv2D(4, 3, padding="same", activation="relu", name="ic")
+    if kind == "sequential":
+        return keras.Sequential([keras.Input((48, 48, 1)), conv, layers.MaxPooling2D(name="ip")],
+                                name="backbone")
+    inp = keras.Input((48, 48, 1))
+    return keras.Model(inp, layers.MaxPooling2D(name="ip")(conv(inp)), name="backbone")
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+def test_reloaded_sequential_with_a_nested_backbone(tmp_path, kind):
     import keras
     from keras import layers
     keras.utils.set_random_seed(2)
     model = _tiny_model(nested=True)                      # functional, Sequential backbone inside
     seq = keras.Sequential([
-        keras.Input((48, 48, 1)), layers.Rescaling(1 / 255),
-        keras.Sequential([keras.Input((48, 48, 1)),
-                          layers.Conv2D(4, 3, padding="same", activation="relu", name="ic"),
-                          layers.MaxPooling2D(name="ip")], name="backbone"),
+        keras.Input((48, 48, 1)), layers.Rescaling(1 / 255), _backbone(kind),
         layers.Flatten(), layers.Dense(7, activation="softmax", name="predictions")])
     seq.set_weights(model.get_weights())
     seq.save(tmp_path / "nested.keras")
