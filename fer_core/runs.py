@@ -411,6 +411,7 @@ def write_model_card(run_dir, config: dict, metrics: dict, data: dict) -> str:
     elif commands:
         lines.append("- Commands, in order (the first run, then each resume):")
         lines += [f"  - `{c}`" for c in commands]
+    lines += [f"- Note: {note}" for note in metrics.get("notes") or []]
     report = metrics.get("val_report")
     if report:
         lines += ["", "## Validation results (best model)",

@@ -737,6 +737,8 @@ def _write_summary(run_dir, config, st, info, data_info, ds, status, command) ->
         commands.append(command)
     metrics["commands"] = commands
     metrics["sources"] = _sources(config, old)
+    if old.get("notes"):  # notes added by hand (e.g. on a renamed run) stay
+        metrics["notes"] = old["notes"]
     record = metrics.pop("swa", None)  # this run's average, if it made one
     for key in ("swa", "swa_tried"):  # weight averages made before a resume still hold
         if key in old:

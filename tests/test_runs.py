@@ -93,10 +93,12 @@ def test_model_card_names_data_arch_and_hardware(tmp_path):
         tmp_path, {"arch": "resnet", "arch_params": {}, "epochs": 3, "label_set": "fer7"},
         {"params": 1234, "flops": 5678, "best_val_accuracy": 0.7, "best_epoch": 2,
          "epochs_done": 3, "train_time_sec": 120, "labels": ["x"],
-         "commands": ["python -m fer_core train fer2013.csv.gz --arch resnet"]},
+         "commands": ["python -m fer_core train fer2013.csv.gz --arch resnet"],
+         "notes": ["renamed from models/old"]},
         {"source": "fer2013.csv.gz", "n_train": 10, "n_val": 5})
     for needle in ("fer2013.csv.gz", "resnet", "1,234", "0.7000", "CPU", "TensorFlow",
-                   "Command: `python -m fer_core train fer2013.csv.gz --arch resnet`"):
+                   "Command: `python -m fer_core train fer2013.csv.gz --arch resnet`",
+                   "- Note: renamed from models/old"):
         assert needle in text
     assert (tmp_path / "model_card.md").read_text() == text
 

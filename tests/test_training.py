@@ -78,12 +78,16 @@ def test_checkpoint_then_resume_continues_history_and_schedule(faces, tmp_path):
     assert (tmp_path / "run" / runs.LAST_FILE).exists()
     with pytest.raises(FerError, match="resume"):
         train(faces, config, tmp_path / "run")  # would overwrite the run
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    runs.atomic_write_json(tmp_path / "run" / "metrics.json",
+                           {**metrics, "notes": ["renamed by hand"]})
     second = train(faces, config, tmp_path / "run", resume=True,
                    command="fer_core train toy --resume run")
     assert second["status"] == "finished" and second["epochs_done"] == 3
     assert second["commands"] == ["fer_core train toy --epochs 3", "fer_core train toy --resume run"]
     card = runs.load_run(tmp_path / "run").card
     assert card.index("--epochs 3`") < card.index("--resume run`")   # both, in order
+    assert "- Note: renamed by hand" in card                          # kept over the resume
     history = runs.read_jsonl(tmp_path / "run" / "history.jsonl")
     assert [r["epoch"] for r in history] == [1, 2, 3]
     steps = 11
