@@ -481,7 +481,6 @@ def train(dataset, config: TrainConfig, run_dir, callbacks=(), stop_event=None,
     elif (run_dir / "history.jsonl").exists() and runs.read_jsonl(run_dir / "history.jsonl"):
         raise FerError("run directory already holds a trained run; pass resume=True "
                        "(CLI --resume) or choose a new directory", where=str(run_dir))
-    run_dir.mkdir(parents=True, exist_ok=True)
 
     sinks = [c for c in callbacks if not isinstance(c, keras.callbacks.Callback)]
     keras_callbacks = [c for c in callbacks if isinstance(c, keras.callbacks.Callback)]
@@ -530,6 +529,7 @@ def train(dataset, config: TrainConfig, run_dir, callbacks=(), stop_event=None,
           "plateau_wait": 0, "train_time_sec": 0.0}
     if resume:
         st.update({k: v for k, v in saved.items() if k in st})
+    run_dir.mkdir(parents=True, exist_ok=True)  # only once the model and data are ready
     runs.atomic_write_json(run_dir / "config.json", config.to_dict())
     runs.atomic_write_json(run_dir / "labels.json", list(ds.label_names))
     info = {"params": int(model.count_params()), "flops": models.count_flops(model)}
