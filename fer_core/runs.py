@@ -325,15 +325,19 @@ FER2013_LIMITS = (
 )
 
 
+def commands_of(metrics: dict) -> list[str]:
+    """The commands recorded in a run's metrics (``commands``, or an older single
+    ``command``)."""
+    commands = metrics.get("commands") or ([metrics["command"]] if metrics.get("command") else [])
+    return [c for c in commands if isinstance(c, str)]
+
+
 def model_commands(path) -> list[str]:
     """The commands that trained the model at ``path`` (a run dir, or a run's model.keras /
     last.keras), from its metrics.json; [] when it is not a training run."""
     p = Path(path)
     metrics = _read_json((p if p.is_dir() else p.parent) / "metrics.json", {})
-    if not isinstance(metrics, dict):
-        return []
-    commands = metrics.get("commands") or ([metrics["command"]] if metrics.get("command") else [])
-    return [c for c in commands if isinstance(c, str)]
+    return commands_of(metrics) if isinstance(metrics, dict) else []
 
 
 def _recipe_lines(config: dict, metrics: dict) -> list[str]:
