@@ -10,6 +10,7 @@ run: install demo
 	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --browser.gatherUsageStats false
 
 test: install-dev chromium demo
+	$(PY) -m ruff check --quiet .
 	$(PY) -m pytest
 
 install: $(VENV)/.installed

@@ -90,34 +90,34 @@ def recalibrate_batchnorm(model, images: np.ndarray, batch_size: int = 256) -> i
     from fer_core import evaluation
 
     layers = list(_all_layers(model))
-    bns = [l for l in layers if isinstance(l, keras.layers.BatchNormalization)]
+    bns = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not bns:
         return 0
-    drops = [l for l in layers if isinstance(l, keras.layers.Dropout)]
-    saved_m, saved_r = [l.momentum for l in bns], [l.rate for l in drops]
+    drops = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
+    saved_m, saved_r = [layer.momentum for layer in bns], [layer.rate for layer in drops]
     x = evaluation.model_batch(model, images)
-    sums = [[np.zeros(l.moving_mean.shape, np.float64), np.zeros(l.moving_variance.shape,
-                                                                  np.float64)] for l in bns]
+    sums = [[np.zeros(layer.moving_mean.shape, np.float64),
+             np.zeros(layer.moving_variance.shape, np.float64)] for layer in bns]
     try:
-        for l in bns:
-            l.momentum = 0.0  # each call leaves exactly that batch's statistics
-        for l in drops:
-            l.rate = 0.0
+        for layer in bns:
+            layer.momentum = 0.0  # each call leaves exactly that batch's statistics
+        for layer in drops:
+            layer.rate = 0.0
         step = tf.function(lambda b: model(b, training=True), reduce_retracing=True)
         for s in range(0, len(x), batch_size):
             b = x[s:s + batch_size]
             step(tf.constant(b))
-            for acc, l in zip(sums, bns):
-                acc[0] += len(b) * np.asarray(l.moving_mean)
-                acc[1] += len(b) * np.asarray(l.moving_variance)
+            for acc, layer in zip(sums, bns):
+                acc[0] += len(b) * np.asarray(layer.moving_mean)
+                acc[1] += len(b) * np.asarray(layer.moving_variance)
     finally:
-        for l, m in zip(bns, saved_m):
-            l.momentum = m
-        for l, r in zip(drops, saved_r):
-            l.rate = r
-    for (mean, var), l in zip(sums, bns):
-        l.moving_mean.assign((mean / len(x)).astype(np.float32))
-        l.moving_variance.assign((var / len(x)).astype(np.float32))
+        for layer, m in zip(bns, saved_m):
+            layer.momentum = m
+        for layer, r in zip(drops, saved_r):
+            layer.rate = r
+    for (mean, var), layer in zip(sums, bns):
+        layer.moving_mean.assign((mean / len(x)).astype(np.float32))
+        layer.moving_variance.assign((var / len(x)).astype(np.float32))
     return len(bns)
 
 

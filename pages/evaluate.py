@@ -160,9 +160,9 @@ with tabs[5]:
     if other_report is None:
         st.info("Switch on 'Compare with another model' above to see two models side by side.")
     else:
-        l, r = st.columns(2)
-        l.plotly_chart(confusion_figure(other_report, True, title=f"{cmp['a']}"), key="cm_a")
-        r.plotly_chart(confusion_figure(report, True, title=f"{cmp['b']}"), key="cm_b")
+        left, right = st.columns(2)
+        left.plotly_chart(confusion_figure(other_report, True, title=f"{cmp['a']}"), key="cm_a")
+        right.plotly_chart(confusion_figure(report, True, title=f"{cmp['b']}"), key="cm_b")
         deltas = pd.DataFrame({n: {m: v["delta"] for m, v in d.items()}
                                for n, d in cmp["per_class"].items()}).T
         st.markdown(f"**Per-class change, {cmp['b']} minus {cmp['a']}**")

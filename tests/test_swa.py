@@ -71,8 +71,8 @@ def test_average_weights_is_the_exact_mean(tmp_path):
 def test_recalibrated_batchnorm_holds_the_data_statistics(faces):
     import keras
     model = _model(4)
-    bn = next(l for l in model.layers if isinstance(l, keras.layers.BatchNormalization))
-    dropout = [l for l in model.layers if isinstance(l, keras.layers.Dropout)]
+    bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+    dropout = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
     momentum = bn.momentum
     images = faces.subset("train").images
     assert swa.recalibrate_batchnorm(model, images, batch_size=50) > 0
@@ -85,7 +85,7 @@ def test_recalibrated_batchnorm_holds_the_data_statistics(faces):
     # the mean of per-batch variances is close to (a little under) the overall variance
     np.testing.assert_allclose(np.asarray(bn.moving_variance), x.var(axis=axes), rtol=0.1,
                                atol=1e-3)
-    assert bn.momentum == momentum and all(l.rate > 0 for l in dropout)  # settings restored
+    assert bn.momentum == momentum and all(layer.rate > 0 for layer in dropout)  # settings restored
 
 
 def test_swa_command_averages_another_window_and_updates_the_card(swa_run, faces, tmp_path,

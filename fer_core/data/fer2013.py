@@ -241,7 +241,7 @@ def _parse_blocks(blocks: Iterator[list[bytes]], where: str, strict: bool) -> Da
     split = np.concatenate(splits) if n_use is not None else _default_split(labels)
     return Dataset(images=np.concatenate(images) if len(images) > 1 else images[0],
                    labels=labels, split=split, label_names=FER7, source=where,
-                   label_set="fer7", skipped=[(f"{where}, line {l}", r) for l, r in bad])
+                   label_set="fer7", skipped=[(f"{where}, line {ln}", r) for ln, r in bad])
 
 
 def _default_split(labels: np.ndarray) -> np.ndarray:
@@ -300,7 +300,7 @@ def _decode_block_again(pix, lns, ok, bad):
     keep = [p for p, g in zip(pix, ok) if g]
     if not keep:
         return ok, np.zeros((0, 48, 48), dtype=np.uint8)
-    sub_ok, images = _decode_block(keep, [l for l, g in zip(lns, ok) if g], bad)
+    sub_ok, images = _decode_block(keep, [ln for ln, g in zip(lns, ok) if g], bad)
     if sub_ok is not None:
         ok[np.flatnonzero(ok)[~sub_ok]] = False
     return (None if ok.all() else ok), images
