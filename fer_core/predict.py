@@ -2,6 +2,7 @@
 
     p = Predictor("models/my-run")               # a run dir or a .keras file; None = default model
     faces = p.predict_image("photo.jpg")         # [FacePrediction(box, emotion, scores, top_k)]
+    faces = p.predict_image("photo.jpg", tta=True)  # each face averaged with its mirror image
     annotated = annotate(image, faces, mode="emoji")
 
 Speed: the Keras model is converted once to a TensorFlow Lite flatbuffer (XNNPACK kernels; cached
@@ -9,6 +10,11 @@ on disk per model id) which classifies one face in about a millisecond without K
 overhead; if conversion fails or its outputs differ from Keras', a ``tf.function`` with a fixed
 input signature is used instead (``backend`` tells which). All faces of a frame go through the
 model in one call; batches are padded to power-of-two buckets so interpreters are reused.
+
+Flip test-time augmentation (``tta=True``, per predictor or per call): each face is classified
+together with its mirror image, in the same model call, and the two are averaged. It adds 1.2
+points of PublicTest accuracy to the shipped model and doubles the classification time (1.5 ->
+2.8 ms a face), so it is off by default and the live webcam never uses it.
 
 Thread safety: one ``Predictor`` can be shared by every session and thread. TFLite interpreters
 are not thread-safe, so each call borrows one from a pool (created on demand, returned after).
@@ -214,15 +220,17 @@ class Predictor:
 
     ``model``: None (``fer_core.DEFAULT_MODEL``), a run dir, a ``.keras`` file, or a
     ``keras.Model`` (then ``labels`` may be given). ``backend``: "auto" (TFLite, else Keras),
-    "tflite" or "keras".
+    "tflite" or "keras". ``tta``: the default of the predict methods' ``tta`` (flip averaging).
     """
 
     def __init__(self, model=None, detector_config: vision.DetectorConfig | None = None, *,
-                 backend: str = "auto", labels=None, margin: float = vision.DEFAULT_MARGIN):
+                 backend: str = "auto", labels=None, margin: float = vision.DEFAULT_MARGIN,
+                 tta: bool = False):
         if backend not in ("auto", "tflite", "keras"):
             raise FerError(f"unknown backend {backend!r}; expected auto, tflite or keras",
                            where="backend")
         self.margin = float(margin)
+        self.tta = bool(tta)
         self.detector_config = (detector_config or vision.DetectorConfig()).validate()
         self._detector: vision.FaceDetector | None = None
         self._det_lock = threading.Lock()
@@ -302,13 +310,17 @@ class Predictor:
             return self._detector
 
     # ---- faces -> probabilities -----------------------------------------------------------
-    def predict_faces(self, faces) -> np.ndarray:
-        """Probabilities float32 (N, n_classes) for uint8 faces (N, 48, 48) or (N, 48, 48, 1)."""
+    def predict_faces(self, faces, tta: bool | None = None) -> np.ndarray:
+        """Probabilities float32 (N, n_classes) for uint8 faces (N, 48, 48) or (N, 48, 48, 1).
+        ``tta`` (default: the predictor's): average each face with its mirror image."""
         x = vision.as_face_batch(faces)
+        n_faces = x.shape[0]
+        if n_faces == 0:
+            return np.empty((0, self.n_classes), dtype=np.float32)
+        if self.tta if tta is None else tta:
+            x = np.concatenate([x, x[:, :, ::-1]])  # faces, then mirrors: one call for both
         n = x.shape[0]
         out = np.empty((n, self.n_classes), dtype=np.float32)
-        if n == 0:
-            return out
         step = BUCKETS[-1]
         for start in range(0, n, step):
             chunk = x[start:start + step]
@@ -325,6 +337,8 @@ class Predictor:
             out = out - out.max(1, keepdims=True)
             np.exp(out, out=out)
         out /= out.sum(1, keepdims=True)
+        if n != n_faces:
+            out = 0.5 * (out[:n_faces] + out[n_faces:])
         return out
 
     # ---- images -> face predictions ------------------------------------------------------
@@ -332,24 +346,27 @@ class Predictor:
         """Face boxes int (N, 4) in a decoded image (see :meth:`vision.FaceDetector.detect`)."""
         return self.detector.detect(image, near=near)
 
-    def predict_boxes(self, image: np.ndarray, boxes, top_k: int = 3) -> list[FacePrediction]:
+    def predict_boxes(self, image: np.ndarray, boxes, top_k: int = 3,
+                      tta: bool | None = None) -> list[FacePrediction]:
         """Classify the given boxes of a decoded image, all in one model call."""
         boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
         if not len(boxes):
             return []
-        probs = self.predict_faces(vision.crop_faces(image, boxes, self.margin))
+        probs = self.predict_faces(vision.crop_faces(image, boxes, self.margin), tta=tta)
         return self.describe(boxes, probs, top_k)
 
     def predict_image(self, image, detect: bool = True, top_k: int = 3, *,
-                      color: str = "bgr", name: str | None = None) -> list[FacePrediction]:
+                      color: str = "bgr", name: str | None = None,
+                      tta: bool | None = None) -> list[FacePrediction]:
         """Faces in ``image`` (path, bytes, file object, or BGR/grey/BGRA array; RGB with
-        ``color="rgb"``), largest first. ``detect=False``: the whole image is one face crop."""
+        ``color="rgb"``), largest first. ``detect=False``: the whole image is one face crop.
+        ``tta``: see :meth:`predict_faces`."""
         img = vision.decode_image(image, color=color, name=name)
         if not detect:
             h, w = img.shape[:2]
-            probs = self.predict_faces(vision.whole_image_face(img))
+            probs = self.predict_faces(vision.whole_image_face(img), tta=tta)
             return self.describe([[0, 0, w, h]], probs, top_k)
-        return self.predict_boxes(img, self.detect(img), top_k)
+        return self.predict_boxes(img, self.detect(img), top_k, tta=tta)
 
     def describe(self, boxes, probs: np.ndarray, top_k: int = 3) -> list[FacePrediction]:
         k = max(1, min(int(top_k), self.n_classes))
@@ -365,7 +382,7 @@ class Predictor:
     def info(self) -> dict:
         return {"model_id": self.model_id, "model_path": str(self.model_path or ""),
                 "labels": list(self.labels), "label_set": self.label_set,
-                "backend": self.backend_name, "detector": self.detector_config.to_dict()}
+                "backend": self.backend_name, "tta": self.tta, "detector": self.detector_config.to_dict()}
 
 
 # --------------------------------------------------------------------------- drawing

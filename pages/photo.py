@@ -15,6 +15,10 @@ c1, c2 = st.columns([3, 2])
 model_path = model_picker("Model", key="photo_model", container=c1)
 mode = c2.radio("Overlay", ["box", "emoji"], horizontal=True, key="photo_mode",
                 format_func={"box": "Boxes and labels", "emoji": "Emoji (mememoji)"}.get)
+tta = st.toggle("Mirror averaging (TTA)", key="photo_tta",
+                help="Classify each face together with its mirror image and average the two: "
+                     "more accurate (the shipped model gains about 1 point on FER2013 PublicTest), "
+                     "twice the classification time.")
 settings = detector_settings("photo_det")
 if model_path is None:
     st.stop()
@@ -40,7 +44,7 @@ results = []
 for f in files:
     name = getattr(f, "name", None) or "snapshot.jpg"
     try:
-        res = analyse_photo(name, f.getvalue(), predictor, mode)
+        res = analyse_photo(name, f.getvalue(), predictor, mode, tta=tta)
     except FerError as exc:
         st.error(f"Cannot read {name}: {exc}")
         continue

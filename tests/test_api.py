@@ -402,3 +402,21 @@ def test_settings_from_env(tmp_path):
         Settings.from_env({"FER_MAX_UPLOAD_MB": "lots"})
     d = Settings.from_env({})
     assert d.api_key is None and d.max_upload_mb == 10 and d.feedback_db.name == "feedback.sqlite3"
+    assert d.tta is False and Settings.from_env({"FER_TTA": " Yes "}).tta is True
+    assert Settings.from_env({"FER_TTA": "0"}).tta is False
+    with pytest.raises(FerError, match="FER_TTA.*maybe"):
+        Settings.from_env({"FER_TTA": "maybe"})
+
+
+def test_tta_setting_averages_faces_with_their_mirrors(tmp_path, model_dir):
+    from fer_core.predict import Predictor
+    crop = np.tile(np.linspace(0, 255, 48).astype(np.uint8), (48, 1))  # dark left, light right
+    expect = {tta: Predictor(model_dir).predict_faces(crop[None], tta=tta)[0] for tta in (0, 1)}
+    assert np.abs(expect[0] - expect[1]).max() > 1e-4
+    for tta in (False, True):
+        with make_client(tmp_path, model_dir, tta=tta) as c:
+            assert c.get("/v1/health").json()["tta"] is tta
+            face = c.post("/v1/predict?detect=false",
+                          files={"file": ("f.png", png(crop))}).json()["faces"][0]
+            got = [face["scores"][k] for k in FER7]
+            np.testing.assert_allclose(got, expect[tta], atol=1e-5)

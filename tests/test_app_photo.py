@@ -52,6 +52,22 @@ def test_photo_upload_finds_and_labels_the_face(runs, monkeypatch):
     assert "Download annotated image" in labels and "Download results (CSV)" in labels
 
 
+def test_photo_mirror_averaging_toggle(runs, monkeypatch):
+    from fer_core.predict import Predictor
+    image = face_image()
+    image[:, :200] = image[:, :200] * 0.8                   # left half darker: not symmetric
+    pred = Predictor(runs / "tiny-photo")
+    (plain,) = pred.predict_image(image)
+    (face,) = pred.predict_image(image, tta=True)
+    assert max(abs(face.scores[k] - plain.scores[k]) for k in face.scores) > 1e-3
+    at = _app(monkeypatch, runs)
+    at.toggle(key="photo_tta").set_value(True)
+    at.file_uploader(key="photo_upload").set_value(("face.png", _png(image), "image/png")).run()
+    assert not at.exception and not at.error
+    row = at.dataframe[0].value.iloc[0]
+    assert [row[k] for k in face.scores] == pytest.approx(list(face.scores.values()), abs=2e-4)
+
+
 def test_photo_emoji_mode_and_several_files(runs, monkeypatch):
     at = _app(monkeypatch, runs)
     at.radio(key="photo_mode").set_value("emoji")

@@ -145,6 +145,29 @@ def test_logit_models_are_normalised():
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
 
 
+def test_tta_averages_each_face_with_its_mirror_in_one_call(run_dir, predictor):
+    faces = np.random.default_rng(3).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    plain = predictor.predict_faces(faces)
+    mirrored = predictor.predict_faces(faces[:, :, ::-1])
+    assert np.abs(plain - mirrored).max() > 1e-3, "the test faces must not be symmetric"
+    before = predictor.calls
+    tta = predictor.predict_faces(faces, tta=True)
+    assert predictor.calls - before == 1, "faces and mirrors share one model call"
+    np.testing.assert_allclose(tta, 0.5 * (plain + mirrored), atol=1e-5)
+    np.testing.assert_allclose(tta.sum(1), 1.0, atol=1e-5)
+
+    on = Predictor(run_dir, DetectorConfig.realtime(), tta=True)
+    assert on.tta and on.info()["tta"] is True and predictor.info()["tta"] is False
+    np.testing.assert_allclose(on.predict_faces(faces), tta, atol=1e-5)
+    np.testing.assert_allclose(on.predict_faces(faces, tta=False), plain, atol=1e-5)
+    big = np.repeat(faces, 40, axis=0)  # 120 faces + 120 mirrors: chunked, still averaged
+    np.testing.assert_allclose(on.predict_faces(big)[::40], tta, atol=1e-4)
+    frame = synthetic_frame(640, 480, face_size=160)
+    (face,) = on.predict_image(frame)
+    (same,) = predictor.predict_image(frame, tta=True)
+    assert face.box == same.box and face.scores == pytest.approx(same.scores, abs=1e-5)
+
+
 # --------------------------------------------------------------------------- images
 
 def test_predict_image_finds_the_face_box_inside_the_frame(predictor):
@@ -281,7 +304,14 @@ def test_cli_predict_json_out_and_errors(run_dir, tmp_path, capsys):
     assert written is not None and written.shape == (480, 640, 3)
 
     assert main(["predict", str(other), "--model", str(run_dir), "--no-detect", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["faces"]) == 1
+    single = json.loads(capsys.readouterr().out)
+    assert len(single["faces"]) == 1 and single["tta"] is False
+    assert main(["predict", str(img), "--model", str(run_dir), "--tta", "--json"]) == 0
+    tta_out = json.loads(capsys.readouterr().out)
+    expect = Predictor(run_dir).predict_image(synthetic_frame(640, 480, face_size=160),
+                                               tta=True)[0]
+    assert tta_out["tta"] is True
+    assert tta_out["faces"][0]["scores"] == pytest.approx(expect.scores, abs=1e-4)
 
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"definitely not a jpeg")

@@ -36,11 +36,32 @@ def test_shipped_model_predicts_seven_probabilities_on_a_face():
     assert abs(sum(scores.values()) - 1) < 1e-4 and min(scores.values()) >= 0
 
 
-def test_shipped_model_on_a_fixed_publictest_sample(fer2013_path):
-    from fer_core import data, evaluation
+@pytest.fixture(scope="module")
+def sample(fer2013_path):
+    from fer_core import data
 
     val = data.load(fer2013_path).subset("val")
-    sample = val.subset(index=np.random.default_rng(2013).choice(len(val), 500, replace=False))
+    return val.subset(index=np.random.default_rng(2013).choice(len(val), 500, replace=False))
+
+
+def test_shipped_model_on_a_fixed_publictest_sample(sample):
+    from fer_core import evaluation
+
     report = evaluation.evaluate(DEFAULT_MODEL, sample, split="val")
     assert report["n"] == 500
     assert report["accuracy"] >= MIN_SAMPLE_ACCURACY, report["accuracy"]
+
+
+def test_the_app_predictor_scores_as_evaluated_with_and_without_flip_averaging(sample):
+    """The Predictor (TFLite, what the app, CLI and API run) gets the evaluated accuracy, and
+    its flip averaging (predict --tta, FER_TTA=1, the photo page's toggle) is worth it."""
+    from fer_core import evaluation
+    from fer_core.predict import Predictor
+
+    report = evaluation.evaluate(DEFAULT_MODEL, sample, split="val", tta=True)
+    predictor = Predictor()
+    acc = {tta: float((predictor.predict_faces(sample.images, tta=tta).argmax(1)
+                       == sample.labels).mean()) for tta in (False, True)}
+    assert acc[False] == pytest.approx(report["accuracy_no_tta"], abs=0.0021)   # <= 1 face
+    assert acc[True] == pytest.approx(report["accuracy"], abs=0.0021)
+    assert acc[True] > acc[False], acc

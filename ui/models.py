@@ -358,8 +358,10 @@ class PhotoResult:
         return buf.tobytes()
 
 
-def analyse_photo(name: str, data: bytes, predictor, mode: str = "box") -> PhotoResult:
-    """Decode (size-checked), detect, classify and annotate one uploaded photo.
+def analyse_photo(name: str, data: bytes, predictor, mode: str = "box",
+                  tta: bool = False) -> PhotoResult:
+    """Decode (size-checked), detect, classify and annotate one uploaded photo (``tta``: each
+    face averaged with its mirror image).
 
     Raises FerError for a file above MAX_PHOTO_MB / MAX_PHOTO_PIXELS or anything not an image.
     """
@@ -370,7 +372,7 @@ def analyse_photo(name: str, data: bytes, predictor, mode: str = "box") -> Photo
         raise FerError(f"file is {len(data) / 2**20:.1f} MB; photos up to {MAX_PHOTO_MB} MB "
                        "are accepted", where=name)
     image = vision.decode_image(data, max_pixels=MAX_PHOTO_PIXELS, name=name)
-    faces = predictor.predict_image(image)
+    faces = predictor.predict_image(image, tta=tta)
     return PhotoResult(name, annotate(image, faces, mode=mode), faces)
 
 

@@ -79,6 +79,7 @@ class Health(BaseModel):
     model_error: str | None = None
     labels: list[str] | None = None
     detector: str
+    tta: bool = Field(False, description="faces are averaged with their mirror image (FER_TTA)")
     versions: Versions
     batches: int
     batched_faces: int

@@ -69,7 +69,8 @@ class ModelService:
                                "FER_MODEL to a run directory or .keras file", where=str(path))
             from fer_core.predict import Predictor
             self.predictor = Predictor(model=str(path),
-                                       detector_config=self.settings.detector_config())
+                                       detector_config=self.settings.detector_config(),
+                                       tta=self.settings.tta)
             # warm up so the first request does not pay for tracing
             self.predictor.predict_faces(np.zeros((1, 48, 48), dtype=np.uint8))
         except FerError as e:

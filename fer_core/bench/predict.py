@@ -30,6 +30,8 @@ def add_arguments(p) -> None:
     p.add_argument("--max-side", type=int, default=None, help="detector downscale (default 256)")
     p.add_argument("--min-size", type=int, default=None, help="smallest face px (default 80)")
     p.add_argument("--backend", choices=("auto", "tflite", "keras"), default="auto")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (each face "
+                   "with its mirror image, as predict --tta and FER_TTA=1)")
 
 
 _CPU: dict[str, float] = {}
@@ -95,7 +97,7 @@ def run(args) -> dict:
 
     model, model_desc = _model(args.model)
     t0 = time.perf_counter()
-    predictor = Predictor(model, detector_config=cfg, backend=args.backend)
+    predictor = Predictor(model, detector_config=cfg, backend=args.backend, tta=args.tta)
     load_s = time.perf_counter() - t0
 
     boxes = predictor.detect(frame)
@@ -140,7 +142,7 @@ def run(args) -> dict:
         "fer_package_baseline_frame_ms": 22.0,
         "fer_style_detect_ms_median": r(fer_ms),
         "model": model_desc, "model_id": predictor.model_id,
-        "backend": predictor.backend_name, "model_load_s": round(load_s, 2),
+        "backend": predictor.backend_name, "tta": predictor.tta, "model_load_s": round(load_s, 2),
         "detector": cfg.to_dict(), "image": source,
         "frame_shape": list(frame.shape), "repeat": args.repeat,
         "cpu_count": os.cpu_count(), "load_average": load_avg,

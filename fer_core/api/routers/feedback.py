@@ -14,6 +14,7 @@ from fer_core.api.feedback_store import FeedbackStore
 from fer_core.api.imaging import b64decode
 from fer_core.api.schemas import FeedbackJSON, FeedbackResponse
 from fer_core.api.service import ModelService
+from fer_core.api.settings import FALSE_WORDS, TRUE_WORDS
 
 router = APIRouter(tags=["feedback"], dependencies=[Depends(require_api_key)])
 
@@ -36,9 +37,9 @@ def _form_bool(value, field: str) -> bool:
     if value is None:
         return True
     v = str(value).strip().lower()
-    if v in ("1", "true", "yes", "on"):
+    if v in TRUE_WORDS:
         return True
-    if v in ("0", "false", "no", "off"):
+    if v in FALSE_WORDS:
         return False
     raise ApiError("invalid_request", f"{field}: expected true or false, got {value!r}", 422)
 

@@ -45,7 +45,7 @@ async def health(service: ModelService = Depends(get_service)):
     return {"status": "ok" if service.loaded else "degraded", "model_loaded": service.loaded,
             "model_id": service.model_id, "model_error": service.error,
             "labels": service.labels if service.loaded else None, "versions": versions(),
-            "detector": service.settings.detector,
+            "detector": service.settings.detector, "tta": service.settings.tta,
             "batches": b.calls if b else 0, "batched_faces": b.faces if b else 0}
 
 
