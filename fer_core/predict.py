@@ -318,7 +318,7 @@ class Predictor:
         if n_faces == 0:
             return np.empty((0, self.n_classes), dtype=np.float32)
         if self.tta if tta is None else tta:
-            x = np.concatenate([x, x[:, :, ::-1]])  # faces, then mirrors: one call for both
+            x = np.concatenate([x, x[:, :, ::-1]])  # faces then mirrors, batched together
         n = x.shape[0]
         out = np.empty((n, self.n_classes), dtype=np.float32)
         step = BUCKETS[-1]
@@ -382,7 +382,8 @@ class Predictor:
     def info(self) -> dict:
         return {"model_id": self.model_id, "model_path": str(self.model_path or ""),
                 "labels": list(self.labels), "label_set": self.label_set,
-                "backend": self.backend_name, "tta": self.tta, "detector": self.detector_config.to_dict()}
+                "backend": self.backend_name, "tta": self.tta,
+                "detector": self.detector_config.to_dict()}
 
 
 # --------------------------------------------------------------------------- drawing
