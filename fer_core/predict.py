@@ -12,9 +12,9 @@ input signature is used instead (``backend`` tells which). All faces of a frame 
 model in one call; batches are padded to power-of-two buckets so interpreters are reused.
 
 Flip test-time augmentation (``tta=True``, per predictor or per call): each face is classified
-together with its mirror image, in the same model call, and the two are averaged. It adds 1.2
-points of PublicTest accuracy to the shipped model and doubles the classification time (1.5 ->
-2.8 ms a face), so it is off by default and the live webcam never uses it.
+together with its mirror image, in the same model call, and the two are averaged. It adds 0.3 to
+1.4 points of PublicTest accuracy to the committed models and doubles the classification time
+(1.5 -> 2.9 ms a face), so it is off by default and the live webcam never uses it.
 
 Thread safety: one ``Predictor`` can be shared by every session and thread. TFLite interpreters
 are not thread-safe, so each call borrows one from a pool (created on demand, returned after).
