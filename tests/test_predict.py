@@ -328,4 +328,8 @@ def test_bench_predict_reports_timings(run_dir, capsys):
     out = json.loads(capsys.readouterr().out)
     for key in ("frame_ms_median", "face_ms_median", "detect_ms_median", "frame_ms_p90"):
         assert out[key] > 0
-    assert out["faces_found"] == 1 and out["backend"] == "tflite"
+    assert out["faces_found"] == 1 and out["backend"] == "tflite" and out["tta"] is False
+    assert main(["bench", "predict", "--model", str(run_dir), "--repeat", "5", "--tta",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tta"] is True and out["face_ms_median"] > 0
