@@ -317,7 +317,8 @@ class Predictor:
         n_faces = x.shape[0]
         if n_faces == 0:
             return np.empty((0, self.n_classes), dtype=np.float32)
-        if self.tta if tta is None else tta:
+        use_tta = self.tta if tta is None else bool(tta)
+        if use_tta:
             x = np.concatenate([x, x[:, :, ::-1]])  # faces then mirrors, batched together
         n = x.shape[0]
         out = np.empty((n, self.n_classes), dtype=np.float32)
@@ -337,7 +338,7 @@ class Predictor:
             out = out - out.max(1, keepdims=True)
             np.exp(out, out=out)
         out /= out.sum(1, keepdims=True)
-        if n != n_faces:
+        if use_tta:
             out = 0.5 * (out[:n_faces] + out[n_faces:])
         return out
 
