@@ -17,8 +17,7 @@ mode = c2.radio("Overlay", ["box", "emoji"], horizontal=True, key="photo_mode",
                 format_func={"box": "Boxes and labels", "emoji": "Emoji (mememoji)"}.get)
 tta = st.toggle("Mirror averaging (TTA)", key="photo_tta",
                 help="Classify each face together with its mirror image and average the two: "
-                     "a little more accurate (+0.3 to +1.4 points on FER2013 PublicTest for the "
-                     "committed models), twice the classification time.")
+                     "usually a little more accurate, twice the classification time.")
 settings = detector_settings("photo_det")
 if model_path is None:
     st.stop()
