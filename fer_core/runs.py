@@ -310,6 +310,21 @@ def hardware() -> dict:
     return info
 
 
+def machines_of(metrics: dict) -> list[dict]:
+    """The machines a run trained on, in the order first used: a run resumed elsewhere spans
+    several. Runs recorded before this list kept only the last machine, as ``hardware``."""
+    if metrics.get("machines"):
+        return list(metrics["machines"])
+    return [metrics["hardware"]] if metrics.get("hardware") else []
+
+
+def with_machine(machines: list[dict], hw: dict) -> list[dict]:
+    """``machines`` plus ``hw`` unless the same CPU, core count and TF/Keras are listed."""
+    def key(m):
+        return tuple(m.get(k) for k in ("cpu", "cores", "gpus", "tensorflow", "keras"))
+    return machines if any(key(m) == key(hw) for m in machines) else [*machines, hw]
+
+
 FER2013_LIMITS = (
     "- FER2013 faces were collected by web image search: 48x48 grey crops of mostly adult, "
     "light-skinned, frontal faces; children, older people, darker skin tones, profiles, "
@@ -376,6 +391,18 @@ def _swa_lines(metrics: dict) -> list[str]:
               f"{r['val_accuracy']:.4f}, not used" for r in metrics.get("swa_tried", [])]]
 
 
+def _hardware_lines(machines: list[dict]) -> list[str]:
+    lines = [f"- Trained on {len(machines)} machines in turn (the run was resumed "
+             f"elsewhere):"] if len(machines) > 1 else []
+    pad = "  " if len(machines) > 1 else ""
+    for hw in machines:
+        lines += [f"{pad}- CPU: {hw.get('cpu')} ({hw.get('cores')} cores), "
+                  f"GPUs: {hw.get('gpus', 0)}",
+                  f"{pad}  TensorFlow {hw.get('tensorflow')}, Keras {hw.get('keras')}, "
+                  f"Python {hw.get('python')}"]
+    return lines
+
+
 def write_model_card(run_dir, config: dict, metrics: dict, data: dict) -> str:
     """Write model_card.md from a run's config, metrics and data summary; returns the text."""
     run_dir = Path(run_dir)
@@ -429,9 +456,7 @@ def write_model_card(run_dir, config: dict, metrics: dict, data: dict) -> str:
     lines += [
         "",
         "## Hardware",
-        f"- CPU: {hw.get('cpu')} ({hw.get('cores')} cores), GPUs: {hw.get('gpus', 0)}",
-        f"- TensorFlow {hw.get('tensorflow')}, Keras {hw.get('keras')}, "
-        f"Python {hw.get('python')}",
+        *_hardware_lines(machines_of(metrics) or [hw]),
         "",
     ]
     text = "\n".join(lines)

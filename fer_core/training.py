@@ -732,6 +732,7 @@ def _write_summary(run_dir, config, st, info, data_info, ds, status, command) ->
                "run_dir": str(run_dir)}
     # Every command that trained this run, in order (the first train, then each resume).
     old = runs.load_run(run_dir).metrics if (Path(run_dir) / "metrics.json").exists() else {}
+    metrics["machines"] = runs.with_machine(runs.machines_of(old), metrics["hardware"])
     commands = runs.commands_of(old)
     if command and command not in commands:
         commands.append(command)

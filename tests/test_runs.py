@@ -103,6 +103,21 @@ def test_model_card_names_data_arch_and_hardware(tmp_path):
     assert (tmp_path / "model_card.md").read_text() == text
 
 
+def test_machines_of_reads_older_runs_and_with_machine_adds_each_machine_once(tmp_path):
+    a = {"cpu": "AMD EPYC", "cores": 2, "tensorflow": "2.21.0", "keras": "3.15.1", "gpus": 0}
+    b = {**a, "cpu": "Intel Xeon"}
+    assert runs.machines_of({}) == []
+    assert runs.machines_of({"hardware": a}) == [a]           # recorded before machines existed
+    assert runs.machines_of({"hardware": b, "machines": [a, b]}) == [a, b]
+    assert runs.with_machine([a], {**a, "platform": "other kernel"}) == [a]  # same machine
+    assert runs.with_machine([a], b) == [a, b]
+    one = runs.write_model_card(tmp_path, {}, {"hardware": a}, {})
+    assert "- CPU: AMD EPYC (2 cores)" in one and "Trained on" not in one
+    two = runs.write_model_card(tmp_path, {}, {"hardware": b, "machines": [a, b]}, {})
+    assert "Trained on 2 machines" in two
+    assert two.index("AMD EPYC (2 cores)") < two.index("Intel Xeon (2 cores)")
+
+
 def test_load_model_rejects_missing_and_non_keras_files(tmp_path):
     pytest.importorskip("keras")
     with pytest.raises(FerError, match="not found"):

@@ -64,7 +64,7 @@ def test_two_epochs_beat_chance_and_write_a_run(faces, tmp_path):
     assert batch["batches"] == 11 and batch["epoch"] == 2 and batch["eta_sec"] is not None
 
 
-def test_checkpoint_then_resume_continues_history_and_schedule(faces, tmp_path):
+def test_checkpoint_then_resume_continues_history_and_schedule(faces, tmp_path, monkeypatch):
     config = cfg(epochs=3, schedule="cosine", warmup_epochs=1.0)
     stop = threading.Event()
 
@@ -81,13 +81,19 @@ def test_checkpoint_then_resume_continues_history_and_schedule(faces, tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     runs.atomic_write_json(tmp_path / "run" / "metrics.json",
                            {**metrics, "notes": ["renamed by hand"]})
+    first_machine = runs.hardware()
+    other = {**first_machine, "cpu": "Other CPU 9000", "cores": 64}
+    monkeypatch.setattr(runs, "hardware", lambda: other)  # resumed on another machine
     second = train(faces, config, tmp_path / "run", resume=True,
                    command="fer_core train toy --resume run")
+    assert second["machines"] == [first_machine, other] and second["hardware"] == other
     assert second["status"] == "finished" and second["epochs_done"] == 3
     assert second["commands"] == ["fer_core train toy --epochs 3", "fer_core train toy --resume run"]
     card = runs.load_run(tmp_path / "run").card
     assert card.index("--epochs 3`") < card.index("--resume run`")   # both, in order
     assert "- Note: renamed by hand" in card                          # kept over the resume
+    assert "Trained on 2 machines" in card and "Other CPU 9000 (64 cores)" in card
+    assert f"{first_machine['cpu']} ({first_machine['cores']} cores)" in card
     history = runs.read_jsonl(tmp_path / "run" / "history.jsonl")
     assert [r["epoch"] for r in history] == [1, 2, 3]
     steps = 11
