@@ -58,6 +58,18 @@ def _conv_bn_relu(x, filters, kernel=3, strides=1, bn_momentum=0.99):
     return layers.ReLU()(x)
 
 
+def _projection(x, filters, strides=1):
+    """A 1x1 projection shortcut: every ``strides``-th pixel, then a bias-free 1x1 conv.
+
+    The same function as a strided 1x1 conv (same weights), but its training never runs
+    oneDNN's strided 1x1 backward pass, which corrupts memory on AVX-512 CPUs when the input
+    has fewer than 16 channels and the batch size is odd (oneDNN issue 6035; it killed the
+    app server on a last partial batch)."""
+    if strides != 1:
+        x = layers.MaxPooling2D(1, strides=strides, padding="same")(x)
+    return layers.Conv2D(filters, 1, use_bias=False)(x)
+
+
 def mememoji(input_shape=INPUT_SHAPE, n_classes=7, width=32, dense=512, dropout=0.5):
     """The classic FER2013 Keras design ("mememoji"): nine 3x3 convolutions (32, 64, 128
     filters, three of each) with max-pooling after every three, then two dense layers with
@@ -110,7 +122,7 @@ def mini_xception(input_shape=INPUT_SHAPE, n_classes=7, width=8, modules=4, drop
         x = layers.ReLU()(x)
     for m in range(modules):
         filters = width * 2 ** (m + 1)
-        residual = layers.Conv2D(filters, 1, strides=2, padding="same", use_bias=False)(x)
+        residual = _projection(x, filters, strides=2)
         residual = layers.BatchNormalization(momentum=bn_momentum)(residual)
         x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False,
                                    depthwise_regularizer=reg, pointwise_regularizer=reg)(x)
@@ -147,7 +159,7 @@ def resnet(input_shape=INPUT_SHAPE, n_classes=7, width=24, blocks=(2, 2, 2), ste
             strides = 2 if b == 0 else 1
             shortcut = x
             if strides != 1 or x.shape[-1] != filters:
-                shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False)(x)
+                shortcut = _projection(x, filters, strides)
                 shortcut = layers.BatchNormalization(momentum=bn_momentum)(shortcut)
             y = _conv_bn_relu(x, filters, strides=strides, bn_momentum=bn_momentum)
             y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)

@@ -1,4 +1,4 @@
-"""Real browser: start a short run on the demo data, watch the chart grow, see the summary."""
+"""Real browser: start a run on the demo data, watch the chart grow, re-attach, stop it, see the summary."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ POINTS = """() => {  // points drawn so far in the live chart (all traces)
   const gd = document.querySelector('.js-plotly-plot');
   return gd && gd.data ? gd.data.reduce((n, t) => n + (t.x ? t.x.length : 0), 0) : 0;
 }"""
+EPOCH_POINTS = """() => {  // points of the per-epoch val accuracy trace
+  const gd = document.querySelector('.js-plotly-plot');
+  const t = gd && gd.data ? gd.data.find(t => t.name === 'val (epoch)') : null;
+  return t && t.x ? t.x.length : 0;
+}"""
 
 
 def _fill(main, label, value):
@@ -20,7 +25,9 @@ def _fill(main, label, value):
     box.press("Tab")
 
 
-def test_short_training_run_shows_live_curves_and_summary(streamlit_server, page):
+def test_training_run_shows_live_curves_reattaches_and_stops(streamlit_server, page):
+    """A run far too long to finish during the test (1000 epochs), so that every step below
+    sees it running whatever the CPU's speed; the Stop button ends it with a saved model."""
     from playwright.sync_api import expect
 
     page.goto(f"{streamlit_server.url}/train")
@@ -30,9 +37,9 @@ def test_short_training_run_shows_live_curves_and_summary(streamlit_server, page
     arch = main.get_by_test_id("stSelectbox").filter(has_text="Architecture")
     arch.click()
     page.get_by_role("option", name="mini_xception", exact=True).click()
-    _fill(main, "Epochs", 2)
+    _fill(main, "Epochs", 1000)
     _fill(main, "Batch size", 32)
-    _fill(main, "Max training images (0 = all)", 512)
+    _fill(main, "Max training images (0 = all)", 256)
     main.get_by_role("button", name="Start training").click()
 
     # live view: progress, metrics and a chart that gains points while the job runs
@@ -42,17 +49,24 @@ def test_short_training_run_shows_live_curves_and_summary(streamlit_server, page
     first = page.evaluate(POINTS)
     page.wait_for_function(f"({POINTS})() > {first}", timeout=120_000)
     assert page.evaluate(POINTS) > first
+    # two finished epochs: the val curve is drawn and a best model has been saved
+    page.wait_for_function(f"({EPOCH_POINTS})() >= 2", timeout=180_000)
     expect(main.get_by_text("images/s")).to_be_visible()
+    best = main.get_by_test_id("stMetric").filter(has_text="best val accuracy")
+    expect(best).to_contain_text("%")
     page.screenshot(path=str(ARTIFACTS_DIR() / "train-live.png"))
 
     # a reload re-attaches to the running job (state lives in the server's job manager)
     page.reload()
-    done = main.get_by_role("heading", name="Last run")
-    expect(main.get_by_text("Training mini_xception").or_(done)).to_be_visible(timeout=60_000)
+    expect(main.get_by_text("Training mini_xception")).to_be_visible(timeout=60_000)
+    page.wait_for_function(f"({EPOCH_POINTS})() >= 2", timeout=60_000)
 
-    # the finished summary with a link to the analysis page
-    expect(done).to_be_visible(timeout=300_000)
-    expect(done).to_contain_text("finished")
-    expect(main.get_by_text("best val accuracy").first).to_be_visible()
+    # Stop ends the job after the current batch; the summary keeps the best model
+    main.get_by_role("button", name="Stop").click()
+    done = main.get_by_role("heading", name="Last run")
+    expect(done).to_be_visible(timeout=120_000)
+    expect(done).to_contain_text("stopped")
+    expect(main.get_by_test_id("stMetric").filter(has_text="best val accuracy")).to_contain_text("%")
     expect(main.get_by_role("link", name="Evaluate this model")).to_be_visible()
+    expect(main.get_by_role("button", name="Start training")).to_be_enabled()
     page.screenshot(path=str(ARTIFACTS_DIR() / "train-done.png"), full_page=True)

@@ -57,3 +57,52 @@ def test_unknown_arch_and_param_are_user_errors():
         models.build("alexnet9000")
     with pytest.raises(FerError, match="colour"):
         models.build("vgg", colour=3)
+
+
+@pytest.mark.parametrize("name", sorted(models.ARCHITECTURES))
+@pytest.mark.parametrize("small", [False, True])
+def test_no_strided_1x1_conv_to_trip_onednn(name, small):
+    """Strided 1x1 convs on < 16 channels corrupt memory in training on AVX-512 CPUs (oneDNN
+    issue 6035): projections subsample first, then convolve with stride 1."""
+    model = models.build(name, **(TINY[name] if small else {}))
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1):
+            assert tuple(layer.strides) == (1, 1), layer.name
+
+
+@pytest.mark.parametrize("size", [44, 11])
+def test_projection_equals_a_strided_1x1_conv(size):
+    """Same weights, same outputs: older models and --init-from keep working."""
+    x = np.random.default_rng(1).normal(size=(2, size, size, 5)).astype("float32")
+    inp = keras.Input((size, size, 5))
+    ours = keras.Model(inp, models._projection(inp, 7, strides=2))
+    conv = keras.layers.Conv2D(7, 1, strides=2, padding="same", use_bias=False)
+    theirs = keras.Model(inp, conv(inp))
+    theirs.set_weights(ours.get_weights())
+    out = ours.predict(x, verbose=0)
+    assert out.shape == (2, (size + 1) // 2, (size + 1) // 2, 7)
+    np.testing.assert_allclose(out, theirs.predict(x, verbose=0), atol=1e-5)
+
+
+ODD_BATCH = """
+import numpy as np, keras
+from fer_core import models
+x = np.random.default_rng(0).integers(0, 256, (35, 48, 48, 1)).astype("float32")
+y = keras.utils.to_categorical(np.arange(35) % 7, 7)
+for name, params in [("mini_xception", {}), ("resnet", {"width": 8, "blocks": [1, 1]})]:
+    model = models.build(name, **params)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # batches of 16, 16 and 3
+print("trained")
+"""
+
+
+def test_small_models_train_on_an_odd_last_batch():
+    """In a child process: the oneDNN bug above aborts the interpreter, not a test."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-c", ODD_BATCH], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=600)
+    assert proc.returncode == 0 and "trained" in proc.stdout, proc.stderr[-2000:]
