@@ -12,7 +12,7 @@ from fer_core.labels import FER7
 pytestmark = pytest.mark.skipif(not runs.has_model(DEFAULT_MODEL),
                                 reason=f"no shipped model at {DEFAULT_MODEL}")
 
-# The issue's bar on this fixed sample (the shipped model scores 0.690 here, 0.675 on all of
+# The issue's bar on this fixed sample (the shipped model scores 0.684 here, 0.681 on all of
 # PublicTest).
 MIN_SAMPLE_ACCURACY = 0.66
 
@@ -54,7 +54,9 @@ def test_shipped_model_on_a_fixed_publictest_sample(sample):
 
 def test_the_app_predictor_scores_as_evaluated_with_and_without_flip_averaging(sample):
     """The Predictor (TFLite, what the app, CLI and API run) gets the evaluated accuracy, and
-    its flip averaging (predict --tta, FER_TTA=1, the photo page's toggle) is worth it."""
+    its flip averaging (predict --tta, FER_TTA=1, the photo page's toggle) gets what evaluate
+    --tta measures. For this model averaging does not pay (0.664 against 0.684 here, 67.96 %
+    against 68.12 % on all of PublicTest), which is one reason it is off by default."""
     from fer_core import evaluation
     from fer_core.predict import Predictor
 
@@ -64,4 +66,4 @@ def test_the_app_predictor_scores_as_evaluated_with_and_without_flip_averaging(s
                        == sample.labels).mean()) for tta in (False, True)}
     assert acc[False] == pytest.approx(report["accuracy_no_tta"], abs=0.0021)   # <= 1 face
     assert acc[True] == pytest.approx(report["accuracy"], abs=0.0021)
-    assert acc[True] > acc[False], acc
+    assert acc[True] != acc[False], acc  # the mirror images really were classified

@@ -12,8 +12,8 @@
                        scale step 1.2, faces >= 40 px), ``accurate`` (the app's default settings)
                        or ``realtime`` (the webcam preset)
 ``FER_TTA``            ``1``/``true``: average each face with its mirror image (flip test-time
-                       augmentation: +0.3 to +1.4 points of PublicTest accuracy for the committed
-                       models, twice the classification time); ``0``/``false`` (default): single pass
+                       augmentation: -0.2 to +1.4 points of PublicTest accuracy for the committed
+                       models, -0.2 for the shipped one, twice the classification time); ``0``/``false`` (default): single pass
 """
 
 from __future__ import annotations
