@@ -13,7 +13,8 @@
                        or ``realtime`` (the webcam preset)
 ``FER_TTA``            ``1``/``true``: average each face with its mirror image (flip test-time
                        augmentation: -0.2 to +1.4 points of PublicTest accuracy for the committed
-                       models, -0.2 for the shipped one, twice the classification time); ``0``/``false`` (default): single pass
+                       models, -0.2 for the shipped one; twice the classification time);
+                       ``0``/``false`` (default): single pass
 """
 
 from __future__ import annotations
