@@ -1,4 +1,4 @@
-"""Real browser: start a run on the demo data, watch the chart grow, re-attach, stop it, see the summary."""
+"""Real browser: start a run on the demo data, watch the chart grow, re-attach, stop it."""
 
 from __future__ import annotations
 
@@ -8,15 +8,10 @@ from tests.conftest import ARTIFACTS_DIR
 
 pytestmark = pytest.mark.browser
 
-POINTS = """() => {  // points drawn so far in the live chart (all traces)
-  const gd = document.querySelector('.js-plotly-plot');
-  return gd && gd.data ? gd.data.reduce((n, t) => n + (t.x ? t.x.length : 0), 0) : 0;
-}"""
-EPOCH_POINTS = """() => {  // points of the per-epoch val accuracy trace
-  const gd = document.querySelector('.js-plotly-plot');
-  const t = gd && gd.data ? gd.data.find(t => t.name === 'val (epoch)') : null;
-  return t && t.x ? t.x.length : 0;
-}"""
+TRACES = "((document.querySelector('.js-plotly-plot') || {}).data || [])"
+# points drawn so far in the live chart (all traces) / in its per-epoch val accuracy trace
+POINTS = f"() => {TRACES}.reduce((n, t) => n + (t.x ? t.x.length : 0), 0)"
+EPOCH_POINTS = f"() => ({TRACES}.find(t => t.name === 'val (epoch)') || {{x: []}}).x.length"
 
 
 def _fill(main, label, value):

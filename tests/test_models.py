@@ -101,8 +101,9 @@ def test_small_models_train_on_an_odd_last_batch():
     """In a child process: the oneDNN bug above aborts the interpreter, not a test."""
     import subprocess
     import sys
-    from pathlib import Path
+
+    from tests.conftest import ROOT
 
     proc = subprocess.run([sys.executable, "-c", ODD_BATCH], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent.parent, timeout=600)
+                          cwd=ROOT, timeout=600)
     assert proc.returncode == 0 and "trained" in proc.stdout, proc.stderr[-2000:]
