@@ -155,8 +155,8 @@ if not past:
 else:
     labels = {r.id: f"{r.id} · {r.metrics.get('status', '?')} · best val "
                     f"{pct(r.metrics.get('best_val_accuracy'))}" for r in past}
-    run = next(r for r in past if r.id == st.selectbox("Run", list(labels), format_func=labels.get,
-                                                       key="past_run"))
+    chosen = st.selectbox("Run", list(labels), format_func=labels.get, key="past_run")
+    run = next(r for r in past if r.id == chosen)
     st.plotly_chart(curves_figure(run.history), key="past_curves")
     st.caption(f"{run.path} · {run.metrics.get('epochs_done', len(run.history))} epochs · "
                f"{fmt_seconds(run.metrics.get('train_time_sec'))}")
