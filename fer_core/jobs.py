@@ -51,6 +51,7 @@ JOB_FILE, STATE_FILE, EVENTS_FILE, LOG_FILE, STOP_FILE = (
 LOCK_FILE, CURRENT_FILE = ".jobs.lock", ".jobs-current.json"
 FINAL = ("finished", "stopped", "failed", "crashed", "interrupted")
 LOG_TAIL_LINES = 20
+MAX_EVENT_BYTES = 4 * 2**20  # read per events() call; the next call goes on from the offset
 _LOCK_FD_ENV = "FER_JOB_LOCK_FD"
 
 _KINDS: dict[str, str] = {"train": "fer_core.training.job:run_job",
@@ -225,15 +226,17 @@ class JobHandle:
 
     def events(self, since: int = 0) -> tuple[list[dict], int]:
         """Events after byte offset ``since`` and the offset to read from next time (a line
-        still being written is left for then)."""
+        still being written is left for then; at most :data:`MAX_EVENT_BYTES` are read)."""
         path = self.job_dir / EVENTS_FILE
         try:
             with open(path, "rb") as f:
                 f.seek(since)
-                data = f.read()
+                data = f.read(MAX_EVENT_BYTES)
         except OSError:
             return [], since
         end = data.rfind(b"\n") + 1
+        if end == 0 and len(data) == MAX_EVENT_BYTES:  # one oversized line: skip it
+            end = len(data)
         out = []
         for line in data[:end].splitlines():
             try:
@@ -352,11 +355,17 @@ class JobRunner:
                "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
                "PYTHONPATH": os.pathsep.join(
                    p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-        with open(job_dir / LOG_FILE, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "fer_core.jobs", str(job_dir)],
-                                    stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, env=env, pass_fds=(fd,),
-                                    start_new_session=True)
+        try:
+            with open(job_dir / LOG_FILE, "wb") as log:
+                proc = subprocess.Popen([sys.executable, "-m", "fer_core.jobs", str(job_dir)],
+                                        stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, env=env, pass_fds=(fd,),
+                                        start_new_session=True)
+        except OSError as e:
+            _write_json(job_dir / STATE_FILE, {"status": "failed", "error": str(e),
+                                               "finished_at": time.time()})
+            raise FerError(f"cannot start the job process: {e}", where="jobs",
+                           status=500) from None
         with _CHILDREN_LOCK:
             _CHILDREN[str(job_dir)] = proc
         threading.Thread(target=_reap, args=(job_dir, proc), daemon=True,

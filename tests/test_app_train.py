@@ -164,3 +164,46 @@ def test_a_crashed_job_is_explained_and_resumes(small_csv, runner):
     resumed = runner.current()
     assert resumed.job_dir == job.job_dir and resumed.running and resumed.spec["resume"]
     assert any("Training" in i.value for i in at.info)
+
+
+_START_AS_AN_EARLIER_APP = """
+import json, sys
+from fer_core.jobs import JobRunner
+from fer_core.training import start_training
+start_training(JobRunner(sys.argv[1]), json.loads(sys.argv[3]), sys.argv[2])
+"""
+
+
+def test_after_an_app_restart_the_page_reattaches_then_offers_resume(small_csv, runner):
+    """A job started by an earlier app process (gone now) is followed and stopped like any
+    other; one that died while no app watched it shows as interrupted, with Resume."""
+    import json
+    import subprocess
+    import sys
+
+    from fer_core.training import TrainConfig, train_spec
+    from tests.conftest import ROOT
+
+    config = TrainConfig(arch="mememoji", arch_params={"dense": 32, "dropout": 0.0}, epochs=200,
+                         batch_size=16, schedule="constant", label_smoothing=0.0, flip=False,
+                         shift=0.0, rotation=0.0, zoom=0.0, contrast=0.0, erasing=0.0)
+    run_dir = runner.root / "earlier-run"
+    subprocess.run([sys.executable, "-c", _START_AS_AN_EARLIER_APP, str(runner.root),
+                    str(run_dir), json.dumps(train_spec(small_csv, config))], cwd=ROOT,
+                   check=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    at = _train_page(small_csv)
+    assert any("earlier-run" in i.value and "Training" in i.value for i in at.info), \
+        [i.value for i in at.info]
+    assert any("Stop" in b.label for b in at.button)
+    job = runner.current()
+    deadline = time.monotonic() + 240
+    while not any(e["type"] == "batch" for e in job.events()[0]):
+        assert job.running and time.monotonic() < deadline, job.state()
+        time.sleep(0.2)
+    job.kill(signal.SIGKILL)                      # no app saw how it ended
+    assert job.wait(60)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("interrupted" in h.value for h in at.subheader)
+    assert any("ended without reporting" in w.value for w in at.warning)
+    assert any(b.label == "↻ Resume" for b in at.button)

@@ -77,6 +77,23 @@ def test_events_skip_a_line_still_being_written(tmp_path):
     assert job.events(offset)[0] == [{"type": "b"}]
 
 
+def test_events_are_read_in_bounded_chunks(tmp_path, monkeypatch):
+    job_dir = tmp_path / "j"
+    job_dir.mkdir()
+    lines = [json.dumps({"type": "progress", "done": i}) for i in range(100)]
+    (job_dir / "events.jsonl").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(jobs, "MAX_EVENT_BYTES", 200)
+    job, seen, offset, calls = jobs.JobHandle(job_dir), [], 0, 0
+    while True:
+        events, offset = job.events(offset)
+        if not events:
+            break
+        assert len(events) <= 200 // len(lines[0])
+        seen += events
+        calls += 1
+    assert [e["done"] for e in seen] == list(range(100)) and calls > 10
+
+
 def test_stop_ends_the_job_cleanly(runner):
     job = _start_counting(runner)
     assert job.running and job.state()["status"] == "running"
