@@ -42,7 +42,7 @@ def live_view():
 
 def ended(snap):
     """The last run's outcome: summary, and what went wrong when it did not finish."""
-    status = snap["result_status"] if snap["status"] == "finished" else snap["status"]
+    status = (snap["status"] == "finished" and snap["result_status"]) or snap["status"]
     st.subheader(f"Last run `{snap['run_id']}`: {status.replace('_', ' ')}")
     if snap["status"] == "crashed":
         st.error(f"The training process crashed ({snap['reason']}). The app is unaffected; "
