@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,6 +51,8 @@ def _num(env: dict, name: str, default, kind=float, minimum=None):
         value = kind(raw)
     except ValueError:
         raise FerError(f"expected a {kind.__name__}, got {raw!r}", where=name) from None
+    if not math.isfinite(value):
+        raise FerError(f"expected a finite number, got {raw!r}", where=name)
     if minimum is not None and value < minimum:
         raise FerError(f"must be >= {minimum}, got {raw!r}", where=name)
     return value
