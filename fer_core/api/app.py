@@ -7,6 +7,7 @@ Routers per resource under ``/v1``; the model is loaded in the lifespan; every e
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,9 @@ from fer_core.api.routers import feedback, meta, predict  # noqa: E402
 from fer_core.api.service import ModelService  # noqa: E402
 from fer_core.api.settings import Settings  # noqa: E402
 from fer_core.errors import FerError  # noqa: E402
+
+# uvicorn's own logger: its start-up lines go there, formatted and shown at the --log-level
+log = logging.getLogger("uvicorn.error")
 
 
 class BodyLimit:
@@ -72,6 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         service = ModelService(settings)
         await run_in_threadpool(service.load)
+        if settings.load_model and service.error:
+            log.warning("no model loaded, predictions answer 503 until it is fixed: %s",
+                        service.error)
         app.state.service = service
         await service.batcher.start()
         from fer_core.api.feedback_store import FeedbackStore
