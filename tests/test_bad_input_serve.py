@@ -86,3 +86,73 @@ def test_client_hanging_up_mid_body_is_one_quiet_log_line(server, path, content_
     lines = [ln for ln in log.splitlines() if path in ln and "GET /v1/health" not in ln]
     assert len(lines) == 1, log
     assert "disconnected" in lines[0], lines[0]
+
+
+# ---- memory per request ---------------------------------------------------------------------
+
+def _status_mb(pid: int, field: str) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def sixteen_bit_png(side=6300) -> bytes:
+    """A 16-bit grey PNG of side x side pixels that compresses to ~90 KB."""
+    import cv2
+    import numpy as np
+    img = np.full((side, side), 40_000, np.uint16)
+    img[side // 3: side // 2, side // 3: side // 2] = 1_000
+    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    assert ok
+    return buf.tobytes()
+
+
+def _post_batch(base: str, images: list[bytes], timeout=600) -> dict:
+    boundary = "bIgBaTcH"
+    parts = [(f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+              f"filename=\"{i}.png\"\r\nContent-Type: image/png\r\n\r\n").encode() + img + b"\r\n"
+             for i, img in enumerate(images)]
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    req = urllib.request.Request(base + "/v1/predict/batch", data=body, method="POST",
+                                 headers={"Content-Type":
+                                          f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def peak_growth_mb(server: Server, images: list[bytes]) -> tuple[float, dict]:
+    """(peak RSS of the server during the request minus its RSS before, in MB; the answer)."""
+    pid = server.proc.pid
+    before = _status_mb(pid, "VmRSS")
+    answer = _post_batch(server.base, images)
+    return _status_mb(pid, "VmHWM") - before, answer
+
+
+@pytest.fixture(scope="module")
+def big_pngs():
+    one = sixteen_bit_png()
+    assert len(one) < 150_000
+    return [one] * 16
+
+
+@pytest.mark.parametrize("request_pixels", [None, 10**9])
+def test_batch_of_16_huge_16bit_pngs_adds_under_1_gb(tmp_path, big_pngs, request_pixels):
+    env = {"FER_MAX_REQUEST_PIXELS": str(request_pixels)} if request_pixels else {}
+    server = Server(tmp_path, log_level="warning", env=env)
+    try:
+        growth, answer = peak_growth_mb(server, big_pngs)
+    finally:
+        server.stop()
+    print(f"peak RSS growth {growth:.0f} MB (FER_MAX_REQUEST_PIXELS={request_pixels})")
+    results = answer["results"]
+    assert len(results) == 16
+    decoded = [r for r in results if r["ok"]]
+    refused = [r for r in results if not r["ok"]]
+    if request_pixels is None:  # 160 million pixels per request: four 6300x6300 images
+        assert len(decoded) == 4 and len(refused) == 12
+        assert all(r["error"] == "too_many_pixels" and "per-request" in r["detail"]
+                   for r in refused), refused[0]
+    else:
+        assert len(decoded) == 16, refused[:1]
+    assert growth < 1024, f"the batch grew the server by {growth:.0f} MB"

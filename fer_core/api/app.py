@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool  # noqa: E402
 from fer_core import __version__  # noqa: E402
 from fer_core.api import errors  # noqa: E402
 from fer_core.api.errors import ApiError  # noqa: E402
+from fer_core.api.imaging import PixelBudget  # noqa: E402
 from fer_core.api.routers import feedback, meta, predict  # noqa: E402
 from fer_core.api.service import ModelService  # noqa: E402
 from fer_core.api.settings import Settings  # noqa: E402
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         service = ModelService(settings)
+        app.state.decode_budget = PixelBudget(settings.max_pixels)
         await run_in_threadpool(service.load)
         if settings.load_model and service.error:
             log.warning("no model loaded, predictions answer 503 until it is fixed: %s",
