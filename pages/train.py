@@ -11,6 +11,7 @@ from fer_core.labels import LABEL_SETS
 from fer_core.training import OPTIMIZERS, SCHEDULES, TrainConfig
 from ui.data import dataset_label, get_active_dataset
 from ui.jobs import curves_figure, fmt_seconds, job_manager, snapshot, start_job
+from ui.text import md
 
 ROOT = Path(__file__).resolve().parent.parent
 D = TrainConfig()  # defaults
@@ -49,7 +50,7 @@ elif snap:  # the last job of this server has ended
     with st.container(border=True):
         st.subheader(f"Last run `{snap['run_id']}`: {snap['status'].replace('_', ' ')}")
         if snap["error"]:
-            st.error(snap["error"])
+            st.error(md(snap["error"]))
         c = st.columns(3)
         c[0].metric("best epoch", snap["best_epoch"] or "–")
         c[1].metric("best val accuracy", pct(snap["best_val_accuracy"]))
@@ -64,7 +65,7 @@ elif snap:  # the last job of this server has ended
 ds = get_active_dataset()
 st.caption(f"Dataset: {dataset_label(ds)} · choose another in the Dataset Explorer")
 if err := st.session_state.pop("train_error", None):
-    st.error(err)
+    st.error(md(err))
 with st.form("train_config"):
     c = st.columns(4)
     arch = c[0].selectbox("Architecture", ARCHS, ARCHS.index(models.DEFAULT_ARCH), key="tr_arch")
@@ -133,5 +134,5 @@ else:
     run = next(r for r in past if r.id == st.selectbox("Run", list(labels), format_func=labels.get,
                                                        key="past_run"))
     st.plotly_chart(curves_figure(run.history), key="past_curves")
-    st.caption(f"{run.path} · {run.metrics.get('epochs_done', len(run.history))} epochs · "
+    st.caption(f"{md(run.path)} · {run.metrics.get('epochs_done', len(run.history))} epochs · "
                f"{fmt_seconds(run.metrics.get('train_time_sec'))}")
