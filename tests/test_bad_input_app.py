@@ -120,3 +120,12 @@ def test_fer_data_is_the_active_dataset_at_start(tmp_path, monkeypatch):
     # the other pages use it too
     at.switch_page("pages/home.py").run()
     assert any("env\\.csv" in m.value for m in at.markdown), [m.value for m in at.markdown]
+
+
+def test_md_leaves_no_markdown_and_no_bare_address():
+    from ui.text import JOINER, md
+    text = "![i](http://h/p.png) [x](https://h/a) *b* `c` $x$ www.h.org me@h.org # t | u"
+    out = md(text)
+    assert out.replace(JOINER, "").replace("\\", "") == text
+    for live in ("http:", "https:", "www.", "e@", "](", "![", "*b", "`c", "$x"):
+        assert live not in out, (live, out)
