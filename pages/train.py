@@ -10,8 +10,9 @@ from fer_core.errors import FerError
 from fer_core.labels import LABEL_SETS
 from fer_core.training import OPTIMIZERS, SCHEDULES, TrainConfig
 from ui.data import active_choice, dataset_label, get_active_dataset
-from ui.jobs import (current_job, curves_figure, fmt_seconds, plain, resume_job, snapshot,
+from ui.jobs import (current_job, curves_figure, fmt_seconds, resume_job, snapshot,
                      start_training_job)
+from ui.text import md
 
 ROOT = Path(__file__).resolve().parent.parent
 D = TrainConfig()  # defaults
@@ -54,7 +55,7 @@ def ended(snap):
         if snap["log_tail"]:
             st.code("\n".join(snap["log_tail"]), language="text")
     elif snap["error"]:
-        st.error(plain(snap["error"]))
+        st.error(md(snap["error"]))
     c = st.columns(3)
     c[0].metric("best epoch", snap["best_epoch"] or "–")
     c[1].metric("best val accuracy", pct(snap["best_val_accuracy"]))
@@ -89,7 +90,7 @@ elif snap:
 ds = get_active_dataset()
 st.caption(f"Dataset: {dataset_label(ds)} · choose another in the Dataset Explorer")
 if err := st.session_state.pop("train_error", None):
-    st.error(err)
+    st.error(md(err))
 with st.form("train_config"):
     c = st.columns(4)
     arch = c[0].selectbox("Architecture", ARCHS, ARCHS.index(models.DEFAULT_ARCH), key="tr_arch")
@@ -158,5 +159,5 @@ else:
     chosen = st.selectbox("Run", list(labels), format_func=labels.get, key="past_run")
     run = next(r for r in past if r.id == chosen)
     st.plotly_chart(curves_figure(run.history), key="past_curves")
-    st.caption(f"{run.path} · {run.metrics.get('epochs_done', len(run.history))} epochs · "
+    st.caption(f"{md(run.path)} · {run.metrics.get('epochs_done', len(run.history))} epochs · "
                f"{fmt_seconds(run.metrics.get('train_time_sec'))}")

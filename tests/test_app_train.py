@@ -112,7 +112,7 @@ def test_bad_config_shows_an_error_and_starts_nothing(small_csv, runner):
     at = _train_page(small_csv)
     _tiny(at, batch=4000)  # larger than the 168-face train split
     _submit(at)
-    assert at.error and "batch_size" in at.error[0].value, [e.value for e in at.error]
+    assert at.error and "batch\\_size" in at.error[0].value, [e.value for e in at.error]
     _set(at, "Batch size", 16)
     _set(at, "Architecture parameters (JSON)", "{dense: 8")
     _submit(at)

@@ -8,7 +8,6 @@ incrementally into a :class:`Feed` shared by all sessions (``st.cache_resource``
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from pathlib import Path
@@ -128,11 +127,6 @@ def snapshot(job: JobHandle | None) -> dict | None:
         "batch_rows": list(feed.batch_rows),
         "has_model": (job.job_dir / runs.MODEL_FILE).exists(),
     }
-
-
-def plain(text: str) -> str:
-    """``text`` with Markdown's special characters escaped (for st.error/st.info)."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", str(text))
 
 
 def curves_figure(epochs: list[dict], batches: list[dict] = (), height: int = 340) -> go.Figure:
