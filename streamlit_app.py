@@ -15,6 +15,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from fer_core.native_logs import quiet_tensorflow_startup
+
+quiet_tensorflow_startup()  # the console shows no TensorFlow start-up lines
+
 st.set_page_config(page_title="FER Studio", page_icon="😀", layout="wide")
 
 HERE = Path(__file__).resolve().parent
