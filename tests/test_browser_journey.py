@@ -191,6 +191,8 @@ def test_user_journey_through_every_page_on_one_server(playwright_instance, tmp_
                     step(journey)
                 except Exception:
                     server_alive(server, step.__name__)   # a dead server explains the failure
+                    page.screenshot(path=str(ARTIFACTS_DIR() / f"journey-FAILED-{step.__name__}.png"),
+                                    full_page=True)
                     raise
                 server_ok(journey, step.__name__)
             # one browser document all the way: no step reloaded the page (and the session)
