@@ -185,6 +185,7 @@ def test_user_journey_through_every_page_on_one_server(playwright_instance, tmp_
     try:
         with StreamlitServer(env=env) as server:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(90_000)  # clicks and uploads on a busy 2-core machine
             journey = Journey(page, server, tmp_path)
             for step in STEPS:
                 try:
