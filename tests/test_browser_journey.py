@@ -40,7 +40,7 @@ class Journey:
         from playwright.sync_api import expect
 
         nav = self.page.get_by_test_id("stSidebarNav")
-        nav.get_by_role("link", name=title).click(timeout=30_000)
+        nav.get_by_role("link", name=title).click()
         expect(self.main.get_by_role("heading", name=title).first).to_be_visible(timeout=90_000)
 
     def wait_idle(self, timeout: float = 120):
