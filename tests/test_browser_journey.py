@@ -3,8 +3,9 @@
 Home -> Dataset Explorer (demo, then an uploaded FER2013-format CSV) -> Train (start a job) ->
 Evaluate -> Photo (upload a face) -> Webcam (fake camera, START, annotated frames) -> Models.
 Pages are reached by clicking the sidebar links, never by loading a URL, so the session state
-(the chosen dataset, the active model) carries over as it does for a user. After every step the
-server process is alive, answers /_stcore/health, and the page shows no exception box.
+carries over as it does for a user: the CSV chosen in the explorer is the dataset of Train and
+Evaluate, and the browser document is never reloaded. After every step the server process is
+alive, answers /_stcore/health, and the page shows no exception box.
 """
 
 from __future__ import annotations
