@@ -6,9 +6,9 @@ import streamlit as st
 from fer_core import evaluation
 from fer_core.errors import FerError
 from ui.data import dataset_label, get_active_dataset
-from ui.models import (confusion_figure, delta_figure, evaluate_cached, face_gallery,
-                       get_loaded, model_picker, per_class_figure, prob_bars, reliability_figure,
-                       true_vs_pred_figure)
+from ui.figures import (confusion_figure, delta_figure, face_gallery, per_class_figure,
+                        prob_bars, reliability_figure, true_vs_pred_figure)
+from ui.models import evaluate_cached, get_model, model_figures, model_picker
 
 st.title("📊 Evaluate")
 ds = get_active_dataset()
@@ -27,8 +27,14 @@ split = c2.selectbox("Split", splits, key="eval_split",
 other = model_picker("Compare with", key="eval_other", exclude=model_path, remember=False,
                      container=c3) if c3.toggle("Compare with another model",
                                                 key="eval_cmp") else None
-tta = c4.toggle("TTA", key="eval_tta", help="Test-time augmentation: average the predictions "
-                "of each face and its mirror image.")
+try:
+    default_tta = get_model(model_path).default_tta
+except FerError as exc:
+    st.error(f"Cannot use this model: {exc}")
+    st.stop()
+tta = c4.toggle("TTA", value=default_tta, key="eval_tta",
+                help="Test-time augmentation: average the predictions of each face and its "
+                     "mirror image.")
 
 try:
     report, preds = evaluate_cached(model_path, ds, split, tta)
@@ -40,7 +46,23 @@ except FerError as exc:
 if report.get("remapped"):
     st.info(f"Labels mapped explicitly: {report['remapped']}.")
 if report.get("synthetic_data"):
-    st.caption("Synthetic demo data: drawn faces, not real people.")
+    card = model_figures(model_path)
+    trained_on = card.get("data_source")
+    if card.get("accuracy") is not None and not card.get("synthetic"):
+        st.warning(
+            f"**Synthetic demo data: drawn faces, not real people.** This model was trained on "
+            f"real faces ({card.get('label_set') or 'its'} labels"
+            f"{', FER2013' if trained_on and 'fer2013' in trained_on.lower() else ''}), so "
+            f"the figures below say how far drawings are from its training data, not how good "
+            f"it is. Its model card reports **{card['accuracy']:.1%} accuracy** and macro-F1 "
+            f"{card['macro_f1']:.3f} on {card['n']:,} real validation faces"
+            f"{' (FER2013 PublicTest)' if card.get('label_set') == 'fer7' else ''}. "
+            "To measure it on real faces, download FER2013 (Kaggle: *Challenges in "
+            "Representation Learning: Facial Expression Recognition Challenge*, "
+            "`fer2013.csv`), put it in `data/` or upload it in the Dataset Explorer, or start "
+            "the app with `FER_DATA=/path/to/fer2013.csv`; then pick it here.")
+    else:
+        st.caption("Synthetic demo data: drawn faces, not real people.")
 
 # --- headline -----------------------------------------------------------------------------
 cmp = evaluation.compare(other_report, report) if other_report else None
@@ -60,7 +82,8 @@ if tta:
 st.caption(f"{report['model']} on {report['n']:,} faces of split '{split}' · "
            f"second-guess rate {report['second_guess_rate']:.0%} (of the wrong answers, "
            f"how often the true label was the runner-up) · "
-           f"{report['timing']['faces_per_s']:,.0f} faces/s")
+           f"{report['timing']['faces_per_s']:,.0f} faces/s "
+           f"({report['timing'].get('backend', 'keras')})")
 
 tabs = st.tabs(["Confusion matrix", "Per class", "Examples", "What it sees", "Calibration",
                 "Side by side", "Export"])
@@ -121,7 +144,7 @@ with tabs[2]:
 
 # --- feature maps and Grad-CAM -----------------------------------------------------------------
 with tabs[3]:
-    loaded = get_loaded(model_path)
+    loaded = get_model(model_path)
     layers = evaluation.conv_layers(loaded.model)
     if not layers:
         st.info("This model has no convolutional layer to show.")
@@ -136,7 +159,7 @@ with tabs[3]:
         a.image(it["image"], width=192, caption=f"true {it['true']}, predicted {it['pred']} "
                                                 f"({it['confidence']:.0%})")
         t_idx, p_idx = names.index(it["true"]), names.index(it["pred"])
-        if tuple(loaded.label_names or ()) == tuple(names):
+        if tuple(loaded.labels) == tuple(names):
             for col, (cls, what) in zip((b, c), ((p_idx, "predicted"), (t_idx, "true"))):
                 try:
                     cam = evaluation.grad_cam(loaded.model, it["image"], cls)
@@ -153,7 +176,20 @@ with tabs[3]:
 
 # --- calibration ------------------------------------------------------------------------------
 with tabs[4]:
-    st.plotly_chart(reliability_figure(report))
+    before, after = report["uncalibrated"]["ece"], report["ece"]
+    if report.get("calibrated"):
+        st.markdown(f"Probabilities are calibrated by temperature scaling (T = "
+                    f"{report['temperature']:.3f}, fitted with `python -m fer_core calibrate` "
+                    f"and stored in the model's calibration.json). Expected calibration "
+                    f"error on this split: **{before:.3f} before, {after:.3f} after**; the "
+                    "predicted class, and so accuracy, does not change.")
+    else:
+        st.markdown(f"This model has no calibration.json, so its probabilities are shown as the "
+                    f"network outputs them (T = 1, ECE {after:.3f}). Fit one with "
+                    "`python -m fer_core calibrate DATA --model RUN`.")
+    r1, r2 = st.columns(2)
+    r1.plotly_chart(reliability_figure(report, before=True), key="rel_before")
+    r2.plotly_chart(reliability_figure(report), key="rel_after")
 
 # --- side by side -----------------------------------------------------------------------------
 with tabs[5]:

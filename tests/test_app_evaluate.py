@@ -94,7 +94,7 @@ def test_evaluate_page_without_models_says_so(tmp_path, monkeypatch):
 def test_evaluate_figures_plot_the_report():
     import pandas as pd
 
-    from ui.models import delta_figure, per_class_figure, reliability_figure, true_vs_pred_figure
+    from ui.figures import delta_figure, per_class_figure, reliability_figure, true_vs_pred_figure
     report = {"per_class": {"happy": {"precision": 0.9, "recall": 0.8, "f1": 0.85},
                             "sad": {"precision": 0.5, "recall": 0.6, "f1": 0.55}},
               "true_vs_pred": {"happy": {"true": 10, "pred": 12}, "sad": {"true": 7, "pred": 5}},
