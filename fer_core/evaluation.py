@@ -344,7 +344,8 @@ def fit_temperature(y_true, probs, method: str = "ece") -> float:
     coarse = np.exp(np.linspace(np.log(0.05), np.log(20.0), 241))
     t = best(coarse)
     step = np.log(coarse[1] / coarse[0])
-    return float(best(np.exp(np.linspace(np.log(t) - step, np.log(t) + step, 81))))
+    fine = np.exp(np.linspace(np.log(t) - step, np.log(t) + step, 81))
+    return float(best(np.clip(fine, coarse[0], coarse[-1])))
 
 
 def paired_bootstrap(correct_a, correct_b, n_boot: int = 10_000, seed: int = 0,

@@ -463,10 +463,6 @@ class FerModel:
         return self.path.parent.name if self.path.name == MODEL_FILE else self.path.stem
 
     @property
-    def temperature(self) -> float:
-        return self.calibration.temperature
-
-    @property
     def default_tta(self) -> bool:
         return self.calibration.tta_default
 

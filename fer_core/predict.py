@@ -55,42 +55,18 @@ class Predictor:
             self.fer_model = FerModel.load(model, backend=backend)
         self.tta = self.fer_model.default_tta if tta is None else bool(tta)
 
-    # ---- the model's face --------------------------------------------------------------------
-    @property
-    def model(self):
-        return self.fer_model.model
+    # ---- the model's face: model, labels, label_set, model_id, n_classes, backend, ... ------
+    _FROM_MODEL = frozenset({"model", "labels", "label_set", "model_id", "n_classes", "backend",
+                             "backend_name", "calls", "faces_seen"})
 
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.fer_model.labels
-
-    @property
-    def label_set(self) -> str:
-        return self.fer_model.label_set
-
-    @property
-    def model_id(self) -> str:
-        return self.fer_model.model_id
+    def __getattr__(self, name):
+        if name in Predictor._FROM_MODEL and "fer_model" in self.__dict__:
+            return getattr(self.__dict__["fer_model"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def model_path(self):
         return self.fer_model.path
-
-    @property
-    def n_classes(self) -> int:
-        return self.fer_model.n_classes
-
-    @property
-    def backend(self):
-        return self.fer_model.backend
-
-    @property
-    def backend_name(self) -> str:
-        return self.fer_model.backend_name
-
-    @property
-    def calls(self) -> int:
-        return self.fer_model.calls
 
     @property
     def detector(self) -> vision.FaceDetector:
