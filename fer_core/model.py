@@ -12,8 +12,11 @@ temperature per TTA setting, fitted by :func:`fer_core.evaluation.calibrate`; no
 Backends: a saved model is converted once to a TensorFlow Lite flatbuffer (XNNPACK kernels;
 cached on disk per model id) and checked against Keras on a probe batch; if conversion fails or
 the outputs differ, a ``tf.function`` with a free batch dimension is used (``backend_name`` tells
-which). Faces go through the model in chunks of ``BUCKETS[-1]``; a partial chunk is padded to a
-power-of-two bucket so interpreters are reused. TFLite interpreters are not thread-safe: each
+which). TFLite has the lower per-call overhead for the few faces of a frame; Keras (oneDNN) uses
+less CPU per face on large batches, so chunks of ``BULK_BATCH`` faces or more (evaluation,
+teachers) run on the traced Keras function (``bulk_backend``). Faces go through the model in
+chunks of ``BUCKETS[-1]``; a partial chunk is padded to a power-of-two bucket so interpreters
+are reused. TFLite interpreters are not thread-safe: each
 call borrows one from a pool per batch size, so one FerModel can be shared by every thread.
 
 A model built in memory (``FerModel.wrap``) defaults to the Keras backend and reads its weights
@@ -51,6 +54,7 @@ __all__ = ["FerModel", "FacePrediction", "default_labels", "load_keras", "apply_
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 TFLITE_FORMAT = 1  # bump to invalidate cached conversions
 TFLITE_THREADS = int(os.environ.get("FER_TFLITE_THREADS", "2"))
+BULK_BATCH = 32  # chunks of at least this many faces go to the bulk backend
 MODEL_FILE = "model.keras"
 CALIBRATION_FILE = "calibration.json"
 # Flip TTA for a model whose calibration.json does not decide it (see ``tta_default`` there).
@@ -109,6 +113,21 @@ def calibration_file(path) -> Path:
     f = model_file(path)
     return f.parent / CALIBRATION_FILE if f.name == MODEL_FILE else \
         f.with_suffix(".calibration.json")
+
+
+def stamp(path) -> tuple:
+    """(size, mtime_ns) of the model file, its labels file and its calibration file ((0, 0)
+    for a missing one): what a cached model depends on."""
+    f = model_file(path)
+    labels = f.parent / "labels.json" if f.name == MODEL_FILE else f.with_suffix(".labels.json")
+    out = []
+    for p in (f, labels, calibration_file(path)):
+        try:
+            st = p.stat()
+            out.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((0, 0))
+    return tuple(out)
 
 
 def load_keras(path, compile: bool = False):
@@ -349,7 +368,10 @@ class FerModel:
         self._count_lock = threading.Lock()
         self._logits = False
         self.backend_error: str | None = None
+        self._keras = _KerasBackend(model)
         self.backend = self._make_backend(backend, tflite_cache)
+        # bulk chunks run on Keras unless TFLite was asked for (it wins on small batches only)
+        self.bulk_backend = self.backend if backend == "tflite" else self._keras
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -366,11 +388,7 @@ class FerModel:
         if not f.exists():
             raise FerError("no such model (expected a run directory or a .keras file)",
                            where=str(p), status=404)
-        st = f.stat()
-        sidecars = (calibration_file(p), f.parent / "labels.json" if f.name == MODEL_FILE
-                    else f.with_suffix(".labels.json"))
-        stamps = tuple(s.stat().st_mtime_ns if s.exists() else 0 for s in sidecars)
-        key = (str(f.resolve()), st.st_size, st.st_mtime_ns, stamps, backend)
+        key = (str(f.resolve()), stamp(p), backend)
         with _CACHE_LOCK:
             hit = _CACHE.get(key)
             if hit is not None:
@@ -427,8 +445,8 @@ class FerModel:
 
     def _make_backend(self, backend: str, cache_file: Path | None):
         probe = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype(np.float32)
-        keras_be = _KerasBackend(self.model)
-        ref = keras_be(probe)
+        keras_be = self._keras
+        ref = keras_be(probe)  # also traces the Keras function, so a first call pays no trace
         if not np.all(np.isfinite(ref)):
             raise FerError("model outputs NaN/inf", where=str(self.path or self.model_id))
         if ref.min() < -1e-6 or not np.allclose(ref.sum(1), 1.0, atol=1e-3):
@@ -454,6 +472,11 @@ class FerModel:
     @property
     def backend_name(self) -> str:
         return self.backend.name
+
+    def backend_for(self, batch: int):
+        """The backend that runs a chunk of ``batch`` faces: :attr:`backend` for live-sized
+        batches, :attr:`bulk_backend` from ``BULK_BATCH`` faces on."""
+        return self.bulk_backend if batch >= BULK_BATCH else self.backend
 
     @property
     def name(self) -> str:
@@ -496,7 +519,7 @@ class FerModel:
             b = _bucket(m)
             if b != m:
                 chunk = np.concatenate([chunk, np.zeros((b - m, 48, 48, 1), np.float32)])
-            out[start:start + m] = self.backend(np.ascontiguousarray(chunk))[:m]
+            out[start:start + m] = self.backend_for(b)(np.ascontiguousarray(chunk))[:m]
             with self._count_lock:
                 self.calls += 1
                 self.faces_seen += m

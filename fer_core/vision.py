@@ -29,8 +29,8 @@ from fer_core.errors import FerError
 
 FACE_SIZE = 48
 MAX_PIXELS = 40_000_000
-# A Haar box is ~4 % smaller than the FER2013 crop of the same face (measured on FER2013 faces
-# placed in frames), so a 2 % margin per side reproduces the training framing.
+# A Haar box is a little tighter than the FER2013 crop of the same face; this margin per side
+# reproduces the training framing.
 DEFAULT_MARGIN = 0.02
 HAAR_FILE = "haarcascade_frontalface_default.xml"
 

@@ -38,7 +38,7 @@ def ice_servers() -> list[dict]:
     """ICE servers for WebRTC: ``FER_ICE_SERVERS`` as a JSON list, else none.
 
     With no server a local browser connects at once; an unreachable STUN server would make
-    connecting wait for ~40 s. Raises FerError when the variable is not a JSON list of objects.
+    connecting wait for its timeout. Raises FerError when the variable is not a JSON list of objects.
     """
     raw = os.environ.get("FER_ICE_SERVERS", "").strip()
     if not raw:
@@ -61,17 +61,11 @@ class ModelChoice:
     kind: str  # "env" | "shipped" | "run"
 
 
-def _model_file(path: Path) -> Path:
-    path = Path(path)
-    return path / "model.keras" if path.is_dir() else path
-
-
-def model_stamp(path) -> float:
-    """Modification time of the model file (0 when missing): part of every cache key."""
-    try:
-        return _model_file(Path(path)).stat().st_mtime
-    except OSError:
-        return 0.0
+def model_stamp(path) -> tuple:
+    """Sizes and mtimes of the model file, its labels and its calibration: part of every
+    cache key, so a retrained or recalibrated model is picked up."""
+    from fer_core.model import stamp
+    return stamp(path)
 
 
 def _list_runs() -> list:
@@ -158,7 +152,7 @@ def detector_settings(key: str = "det", container=None, preset: str = "photo") -
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=6)
-def _model(path: str, stamp: float):
+def _model(path: str, stamp: tuple):
     from fer_core.model import FerModel
     return FerModel.load(path)
 

@@ -112,7 +112,7 @@ def run(args) -> dict:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "evaluate_tta_s": round(tta, 3),
         "faces_per_s": round(report["n"] / warm, 1),
-        "backend": lm.backend_name,
+        "backend": report["timing"]["backend"],
         "target_evaluate_s": TARGET_EVAL_S,
         "evaluate_ok": cold <= TARGET_EVAL_S,
         "accuracy": report["accuracy"],

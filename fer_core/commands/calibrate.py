@@ -58,6 +58,7 @@ def run(args) -> int:
         raise FerError(f"the data has no {args.split!r} split (it has {ds.splits})",
                        where="--split")
     record = evaluation.calibrate(model, ds, split=args.split, n_boot=args.bootstrap)
+    record["data"] = args.data
     if not args.no_write:
         record["written"] = str(evaluation.write_calibration(model, record))
     emit(args, record, format_record(record))
