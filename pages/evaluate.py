@@ -8,7 +8,7 @@ from fer_core.errors import FerError
 from ui.data import dataset_label, get_active_dataset
 from ui.figures import (confusion_figure, delta_figure, face_gallery, per_class_figure,
                         prob_bars, reliability_figure, true_vs_pred_figure)
-from ui.models import evaluate_cached, get_model, model_figures, model_picker
+from ui.models import demo_note, evaluate_cached, get_model, model_picker
 
 st.title("📊 Evaluate")
 ds = get_active_dataset()
@@ -46,21 +46,9 @@ except FerError as exc:
 if report.get("remapped"):
     st.info(f"Labels mapped explicitly: {report['remapped']}.")
 if report.get("synthetic_data"):
-    card = model_figures(model_path)
-    trained_on = card.get("data_source")
-    if card.get("accuracy") is not None and not card.get("synthetic"):
-        st.warning(
-            f"**Synthetic demo data: drawn faces, not real people.** This model was trained on "
-            f"real faces ({card.get('label_set') or 'its'} labels"
-            f"{', FER2013' if trained_on and 'fer2013' in trained_on.lower() else ''}), so "
-            f"the figures below say how far drawings are from its training data, not how good "
-            f"it is. Its model card reports **{card['accuracy']:.1%} accuracy** and macro-F1 "
-            f"{card['macro_f1']:.3f} on {card['n']:,} real validation faces"
-            f"{' (FER2013 PublicTest)' if card.get('label_set') == 'fer7' else ''}. "
-            "To measure it on real faces, download FER2013 (Kaggle: *Challenges in "
-            "Representation Learning: Facial Expression Recognition Challenge*, "
-            "`fer2013.csv`), put it in `data/` or upload it in the Dataset Explorer, or start "
-            "the app with `FER_DATA=/path/to/fer2013.csv`; then pick it here.")
+    note = demo_note(model_path)
+    if note:
+        st.warning(note)
     else:
         st.caption("Synthetic demo data: drawn faces, not real people.")
 
@@ -178,11 +166,13 @@ with tabs[3]:
 with tabs[4]:
     before, after = report["uncalibrated"]["ece"], report["ece"]
     if report.get("calibrated"):
+        fitted = get_model(model_path).calibration.record
         st.markdown(f"Probabilities are calibrated by temperature scaling (T = "
                     f"{report['temperature']:.3f}, fitted with `python -m fer_core calibrate` "
-                    f"and stored in the model's calibration.json). Expected calibration "
-                    f"error on this split: **{before:.3f} before, {after:.3f} after**; the "
-                    "predicted class, and so accuracy, does not change.")
+                    f"on {fitted.get('n', 0):,} faces of split '{fitted.get('split', '?')}' and "
+                    f"stored in the model's calibration.json). Expected calibration error on "
+                    f"this split: **{before:.3f} before, {after:.3f} after**; the predicted "
+                    "class, and so accuracy, does not change.")
     else:
         st.markdown(f"This model has no calibration.json, so its probabilities are shown as the "
                     f"network outputs them (T = 1, ECE {after:.3f}). Fit one with "

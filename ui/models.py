@@ -236,6 +236,24 @@ def model_figures(path) -> dict:
             "data_source": str(data.get("source") or ""), "synthetic": bool(data.get("synthetic"))}
 
 
+def demo_note(path) -> str | None:
+    """Why a model trained on real faces scores low on the drawn demo faces, its model-card
+    figures and how to load FER2013 (Markdown); None for a model without such figures."""
+    card = model_figures(path)
+    if card.get("accuracy") is None or card.get("synthetic"):
+        return None
+    fer = card.get("label_set") == "fer7" and "fer2013" in card.get("data_source", "").lower()
+    return (f"**Synthetic demo data: drawn faces, not real people.** This model was trained on "
+            f"real faces{' (FER2013)' if fer else ''}, so the figures below say how far "
+            "drawings are from its training data, not how good it is. Its model card reports "
+            f"**{card['accuracy']:.1%} accuracy** and macro-F1 {card['macro_f1']:.3f} on "
+            f"{card['n']:,} real validation faces{' (FER2013 PublicTest)' if fer else ''}. "
+            "To measure it on real faces, download FER2013 (Kaggle: *Challenges in "
+            "Representation Learning: Facial Expression Recognition Challenge*, `fer2013.csv`), "
+            "put it in `data/` or upload it in the Dataset Explorer, or start the app with "
+            "`FER_DATA=/path/to/fer2013.csv`; then pick it here.")
+
+
 def run_details(path) -> dict:
     """card (markdown or None), metrics, config, history (list of per-epoch dicts), labels."""
     run = runs.load_run(Path(path))
