@@ -57,7 +57,7 @@ class Predictor:
 
     # ---- the model's face: model, labels, label_set, model_id, n_classes, backend, ... ------
     _FROM_MODEL = frozenset({"model", "labels", "label_set", "model_id", "n_classes", "backend",
-                             "backend_name", "calls", "faces_seen"})
+                             "backend_name", "backend_error", "calls", "faces_seen"})
 
     def __getattr__(self, name):
         if name in Predictor._FROM_MODEL and "fer_model" in self.__dict__:

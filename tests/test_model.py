@@ -88,6 +88,19 @@ def test_flip_tta_is_the_mean_of_the_face_and_its_mirror(run):
     assert not np.allclose(both, plain)
 
 
+def test_evaluate_reports_progress_in_faces(run):
+    from tests.factories import pattern_faces
+
+    ds = pattern_faces(n_per_class=20, seed=1)
+    n = int((ds.split == "val").sum())
+    for tta in (False, True):
+        seen = []
+        evaluation.evaluate(run, ds, split="val", tta=tta, batch_size=16,
+                            progress=lambda done, total: seen.append((done, total)))
+        assert seen[-1] == (n, n) and len(seen) == -(-n * (1 + tta) // 16)
+        assert all(a[0] < b[0] for a, b in zip(seen, seen[1:]))
+
+
 # ------------------------------------------------------------------ calibration
 
 def test_temperature_never_changes_the_predicted_class():

@@ -197,11 +197,10 @@ def evaluate_cached(path, ds, split: str, tta: bool = False, progress: bool = Tr
             store.move_to_end(key)
             return store[key]
     model = get_model(path)
-    bar = st.progress(0.0, text=f"Evaluating {model.name}…") if progress else None
+    bar = st.progress(0.0, text="Evaluating…") if progress else None
 
     def step(done, total):
-        bar.progress(min(1.0, done / total), text=f"Evaluating {model.name}: "
-                                                  f"{done:,} of {total:,} faces")
+        bar.progress(min(1.0, done / total), text=f"Evaluating: {done:,} of {total:,} faces")
     try:
         result = evaluation.evaluate(model, ds, split=split, tta=tta, return_predictions=True,
                                      progress=step if bar is not None else None)
