@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
@@ -11,7 +13,7 @@ from fer_core.api.deps import (get_service, get_store, media_type, read_form, re
                                require_api_key, unsupported_body, upload_bytes)
 from fer_core.api.errors import ApiError
 from fer_core.api.feedback_store import FeedbackStore
-from fer_core.api.imaging import b64decode
+from fer_core.api.imaging import b64decode, declared_pixels
 from fer_core.api.schemas import FeedbackJSON, FeedbackResponse
 from fer_core.api.service import ModelService
 from fer_core.api.settings import FALSE_WORDS, TRUE_WORDS
@@ -88,7 +90,9 @@ async def feedback(request: Request, service: ModelService = Depends(get_service
                            "send the image instead", 404)
         crop, predicted, model_id = hit
     else:
-        faces, boxes = await run_in_threadpool(service.prepare, data, detect)
+        budget = getattr(request.app.state, "decode_budget", None)
+        async with budget.hold(declared_pixels(data)) if budget else contextlib.nullcontext():
+            faces, boxes = await run_in_threadpool(service.prepare, data, detect)
         if len(faces) == 0:
             raise ApiError("no_face", "image: no face found; send a face crop with "
                            "detect=false", 422)
