@@ -5,6 +5,7 @@ import streamlit as st
 from fer_core.errors import FerError
 from ui.data import max_upload_mb
 from ui.models import model_picker
+from ui.text import md
 from ui.video import (VIDEO_SUFFIXES, current, data_videos, fmt_seconds, results, share_figure,
                       start, status, timeline_figure)
 
@@ -28,7 +29,7 @@ st.caption("Emotions over time for each face in a video file: a table per frame 
 handle = current()
 snap = status(handle) if handle is not None else None
 if snap and snap["running"]:
-    st.info(f"Analysing **{snap['name']}**.", icon="⏳")
+    st.info(f"Analysing **{md(snap['name'])}**.", icon="⏳")
     live(handle)
     st.stop()
 
@@ -61,14 +62,17 @@ if go_:
         else:
             st.session_state["video_error"] = "Choose a video first."
     except FerError as exc:
-        st.session_state["video_error"] = f"Cannot analyse this video: {exc}"
+        st.session_state["video_error"] = f"Cannot analyse this video: {md(exc)}"
     st.rerun()
 
 if snap is None:
     st.stop()
-st.subheader(f"Last video: {snap['name']} ({snap['status']})", anchor=False)
+st.subheader(f"Last video: {md(snap['name'])} ({snap['status']})", anchor=False)
 if snap["status"] not in ("finished", "stopped"):
-    st.error(snap["error"] or f"The analysis ended ({snap['status']}, {snap['signal'] or '-'}).")
+    st.error(md(snap["error"]) if snap["error"] else
+             f"The analysis ended ({snap['status']}, {snap['signal'] or 'no signal'}).")
+    if snap["log_tail"]:
+        st.code("\n".join(snap["log_tail"][-10:]), language=None)
     st.stop()
 res = results(snap["job_dir"])
 if res is None:
@@ -76,7 +80,7 @@ if res is None:
     st.stop()
 summary, df = res["summary"], res["frames"]
 for w in summary["warnings"]:
-    st.warning(w)
+    st.warning(md(w))
 v, p = summary["video"], summary["processing"]
 m = st.columns(4)
 m[0].metric("duration", fmt_seconds(v["duration_s"]))

@@ -1,18 +1,12 @@
 """The video job API: upload -> 202, status/progress, summary, frames.csv, limits, errors, TTL.
 
-Runs with the real job runner (``fer_core.jobs``) when it is installed; otherwise with a stand-in
-that implements the same interface in a thread, so the router is still exercised."""
+Jobs run for real: a child process per video through ``fer_core.jobs``."""
 
 from __future__ import annotations
 
 import csv
-import importlib
 import io
-import json
-import sys
-import threading
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -23,94 +17,6 @@ from fer_core.api.app import create_app
 from fer_core.api.routers.videos import VideoSettings, cleanup
 from fer_core.api.settings import Settings
 from tests.test_api import tiny_model_dir
-
-
-def _stub_jobs() -> types.ModuleType:
-    """The fer_core.jobs interface (JobRunner/JobHandle/JobContext) run in a thread."""
-    m = types.ModuleType("fer_core.jobs")
-    registry: dict[str, str] = {}
-    handles: dict[str, "Handle"] = {}
-
-    class Ctx:
-        def __init__(self, job_dir, stop):
-            self.job_dir, self._stop, self._t0 = Path(job_dir), stop, time.time()
-
-        def emit(self, event):
-            with open(self.job_dir / "events.jsonl", "a") as f:
-                f.write(json.dumps(event) + "\n")
-
-        def progress(self, done, total, **extra):
-            el = time.time() - self._t0
-            eta = (total - done) * el / done if total and done else None
-            self.emit({"type": "progress", "done": done, "total": total, "eta_sec": eta, **extra})
-
-        def stop_requested(self):
-            return self._stop.is_set()
-
-    class Handle:
-        def __init__(self, job_dir, kind, spec):
-            self.job_dir, self.kind, self._stop = Path(job_dir), kind, threading.Event()
-            self._state = {"status": "running", "error": None, "result": None}
-            mod, fn = registry[kind].split(":")
-            target = getattr(importlib.import_module(mod), fn)
-
-            def work():
-                try:
-                    self._state["result"] = target(spec, Ctx(job_dir, self._stop))
-                    self._state["status"] = "stopped" if self._stop.is_set() else "finished"
-                except Exception as e:  # noqa: BLE001
-                    self._state.update(status="failed", error=str(e))
-            self._thread = threading.Thread(target=work, daemon=True)
-            self._thread.start()
-
-        def state(self):
-            return dict(self._state)
-
-        def events(self, since=0):
-            p = self.job_dir / "events.jsonl"
-            lines = p.read_text().splitlines() if p.exists() else []
-            return [json.loads(x) for x in lines[since:]], len(lines)
-
-        @property
-        def running(self):
-            return self._thread.is_alive()
-
-        def stop(self):
-            self._stop.set()
-
-        def wait(self, timeout=None):
-            self._thread.join(timeout)
-            return not self.running
-
-    class JobRunner:
-        def __init__(self, root):
-            self.root = str(root)
-
-        def start(self, kind, spec, job_dir):
-            h = handles[self.root] = Handle(job_dir, kind, spec)
-            return h
-
-        def current(self):
-            return handles.get(self.root)
-
-    m.register = registry.__setitem__
-    m.JobRunner = JobRunner
-    return m
-
-
-@pytest.fixture(scope="module")
-def jobs_module():
-    try:
-        import fer_core.jobs  # noqa: F401
-        yield None
-    except ImportError:
-        stub = _stub_jobs()
-        sys.modules["fer_core.jobs"] = stub
-        import fer_core
-        fer_core.jobs = stub
-        yield stub
-        del sys.modules["fer_core.jobs"]
-        del fer_core.jobs
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +47,7 @@ def wait_done(c, vid, timeout=180):
     raise AssertionError("video job did not finish")
 
 
-def test_upload_status_summary_and_csv(jobs_module, tmp_path, model_dir, clip):
+def test_upload_status_summary_and_csv(tmp_path, model_dir, clip):
     with make_client(tmp_path, model_dir) as c:
         with open(clip, "rb") as f:
             r = c.post("/v1/videos", files={"file": ("talk.mp4", f, "video/mp4")},
@@ -167,7 +73,7 @@ def test_upload_status_summary_and_csv(jobs_module, tmp_path, model_dir, clip):
         assert c.get(f"/v1/videos/{vid}").status_code == 404
 
 
-def test_errors_are_json_4xx(jobs_module, tmp_path, model_dir, clip):
+def test_errors_are_json_4xx(tmp_path, model_dir, clip):
     with make_client(tmp_path, model_dir, max_mb=0.01, max_seconds=1.0) as c:
         r = c.post("/v1/videos", files={"file": ("notes.mp4", b"hello" * 100, "video/mp4")})
         assert r.status_code == 415 and r.json()["error"] == "not_a_video"
@@ -189,7 +95,7 @@ def test_errors_are_json_4xx(jobs_module, tmp_path, model_dir, clip):
         assert r.status_code == 413 and r.json()["error"] == "too_long"
 
 
-def test_jobs_in_flight_limit_and_ttl_cleanup(jobs_module, tmp_path, model_dir, clip):
+def test_jobs_in_flight_limit_and_ttl_cleanup(tmp_path, model_dir, clip):
     with make_client(tmp_path, model_dir, max_jobs=1) as c:
         with open(clip, "rb") as f:
             first = c.post("/v1/videos", files={"file": ("a.mp4", f, "video/mp4")})

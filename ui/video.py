@@ -15,8 +15,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from fer_core import DATA_DIR, runs
-from fer_core.errors import FerError
+from fer_core import DATA_DIR, jobs, runs
 from fer_core.predict import emotion_colour
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi")
@@ -27,31 +26,15 @@ def jobs_root() -> Path:
     return runs.runs_dir() / "videos"
 
 
-def _jobs():
-    try:
-        from fer_core import jobs
-    except ImportError:
-        raise FerError("video jobs need fer_core.jobs (the job runner), which is not installed",
-                       where="jobs") from None
-    try:
-        jobs.register("video", "fer_core.video:run_job")
-    except Exception:  # noqa: BLE001 - already registered
-        pass
-    return jobs
-
-
 def runner():
     root = jobs_root()
     root.mkdir(parents=True, exist_ok=True)
-    return _jobs().JobRunner(root)
+    return jobs.JobRunner(root)
 
 
 def current():
     """The running or latest video job (a JobHandle), or None."""
-    try:
-        return runner().current()
-    except FerError:
-        return None
+    return runner().current()
 
 
 def data_videos(folder: Path | None = None) -> list[Path]:

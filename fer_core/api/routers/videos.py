@@ -31,6 +31,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from fer_core import jobs
 from fer_core.api import errors
 from fer_core.api.deps import media_type, read_form, unsupported_body
 from fer_core.api.errors import ApiError
@@ -99,19 +100,6 @@ def settings_of(request: Request) -> VideoSettings:
     return s
 
 
-def _jobs():
-    try:
-        from fer_core import jobs
-    except ImportError:
-        raise ApiError("unavailable", "video jobs need fer_core.jobs, which is not installed",
-                       503) from None
-    try:
-        jobs.register("video", "fer_core.video:run_job")
-    except Exception:  # noqa: BLE001 - already registered
-        pass
-    return jobs
-
-
 def _dir(s: VideoSettings, vid: str) -> Path:
     if not _ID.match(vid):
         raise ApiError("not_found", "no such video job", 404, where=vid)
@@ -122,7 +110,7 @@ def _dir(s: VideoSettings, vid: str) -> Path:
 
 
 def _handle(d: Path):
-    return _jobs().JobRunner(d).current()
+    return jobs.JobRunner(d).current()
 
 
 def _describe(d: Path) -> dict:
@@ -259,7 +247,7 @@ async def create_video(request: Request):
             "annotate": annotate, "max_duration_s": s.max_seconds}
     (d / "job").mkdir()
     try:
-        await run_in_threadpool(_jobs().JobRunner(d).start, "video", spec, d / "job")
+        await run_in_threadpool(jobs.JobRunner(d).start, "video", spec, d / "job")
     except BaseException:
         shutil.rmtree(d, ignore_errors=True)
         raise
