@@ -14,8 +14,8 @@ Shared by the live webcam (:mod:`fer_core.webcam`) and video files (:mod:`fer_co
   the whole frame is searched again.
 * Matching: greedy assignment of detections to tracks by IoU, with a bonus for centres closer
   than half a face width. Unmatched detections start a new track with the next id; a track not
-  detected for more than ``max_missing`` frames is dropped, so an id stays with a face while it is in
-  view (or hidden for at most ``max_missing`` frames).
+  detected for more than ``max_missing`` frames is dropped, so an id stays with a face while it
+  is in view (or hidden for at most ``max_missing`` frames).
 * Following (video files): between two detections :meth:`Tracker.follow` moves each box by
   template matching on the grey frames, which costs a fraction of a Haar search.
 * Smoothing (optional): per track, ``probs = smoothing * probs + (1 - smoothing) * new``.
@@ -85,7 +85,8 @@ class Tracker:
                smoothing: float = 0.0) -> list[Track]:
         """Match ``boxes`` (N, 4) of frame ``frame_no`` to tracks; returns the N tracks in box
         order. With ``probs`` (N, C) each track's probabilities are updated (EMA with
-        ``smoothing``, renormalised). Tracks not detected for more than ``max_missing`` frames go."""
+        ``smoothing``, renormalised). Tracks not detected for more than ``max_missing`` frames
+        are dropped."""
         boxes = np.asarray(boxes).reshape(-1, 4)
         pairs = []
         for j, b in enumerate(boxes):
@@ -131,8 +132,8 @@ class Tracker:
         """Move each track's box from grey frame ``prev`` to grey frame ``grey`` by template
         matching (normalised cross-correlation of the face, shrunk to ~24 px, within half a face
         of where it was): the cheap step between two detections. Tracks whose best match scores
-        below ``min_score`` stay put and are not marked seen. Only a detection (:meth:`update`) keeps
-        a track alive. Returns the tracks that moved."""
+        below ``min_score`` stay put and are not marked seen. Only a detection (:meth:`update`)
+        keeps a track alive. Returns the tracks that moved."""
         h, w = grey.shape[:2]
         moved = []
         for tr in self.tracks:

@@ -14,7 +14,8 @@ from tests.conftest import ARTIFACTS_DIR
 
 pytestmark = pytest.mark.browser
 
-TRACES = "(Array.from(document.querySelectorAll('.js-plotly-plot')).map(p => (p.data || []).length))"
+TRACES = ("(Array.from(document.querySelectorAll('.js-plotly-plot'))"
+          ".map(p => (p.data || []).length))")
 
 
 def test_upload_analyse_timeline_download_and_play(streamlit_server, page, tmp_path):

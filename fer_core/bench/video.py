@@ -80,9 +80,10 @@ _CHILD = """
 import json, resource, sys
 from fer_core import video
 s = video.analyze(sys.argv[1], sys.argv[2], model=sys.argv[3] or None, every=int(sys.argv[4]))
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"frames": s["video"]["frames"], "rows": s["processing"]["rows"],
                   "frames_per_sec": s["processing"]["frames_per_sec"],
-                  "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+                  "maxrss_mb": round(rss, 1)}))
 """
 
 
