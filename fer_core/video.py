@@ -12,11 +12,13 @@ luma plane without a colour conversion (the detector and the model only need gre
 encoder (libx264) for the annotated video, which OpenCV's wheel does not ship.
 
 Every frame is decoded as grey (downscaled when larger than ``work_side``). Every ``every``-th
-frame is *analysed*: a full-frame Haar detection (the ``detector_config()`` preset), all faces
-classified in one model call (``Predictor.predict_faces``: calibrated if the model is), and the
-detections matched to tracks (:mod:`fer_core.tracking`, shared with the webcam). On the frames in
-between the tracker follows each face by template matching, so boxes and ids stay with moving
-faces; each analysed label holds until the next analysed frame for the share of time. Memory is
+frame is *analysed*: faces are detected (Haar, the ``detector_config()`` preset) on the whole
+frame about once every ``full_detection_s`` and around the tracked faces on the other analysed
+frames (the whole frame again if a face is lost), the same plan as the webcam
+(:mod:`fer_core.tracking`); all faces are classified in one model call
+(``Predictor.predict_faces``: calibrated if the model is) and matched to tracks. On the frames
+in between, the tracker follows each face by template matching, so boxes and ids stay with
+moving faces; each analysed label holds until the next analysed frame for the share of time. Memory is
 constant: one frame at a time (two with ``annotate``), rows streamed to disk.
 
 Outputs in ``out_dir`` (written as ``*.part`` and renamed when complete):
@@ -55,7 +57,7 @@ import numpy as np
 
 from fer_core import atomic
 from fer_core.errors import FerError
-from fer_core.tracking import Tracker
+from fer_core.tracking import Tracker, find_faces
 from fer_core.vision import DetectorConfig, crop_faces
 
 __all__ = ["analyze", "probe", "run_job", "detector_config", "synthetic_clip", "DEFAULT_EVERY",
@@ -395,7 +397,8 @@ def _progress_every(interval: float = 0.5):
 def analyze(path, out_dir, *, predictor=None, model=None, every: int = DEFAULT_EVERY,
             smoothing: float = 0.0, annotate: bool = False, progress=None, should_stop=None,
             max_duration_s: float | None = None, name: str | None = None,
-            work_side: int = WORK_SIDE, max_missing_s: float = 0.5) -> dict:
+            work_side: int = WORK_SIDE, max_missing_s: float = 0.5,
+            full_detection_s: float = 1.0) -> dict:
     """Analyse the video at ``path``; writes ``frames.csv``, ``summary.json`` (and
     ``annotated.*``) into ``out_dir`` and returns the summary (see the module docstring).
 
@@ -428,13 +431,14 @@ def analyze(path, out_dir, *, predictor=None, model=None, every: int = DEFAULT_E
             raise FerError(f"cannot create the output folder ({e.strerror or e})",
                            where=str(out_dir)) from None
         return _run(reader, out_dir, predictor, int(every), float(smoothing), bool(annotate),
-                    progress, should_stop, max_duration_s, where, max_missing_s)
+                    progress, should_stop, max_duration_s, where, max_missing_s,
+                    full_detection_s)
     finally:
         reader.close()
 
 
 def _run(reader, out_dir, predictor, every, smoothing, annotate, progress, should_stop,
-         max_duration_s, where, max_missing_s):
+         max_duration_s, where, max_missing_s, full_detection_s):
     labels = list(predictor.labels)
     n_labels = len(labels)
     csv_final, csv_part = out_dir / FRAMES_CSV, out_dir / (FRAMES_CSV + ".part")
@@ -443,6 +447,8 @@ def _run(reader, out_dir, predictor, every, smoothing, annotate, progress, shoul
         header += ["emotion_smoothed", *(f"{lbl}_smoothed" for lbl in labels)]
     rate = reader.rate or 30.0
     tracker = Tracker(max_missing=max(every, int(round(max_missing_s * rate))))
+    # whole-frame detection about once a second (new faces); around known faces in between
+    full_every = every * max(1, int(round(rate * full_detection_s / every)))
     prev_grey = None
     last_analysed = -1
     if annotate:
@@ -483,7 +489,8 @@ def _run(reader, out_dir, predictor, every, smoothing, annotate, progress, shoul
             prev_grey = grey
             if index % every == 0:  # an analysed frame: detect and classify
                 inv = 1.0 / reader.scale  # work copy -> displayed pixels (known from frame 0)
-                boxes = predictor.detect(grey)
+                near = tracker.search_regions(index, full_every)
+                boxes = find_faces(predictor.detect, grey, near)
                 probs = (predictor.predict_faces(crop_faces(grey, boxes, predictor.margin))
                          if len(boxes) else np.zeros((0, n_labels), np.float32))
                 tracks = tracker.update(boxes, index, probs, smoothing)
