@@ -537,7 +537,7 @@ def _run(reader, out_dir, predictor, every, smoothing, annotate, progress, shoul
             el = time.perf_counter() - t0
             progress(n_frames, n_frames, fps=round(n_frames / el, 1) if el > 0 else None,
                      time_s=round(last_t, 3))
-        if n_frames == 0:
+        if n_frames == 0 and not stopped_by_user:
             raise FerError("no frames: the video stream has nothing to decode"
                            + (f" ({reader.stopped['reason']})" if reader.stopped else ""),
                            where=where)

@@ -155,6 +155,10 @@ def test_stop_request_keeps_what_was_analysed(clip, predictor, tmp_path):
     assert s["video"]["frames"] == 24 and s["processing"]["stopped_by_user"]["frame"] == 24
     assert len(rows(tmp_path / "frames.csv")) == 2 * 12
     assert any("stopped on request" in w for w in s["warnings"])
+    # stopped before the first frame (e.g. while the model loaded): empty outputs, not an error
+    s = video.analyze(clip, tmp_path / "early", predictor=predictor, should_stop=lambda: True)
+    assert s["video"]["frames"] == 0 and s["faces"] == []
+    assert len((tmp_path / "early" / "frames.csv").read_text().splitlines()) == 1
 
 
 def test_progress_reports_frames(clip, predictor, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pytest
 
@@ -13,6 +14,7 @@ from fer_core.labels import FER7
 from tests.conftest import ARTIFACTS_DIR
 
 pytestmark = pytest.mark.browser
+ANALYSED = re.compile(r"[1-9][0-9]*/[0-9]+ frames")  # the job has analysed frames
 
 TRACES = ("(Array.from(document.querySelectorAll('.js-plotly-plot'))"
           ".map(p => (p.data || []).length))")
@@ -61,3 +63,35 @@ def test_upload_analyse_timeline_download_and_play(streamlit_server, page, tmp_p
     size = page.evaluate("() => { const v = document.querySelector('video');"
                          " return [v.videoWidth, v.videoHeight]; }")
     assert size == [640, 480 + 44]
+
+
+def test_the_job_survives_leaving_the_page_and_cancel_keeps_partial_results(streamlit_server,
+                                                                           page, tmp_path):
+    from playwright.sync_api import expect
+
+    clip = video.synthetic_clip(tmp_path / "long.mp4", seconds=300, size=(320, 240), faces=1,
+                                face_size=50)
+    page.goto(f"{streamlit_server.url}/video")
+    main = page.get_by_test_id("stMain")
+    expect(main.get_by_role("heading", name="Video")).to_be_visible(timeout=90_000)
+    main.locator("input[type=file]").set_input_files(str(clip))
+    expect(main.get_by_text("long.mp4")).to_be_visible(timeout=30_000)
+    main.get_by_role("button", name="▶ Analyse", exact=True).click()
+    expect(main.get_by_text("Analysing")).to_be_visible(timeout=60_000)
+    expect(main.get_by_test_id("stProgress")).to_contain_text(ANALYSED, timeout=120_000)
+
+    page.goto(f"{streamlit_server.url}/")  # leave, then come back: the job is still there
+    expect(main.get_by_role("heading", name="FER Studio").first).to_be_visible(timeout=60_000)
+    page.goto(f"{streamlit_server.url}/video")
+    expect(main.get_by_text("Analysing")).to_be_visible(timeout=60_000)
+    expect(main.get_by_test_id("stProgress")).to_contain_text(ANALYSED, timeout=60_000)
+
+    main.get_by_role("button", name="Cancel").click()
+    done = main.get_by_role("heading", name="Last video")
+    expect(done).to_be_visible(timeout=120_000)
+    expect(done).to_contain_text("stopped")
+    expect(main.get_by_text("stopped on request")).to_be_visible()
+    page.wait_for_function(f"{TRACES}.length >= 2", timeout=60_000)
+    frames = main.get_by_test_id("stMetric").filter(has_text="frames").first  # not frames/s
+    n = int(frames.inner_text().split()[-1])
+    assert 0 < n < 9000
