@@ -20,6 +20,7 @@ from fer_core.predict import emotion_colour
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi")
 MAX_POINTS = 4000  # per face in a timeline figure (the CSV keeps every row)
+KEEP_JOBS = 5     # finished video jobs kept on disk (older ones are deleted at the next start)
 
 
 def jobs_root() -> Path:
@@ -47,10 +48,23 @@ def data_videos(folder: Path | None = None) -> list[Path]:
     return found
 
 
+def prune(keep: int = KEEP_JOBS) -> None:
+    """Delete all but the ``keep`` newest video job folders (uploads and results)."""
+    import shutil
+    root = jobs_root()
+    if not root.is_dir():
+        return
+    dirs = sorted((d for d in root.iterdir() if d.is_dir() and (d / "job.json").exists()),
+                  key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in dirs[keep:]:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def start(name: str, *, data: bytes | None = None, path: Path | None = None, model=None,
           every: int = 5, smoothing: float = 0.0, annotate: bool = False):
     """Start a video job on an uploaded file (``data``) or a file on disk (``path``)."""
     from fer_core import video
+    prune(KEEP_JOBS - 1)
     job_dir = jobs_root() / time.strftime("%Y%m%d-%H%M%S")
     suffix = 1
     while job_dir.exists():
