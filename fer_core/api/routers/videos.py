@@ -1,6 +1,6 @@
 """Video jobs: ``POST /v1/videos`` (multipart ``file``) -> 202 + id; ``GET /v1/videos/{id}``
 (status, progress, summary when done); ``GET /v1/videos/{id}/frames.csv``, ``.../summary.json``
-and ``.../annotated``; ``DELETE /v1/videos/{id}`` (stop and remove).
+and ``.../annotated``. Jobs and their files are deleted after a time to live.
 
 Each video runs as a ``"video"`` job (:func:`fer_core.video.run_job`) in a child process started
 by :mod:`fer_core.jobs`, one job root per video under ``FER_VIDEO_DIR``, so the server only
@@ -296,18 +296,3 @@ async def get_annotated(vid: str, request: Request):
         if (d / "job" / name).is_file():
             return FileResponse(d / "job" / name, media_type=mt, filename=f"{vid}-{name}")
     await run_in_threadpool(_result, request, vid, "annotated.mp4")  # 409 or 404
-
-
-@router.delete("/videos/{vid}", status_code=204, responses=errors.responses(404),
-               summary="Stop the analysis if it runs, and delete the upload and results")
-async def delete_video(vid: str, request: Request):
-    d = _dir(settings_of(request), vid)
-
-    def stop_and_remove():
-        h = _handle(d)
-        if h is not None and h.running:
-            h.stop()
-            h.wait(30)
-        shutil.rmtree(d, ignore_errors=True)
-    await run_in_threadpool(stop_and_remove)
-
