@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -299,3 +300,15 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path):
     r = _cli("video", tmp_path / "notes.mp4", "--out", tmp_path / "out", timeout=60)
     assert r.returncode == 2 and "not a video file" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_pyav_after_tensorflow_in_one_process(clip):
+    """fer_core.video imports av lazily, often after TensorFlow: that order must not crash
+    (unlike TensorFlow before pylibsrtp, see tests/test_import_order.py)."""
+    code = ("import tensorflow, av\n"
+            f"c = av.open({str(clip)!r})\n"
+            "print(sum(1 for _ in c.decode(video=0)))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=240, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert r.stdout.split()[-1] == "60"
