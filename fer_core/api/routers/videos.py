@@ -11,7 +11,8 @@ streams the upload to disk and reads the job's state and events. Limits (environ
                            ``FER_MAX_UPLOAD_MB`` of the whole API applies too: raise both)
 ``FER_VIDEO_MAX_SECONDS``  longest video accepted (default 600)
 ``FER_VIDEO_MAX_JOBS``     video jobs running at once (default 1; more answer 429)
-``FER_VIDEO_TTL_HOURS``    finished jobs (files included) are deleted after this (default 24)
+``FER_VIDEO_TTL_HOURS``    finished jobs (files included) are deleted after this, checked at each
+                           upload (default 24)
 """
 
 from __future__ import annotations
