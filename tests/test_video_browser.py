@@ -95,3 +95,20 @@ def test_the_job_survives_leaving_the_page_and_cancel_keeps_partial_results(stre
     frames = main.get_by_test_id("stMetric").filter(has_text="frames").first  # not frames/s
     n = int(frames.inner_text().split()[-1])
     assert 0 < n < 9000
+
+
+def test_a_file_that_is_not_a_video_gets_a_clear_message(streamlit_server, page, tmp_path):
+    from playwright.sync_api import expect
+
+    bad = tmp_path / "notes [x](http:__a).mp4"
+    bad.write_text("these are my meeting notes, not a video\n" * 20)
+    page.goto(f"{streamlit_server.url}/video")
+    main = page.get_by_test_id("stMain")
+    expect(main.get_by_role("heading", name="Video").first).to_be_visible(timeout=90_000)
+    main.locator("input[type=file]").set_input_files(str(bad))
+    main.get_by_role("button", name="▶ Analyse", exact=True).click()
+    alert = main.get_by_test_id("stAlert").filter(has_text="Cannot analyse this video")
+    expect(alert).to_contain_text("not a video file FFmpeg can read", timeout=60_000)
+    expect(alert).to_contain_text("notes [x](http")  # the name shown literally, not a link
+    assert alert.locator("a").count() == 0
+    assert "meeting notes" not in alert.inner_text()  # the file's content is never echoed
