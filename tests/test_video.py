@@ -312,3 +312,21 @@ def test_pyav_after_tensorflow_in_one_process(clip):
                        timeout=240, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     assert r.returncode == 0, r.stderr[-1500:]
     assert r.stdout.split()[-1] == "60"
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    import av
+    path = tmp_path / "voice.mp4"
+    out = av.open(str(path), "w")
+    s = out.add_stream("aac", rate=8000)
+    for i in range(10):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                           layout="mono")
+        frame.sample_rate, frame.pts = 8000, i * 1024
+        for p in s.encode(frame):
+            out.mux(p)
+    for p in s.encode():
+        out.mux(p)
+    out.close()
+    with pytest.raises(FerError, match=r"has no video stream \(streams: audio\)"):
+        video.probe(path)
