@@ -76,9 +76,9 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def detector_config(**changes) -> DetectorConfig:
-    """The face-detector preset for video files (CLI, app, API and benchmark): detection on a
-    <= 480 px copy of the frame, Haar scale step 1.2, faces >= 40 px."""
-    return DetectorConfig(max_side=480, scale_factor=1.2, min_size=40, **changes)
+    """The ``video`` detector preset (CLI, app, API and benchmark): detection on a <= 480 px
+    copy of the frame, Haar scale step 1.2, faces >= 40 px."""
+    return DetectorConfig.preset("video", **changes)
 
 
 def _av():
