@@ -29,6 +29,7 @@ PAGES = [  # (file, title, icon); a page is listed once its file exists
     ("pages/evaluate.py", "Evaluate", ":material/analytics:"),
     ("pages/photo.py", "Photo", ":material/photo_camera:"),
     ("pages/webcam.py", "Webcam", ":material/videocam:"),
+    ("pages/video.py", "Video", ":material/movie:"),
     ("pages/models.py", "Models", ":material/inventory_2:"),
 ]
 

@@ -1,4 +1,5 @@
-"""Command line: ``python -m fer_core {info,train,swa,evaluate,calibrate,predict,serve,bench}``.
+"""Command line: ``python -m fer_core COMMAND``, COMMAND one of ``info``, ``train``, ``swa``,
+``evaluate``, ``calibrate``, ``predict``, ``video``, ``serve``, ``bench``.
 
 Each command lives in ``fer_core/commands/<name>.py`` with ``add_parser(subparsers)`` (which sets
 ``func``) so that commands import their heavy dependencies (TensorFlow) only when they run.
@@ -14,7 +15,8 @@ import sys
 
 from fer_core.errors import FerError
 
-COMMANDS = ("info", "train", "swa", "evaluate", "calibrate", "predict", "serve", "bench")
+COMMANDS = ("info", "train", "swa", "evaluate", "calibrate", "predict", "video", "serve",
+            "bench")
 
 
 def plugins(package: str, names):

@@ -261,10 +261,11 @@ class DetectorConfig:
         """The settings of one use, shared by every entry point of that use:
 
         - ``photo``: photos and ``predict`` (the defaults);
-        - ``realtime``: the Webcam page, ``bench predict``, video analysis and
-          ``FER_DETECTOR=realtime``: detect on a <= 256 px copy, faces >= 80 px (an arm's
-          length away), scale step 1.15;
-        - ``fast``: the API's default: a <= 320 px copy, faces >= 40 px, scale step 1.2.
+        - ``realtime``: the Webcam page, ``bench predict`` and ``FER_DETECTOR=realtime``:
+          detect on a <= 256 px copy, faces >= 80 px (an arm's length away), scale step 1.15;
+        - ``fast``: the API's default: a <= 320 px copy, faces >= 40 px, scale step 1.2;
+        - ``video``: video files (``fer_core.video``: CLI, Video page, video API, ``bench
+          video``): a <= 480 px copy, faces >= 40 px, scale step 1.2.
         """
         if name not in PRESETS:
             raise FerError(f"unknown detector preset {name!r}; expected one of "
@@ -313,6 +314,7 @@ PRESETS: dict[str, dict] = {
     "photo": {},
     "realtime": {"max_side": 256, "min_size": 80, "scale_factor": 1.15},
     "fast": {"max_side": 320, "min_size": 40, "scale_factor": 1.2},
+    "video": {"max_side": 480, "min_size": 40, "scale_factor": 1.2},
 }
 
 

@@ -4,9 +4,10 @@
     out = annotator(bgr_frame)          # in the video callback (any thread)
     annotator.latest(); annotator.history(30); annotator.summary(); annotator.to_csv()
 
-* Tracking: a full-frame detection every ``detect_every`` frames (or when no face is tracked);
-  in between only the regions around known faces are searched (a few Haar scales on a small
-  crop). Faces are matched to tracks by IoU/centre distance and keep an id ("#1").
+* Tracking (:mod:`fer_core.tracking`, shared with video files): a full-frame detection every
+  ``detect_every`` frames (or when no face is tracked); in between only the regions around known
+  faces are searched (a few Haar scales on a small crop). Faces are matched to tracks by
+  IoU/centre distance and keep an id ("#1").
 * Smoothing: per face, an exponential moving average of the probabilities,
   ``p = smoothing * p_prev + (1 - smoothing) * p_new`` (0 = none); ``window=N`` sets
   ``smoothing = 1 - 2 / (N + 1)`` (the EMA whose mean age equals an N-frame average).
@@ -24,25 +25,16 @@ import io
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from fer_core.errors import FerError
 from fer_core.predict import FacePrediction, Predictor, annotate
-from fer_core.vision import crop_faces, iou
+from fer_core.tracking import Track, Tracker, find_faces
+from fer_core.vision import crop_faces
 
 __all__ = ["FrameAnnotator", "Track"]
-
-
-@dataclass
-class Track:
-    id: int
-    box: np.ndarray
-    probs: np.ndarray
-    last_seen: int
-    hits: int = 1
 
 
 class FrameAnnotator:
@@ -98,8 +90,7 @@ class FrameAnnotator:
     def reset(self) -> None:
         """Forget tracks, history and the session summary."""
         with self._state:
-            self._tracks: list[Track] = []
-            self._next_id = 1
+            self._tracker = Tracker(self.max_missing)
             self._frame_no = 0
             self._drawn: list[tuple[int, FacePrediction]] = []
             self._rows.clear()
@@ -147,18 +138,13 @@ class FrameAnnotator:
         with self._state:
             frame_no = self._frame_no
             self._frame_no += 1
-            near = [t.box for t in self._tracks if frame_no - t.last_seen <= 1]
-            full = frame_no % self.detect_every == 0 or not near
-        boxes = self.predictor.detect(frame, near=None if full else near)
-        if not full and len(boxes) < len(near):
-            boxes = self.predictor.detect(frame)  # lost a face: look everywhere
+            near = self._tracker.search_regions(frame_no, self.detect_every)
+        boxes = find_faces(self.predictor.detect, frame, near)
         probs = (self.predictor.predict_faces(crop_faces(frame, boxes, self.predictor.margin))
                  if len(boxes) else np.zeros((0, len(self.labels)), np.float32))
         t = self._clock()
         with self._state:
-            matched = self._match(boxes, probs, frame_no)
-            self._tracks = [tr for tr in self._tracks
-                            if frame_no - tr.last_seen <= self.max_missing]
+            matched = self._tracker.update(boxes, frame_no, probs, self.smoothing)
             preds = self.predictor.describe([tr.box for tr in matched],
                                             np.stack([tr.probs for tr in matched])
                                             if matched else np.zeros((0, len(self.labels))))
@@ -170,41 +156,6 @@ class FrameAnnotator:
                 self._rows.append((t, tr.id, tr.probs.astype(np.float32)))
                 self._time_per_label[int(np.argmax(tr.probs))] += dt if dt > 0 else 1e-3
         return drawn
-
-    def _match(self, boxes, probs, frame_no) -> list[Track]:
-        """Greedy assignment of detections to tracks (IoU, then centre distance); EMA update."""
-        free = [tr for tr in self._tracks]
-        pairs = []
-        for j, b in enumerate(boxes):
-            for k, tr in enumerate(free):
-                o = iou(b, tr.box)
-                cb = np.array([b[0] + b[2] / 2, b[1] + b[3] / 2])
-                ct = np.array([tr.box[0] + tr.box[2] / 2, tr.box[1] + tr.box[3] / 2])
-                close = np.linalg.norm(cb - ct) < 0.5 * max(b[2], tr.box[2])
-                if o > 0.2 or close:
-                    pairs.append((o + (0.1 if close else 0.0), j, k))
-        pairs.sort(reverse=True)
-        used_d, used_t, result = set(), set(), {}
-        for _, j, k in pairs:
-            if j in used_d or k in used_t:
-                continue
-            used_d.add(j)
-            used_t.add(k)
-            tr = free[k]
-            a = self.smoothing
-            tr.probs = a * tr.probs + (1 - a) * probs[j]
-            tr.probs = tr.probs / tr.probs.sum()
-            tr.box = np.asarray(boxes[j])
-            tr.last_seen = frame_no
-            tr.hits += 1
-            result[j] = tr
-        for j, b in enumerate(boxes):
-            if j not in result:
-                tr = Track(self._next_id, np.asarray(b), probs[j].astype(np.float64), frame_no)
-                self._next_id += 1
-                self._tracks.append(tr)
-                result[j] = tr
-        return [result[j] for j in range(len(boxes))]
 
     def _overlay(self, img: np.ndarray) -> np.ndarray:
         if not self.show_fps:

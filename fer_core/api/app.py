@@ -20,7 +20,7 @@ from fer_core import __version__  # noqa: E402
 from fer_core.api import errors  # noqa: E402
 from fer_core.api.errors import ApiError  # noqa: E402
 from fer_core.api.imaging import PixelBudget  # noqa: E402
-from fer_core.api.routers import feedback, meta, predict  # noqa: E402
+from fer_core.api.routers import feedback, meta, predict, videos  # noqa: E402
 from fer_core.api.service import ModelService  # noqa: E402
 from fer_core.api.settings import Settings  # noqa: E402
 from fer_core.errors import FerError  # noqa: E402
@@ -105,6 +105,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store_error = "not started"
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
-    for r in (predict.router, feedback.router, meta.router):
+    for r in (predict.router, feedback.router, meta.router, videos.router):
         app.include_router(r, prefix="/v1")
     return app

@@ -1,0 +1,299 @@
+"""Video jobs: ``POST /v1/videos`` (multipart ``file``) -> 202 + id; ``GET /v1/videos/{id}``
+(status, progress, summary when done); ``GET /v1/videos/{id}/frames.csv``, ``.../summary.json``
+and ``.../annotated``. Jobs and their files are deleted after a time to live.
+
+Each video runs as a ``"video"`` job (:func:`fer_core.video.run_job`) in a child process started
+by :mod:`fer_core.jobs`, one job root per video under ``FER_VIDEO_DIR``, so the server only
+streams the upload to disk and reads the job's state and events. Limits (environment):
+
+``FER_VIDEO_DIR``          where uploads and results live (default ``<tmp>/fer-api-videos``)
+``FER_VIDEO_MAX_MB``       largest upload (default 200; the request-body limit
+                           ``FER_MAX_UPLOAD_MB`` of the whole API applies too: raise both)
+``FER_VIDEO_MAX_SECONDS``  longest video accepted (default 600)
+``FER_VIDEO_MAX_JOBS``     video jobs running at once (default 1; more answer 429)
+``FER_VIDEO_TTL_HOURS``    finished jobs (files included) are deleted after this, checked at each
+                           upload (default 24)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from fer_core import jobs
+from fer_core.api import errors
+from fer_core.api.deps import media_type, read_form, unsupported_body
+from fer_core.api.errors import ApiError
+from fer_core.api.settings import _num
+from fer_core.errors import FerError
+
+router = APIRouter(tags=["videos"])
+
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts")
+_ID = re.compile(r"^[0-9a-f]{32}$")
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    root: Path
+    max_mb: float = 200.0
+    max_seconds: float = 600.0
+    max_jobs: int = 1
+    ttl_hours: float = 24.0
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None) -> "VideoSettings":
+        env = dict(os.environ if environ is None else environ)
+        root = env.get("FER_VIDEO_DIR") or os.path.join(tempfile.gettempdir(), "fer-api-videos")
+        return cls(root=Path(root).expanduser(),
+                   max_mb=_num(env, "FER_VIDEO_MAX_MB", 200.0, float, 0.001),
+                   max_seconds=_num(env, "FER_VIDEO_MAX_SECONDS", 600.0, float, 0.1),
+                   max_jobs=_num(env, "FER_VIDEO_MAX_JOBS", 1, int, 1),
+                   ttl_hours=_num(env, "FER_VIDEO_TTL_HOURS", 24.0, float, 0.0))
+
+
+class VideoProgress(BaseModel):
+    done: int = 0
+    total: int | None = None
+    fraction: float | None = None
+    eta_sec: float | None = None
+    fps: float | None = None
+
+
+class VideoJob(BaseModel):
+    id: str
+    status: str
+    name: str
+    created_at: float
+    progress: VideoProgress
+    error: str | None = None
+    summary: dict | None = None
+    links: dict[str, str]
+
+
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary"},
+                   "every": {"type": "integer", "minimum": 1, "default": 5,
+                             "description": "analyse every N-th frame"},
+                   "smoothing": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
+                                 "default": 0},
+                   "annotate": {"type": "boolean", "default": False}}}}}}}
+
+
+def settings_of(request: Request) -> VideoSettings:
+    s = getattr(request.app.state, "video_settings", None)
+    if s is None:
+        s = request.app.state.video_settings = VideoSettings.from_env()
+    return s
+
+
+def _dir(s: VideoSettings, vid: str) -> Path:
+    if not _ID.match(vid):
+        raise ApiError("not_found", "no such video job", 404, where=vid)
+    d = s.root / vid
+    if not (d / "meta.json").is_file():
+        raise ApiError("not_found", "no such video job (unknown id, or expired)", 404, where=vid)
+    return d
+
+
+def _handle(d: Path):
+    return jobs.JobRunner(d).current()
+
+
+def _describe(d: Path) -> dict:
+    meta = json.loads((d / "meta.json").read_text())
+    vid = d.name
+    handle = _handle(d)
+    state = handle.state() if handle is not None else {"status": "queued"}
+    status = state.get("status") or "queued"
+    progress = VideoProgress()
+    if handle is not None:
+        events, _ = handle.events(0)
+        last = next((e for e in reversed(events) if e.get("type") == "progress"), None)
+        if last:
+            total = last.get("total")
+            done = int(last.get("done") or 0)
+            progress = VideoProgress(done=done, total=total, eta_sec=last.get("eta_sec"),
+                                     fps=last.get("fps"),
+                                     fraction=round(min(1.0, done / total), 4) if total else None)
+    summary = None
+    if (d / "job" / "summary.json").is_file() and status in ("finished", "stopped"):
+        summary = json.loads((d / "job" / "summary.json").read_text())
+        summary["video"]["path"] = meta["name"]
+    error = state.get("error")
+    if status in ("crashed", "interrupted") and not error:
+        error = f"the analysis process ended unexpectedly ({state.get('signal') or 'no signal'})"
+    links = {"self": f"/v1/videos/{vid}"}
+    if summary is not None:
+        links["frames_csv"] = f"/v1/videos/{vid}/frames.csv"
+        links["summary_json"] = f"/v1/videos/{vid}/summary.json"
+        if summary.get("outputs", {}).get("annotated"):
+            links["annotated"] = f"/v1/videos/{vid}/annotated"
+    return VideoJob(id=vid, status=status, name=meta["name"], created_at=meta["created_at"],
+                    progress=progress, error=error, summary=summary, links=links).model_dump()
+
+
+def _running(s: VideoSettings) -> int:
+    n = 0
+    if not s.root.is_dir():
+        return 0
+    for d in s.root.iterdir():
+        if (d / "meta.json").is_file():
+            h = _handle(d)
+            if h is not None and h.running:
+                n += 1
+    return n
+
+
+def cleanup(s: VideoSettings, now: float | None = None) -> list[str]:
+    """Delete job folders older than the time to live that are not running; their ids."""
+    now = time.time() if now is None else now
+    gone = []
+    if not s.root.is_dir():
+        return gone
+    for d in s.root.iterdir():
+        meta = d / "meta.json"
+        if not meta.is_file() or now - meta.stat().st_mtime < s.ttl_hours * 3600:
+            continue
+        h = _handle(d)
+        if h is not None and h.running:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        gone.append(d.name)
+    return gone
+
+
+def _safe_name(name: str | None) -> tuple[str, str]:
+    base = os.path.basename(name or "") or "upload"
+    base = re.sub(r"[^\w.\- ]", "_", base)[:120]
+    suffix = Path(base).suffix.lower()
+    return base, suffix
+
+
+@router.post("/videos", status_code=202, response_model=VideoJob, openapi_extra=UPLOAD_BODY,
+             responses=errors.responses(400, 413, 415, 422, 429, 503),
+             summary="Start analysing a video: per-face emotions over time")
+async def create_video(request: Request):
+    s = settings_of(request)
+    kind = media_type(request)
+    if kind != "multipart/form-data":
+        raise unsupported_body(kind, "multipart/form-data with a 'file' field")
+    await run_in_threadpool(cleanup, s)
+    if await run_in_threadpool(_running, s) >= s.max_jobs:
+        raise ApiError("too_many_jobs", f"{s.max_jobs} video job(s) already running; try again "
+                       "when one has finished", 429)
+    limit = int(s.max_mb * 1024 * 1024)
+    vid = uuid.uuid4().hex
+    d = s.root / vid
+    async with read_form(request, max_files=1) as form:
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise ApiError("missing_file", "multipart field 'file' must be a video file upload",
+                           422)
+        try:
+            every = int(form.get("every") or 5)
+            smoothing = float(form.get("smoothing") or 0.0)
+        except ValueError:
+            raise ApiError("invalid_request", "every must be an integer and smoothing a number",
+                           422) from None
+        annotate = str(form.get("annotate") or "").lower() in ("1", "true", "yes", "on")
+        if every < 1 or not 0 <= smoothing < 1:
+            raise ApiError("invalid_request", "every must be >= 1 and smoothing in [0, 1)", 422)
+        name, suffix = _safe_name(upload.filename)
+        if suffix not in VIDEO_SUFFIXES:
+            suffix = ".bin"
+        d.mkdir(parents=True)
+        dest = d / f"input{suffix}"
+        size = 0
+        try:
+            with open(dest, "wb") as f:
+                while chunk := await upload.read(CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise ApiError("too_large", f"video larger than the {s.max_mb:g} MB "
+                                       "limit", 413, where=name)
+                    f.write(chunk)
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)
+            raise
+    from fer_core import video
+    try:
+        info = await run_in_threadpool(video.probe, dest, name)
+    except FerError as e:
+        shutil.rmtree(d, ignore_errors=True)
+        raise ApiError("not_a_video" if e.status == 400 else "bad_video", str(e), 415) from None
+    if info["duration_s"] and info["duration_s"] > s.max_seconds:
+        shutil.rmtree(d, ignore_errors=True)
+        raise ApiError("too_long", f"video is {info['duration_s']:.1f} s long; the limit is "
+                       f"{s.max_seconds:g} s", 413, where=name)
+    meta = {"name": name, "created_at": time.time(), "size": size, "probe": info}
+    (d / "meta.json").write_text(json.dumps(meta))
+    api_settings = request.app.state.settings
+    spec = {"input": str(dest), "out_dir": str(d / "job"), "name": name,
+            "model": str(api_settings.model_path), "every": every, "smoothing": smoothing,
+            "annotate": annotate, "max_duration_s": s.max_seconds}
+    (d / "job").mkdir()
+    try:
+        await run_in_threadpool(jobs.JobRunner(d).start, "video", spec, d / "job")
+    except BaseException:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
+    return await run_in_threadpool(_describe, d)
+
+
+@router.get("/videos/{vid}", response_model=VideoJob, responses=errors.responses(404),
+            summary="Status, progress, and the summary once the analysis is done")
+async def get_video(vid: str, request: Request):
+    d = _dir(settings_of(request), vid)
+    return await run_in_threadpool(_describe, d)
+
+
+def _result(request: Request, vid: str, name: str) -> Path:
+    d = _dir(settings_of(request), vid)
+    f = d / "job" / name
+    if not f.is_file() or not (d / "job" / "summary.json").is_file():
+        state = _describe(d)
+        if state["status"] in ("queued", "running"):
+            raise ApiError("not_ready", f"the analysis is still {state['status']}", 409)
+        raise ApiError("not_found", f"no {name} for this job ({state['status']})", 404)
+    return f
+
+
+@router.get("/videos/{vid}/frames.csv", responses={
+    200: {"content": {"text/csv": {}}, "description": "one row per face per analysed frame"},
+    **errors.responses(404, 409)}, summary="The per-frame, per-face table (CSV)")
+async def get_frames(vid: str, request: Request):
+    f = await run_in_threadpool(_result, request, vid, "frames.csv")
+    return FileResponse(f, media_type="text/csv", filename=f"{vid}-frames.csv")
+
+
+@router.get("/videos/{vid}/summary.json", responses=errors.responses(404, 409),
+            summary="The summary (also part of GET /v1/videos/{id} when done)")
+async def get_summary(vid: str, request: Request):
+    f = await run_in_threadpool(_result, request, vid, "summary.json")
+    return FileResponse(f, media_type="application/json", filename=f"{vid}-summary.json")
+
+
+@router.get("/videos/{vid}/annotated", responses={
+    200: {"content": {"video/mp4": {}, "video/webm": {}}}, **errors.responses(404, 409)},
+    summary="The annotated video (when requested with annotate=true)")
+async def get_annotated(vid: str, request: Request):
+    d = _dir(settings_of(request), vid)
+    for name, mt in (("annotated.mp4", "video/mp4"), ("annotated.webm", "video/webm")):
+        if (d / "job" / name).is_file():
+            return FileResponse(d / "job" / name, media_type=mt, filename=f"{vid}-{name}")
+    await run_in_threadpool(_result, request, vid, "annotated.mp4")  # 409 or 404

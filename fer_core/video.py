@@ -1,0 +1,709 @@
+"""Video files -> per-frame, per-face emotions: ``frames.csv``, ``summary.json``, an annotated copy.
+
+    summary = analyze("interview.mp4", "out/", every=5, annotate=True, progress=print_progress)
+    python -m fer_core video interview.mp4 --out out/ --every 5 --annotate --json
+
+Decoding uses PyAV, imported lazily inside this module's functions only (never at import time,
+so importing ``fer_core.video`` in the app process loads no native video stack; importing ``av``
+after TensorFlow is safe, unlike pylibsrtp). PyAV rather than OpenCV's ``VideoCapture`` because
+it gives each frame's own timestamp (variable frame rate) and display-matrix rotation, the codec
+name and FFmpeg's error for clear messages (unsupported codec, corrupt or truncated data), the
+luma plane without a colour conversion (the detector and the model only need grey), and an H.264
+encoder (libx264) for the annotated video, which OpenCV's wheel does not ship.
+
+Every frame is decoded as grey (downscaled when larger than ``work_side``). Every ``every``-th
+frame is *analysed*: faces are detected (Haar, the ``detector_config()`` preset) on the whole
+frame about once every ``full_detection_s`` and around the tracked faces on the other analysed
+frames (the whole frame again if a face is lost), the same plan as the webcam
+(:mod:`fer_core.tracking`); all faces are classified in one model call
+(``Predictor.predict_faces``: calibrated if the model is) and matched to tracks. On the frames
+in between, the tracker follows each face by template matching, so boxes and ids stay with
+moving faces; each analysed label holds until the next analysed frame for the share of time. Memory is
+constant: one frame at a time (two with ``annotate``), rows streamed to disk.
+
+Outputs in ``out_dir`` (written as ``*.part`` and renamed when complete):
+
+* ``frames.csv``: one row per face per analysed frame: ``frame, time_s, face`` (track id),
+  ``x, y, w, h`` (pixels of the displayed, rotated video), ``emotion`` (argmax of the raw
+  probabilities), one column per label (raw, per frame); with ``smoothing > 0`` also
+  ``emotion_smoothed`` and ``<label>_smoothed`` (per-track exponential moving average).
+* ``summary.json``: ``video`` (path, frames, fps, duration_s, width, height, codec, rotation),
+  ``processing`` (seconds, frames_per_sec, every, smoothing, model, detector), ``faces`` (per
+  track: id, first_s, last_s, frames, seconds, dominant, share of time per emotion; the smoothed
+  emotion when smoothing > 0), ``warnings`` and ``outputs``.
+* ``annotated.mp4`` (H.264; ``annotated.webm`` VP9 if libx264 is missing) with ``annotate=True``:
+  boxes, labels and a per-face emotion timeline band under the picture.
+
+Bad input raises :class:`FerError` naming the file: not a video, an image, no video stream, an
+unsupported codec, zero frames, too long; a full disk removes the partial outputs. A truncated or
+corrupt file keeps what was decoded: ``summary.warnings`` and ``video.stopped`` say where it
+stopped. No face at all gives a header-only CSV and a summary whose ``faces`` is empty with a
+warning that says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import math
+import os
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fer_core import atomic
+from fer_core.errors import FerError
+from fer_core.tracking import Tracker, find_faces
+from fer_core.vision import DetectorConfig, crop_faces
+
+__all__ = ["analyze", "probe", "run_job", "detector_config", "synthetic_clip", "DEFAULT_EVERY",
+           "WORK_SIDE", "FRAMES_CSV", "SUMMARY_JSON"]
+
+DEFAULT_EVERY = 5
+WORK_SIDE = 1280          # frames larger than this are downscaled (detection, crops, drawing)
+FRAMES_CSV = "frames.csv"
+SUMMARY_JSON = "summary.json"
+IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe",
+                 "gif", "gif_pipe", "pgm_pipe", "ppm_pipe", "svg_pipe", "qoi_pipe")
+_YUV8 = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p",
+         "yuvj440p", "yuv411p", "yuv410p", "nv12", "nv21", "nv16", "gray")
+_LIMITED_TO_FULL = np.clip((np.arange(256) - 16) * 255.0 / 219.0 + 0.5, 0, 255).astype(np.uint8)
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def detector_config(**changes) -> DetectorConfig:
+    """The ``video`` detector preset (CLI, app, API and benchmark): detection on a <= 480 px
+    copy of the frame, Haar scale step 1.2, faces >= 40 px."""
+    return DetectorConfig.preset("video", **changes)
+
+
+def _av():
+    try:
+        import av
+    except ImportError:  # pragma: no cover - installed with streamlit-webrtc
+        raise FerError("reading videos needs PyAV (pip install av)", where="video") from None
+    av.logging.set_level(av.logging.PANIC)  # FFmpeg's own stderr chatter; errors still raise
+    return av
+
+
+def _av_error(av, e: Exception) -> str:
+    msg = getattr(e, "strerror", None) or str(e)
+    return str(msg).split(";")[0].strip()[:200]
+
+
+# --------------------------------------------------------------------------- reading
+
+class _Reader:
+    """Opens a video and yields ``(index, time_s, grey, bgr_or_None)``, one frame at a time.
+
+    ``grey`` (and ``bgr`` with ``colour=True``) are rotated as displayed and downscaled so the
+    longer side is <= ``work_side``; ``scale`` maps them back to the displayed size. After the
+    loop ``stopped`` describes a decode that ended early (corrupt/truncated data), else None.
+    """
+
+    def __init__(self, path, colour: bool = False, work_side: int = WORK_SIDE,
+                 name: str | None = None):
+        self.av = av = _av()
+        self.path = Path(os.path.expanduser(str(path)))
+        self.where = name or str(self.path)
+        if not self.path.exists():
+            raise FerError("no such video file", where=self.where)
+        if self.path.is_dir():
+            raise FerError("is a folder, expected a video file", where=self.where)
+        if self.path.stat().st_size == 0:
+            raise FerError("empty file, expected a video (MP4, WebM, MOV, MKV, AVI)",
+                           where=self.where)
+        try:
+            self.container = av.open(str(self.path), "r", metadata_errors="ignore")
+        except av.error.EOFError:
+            raise FerError("no frames: the file ends before any video data (an empty or cut-off "
+                           "recording)", where=self.where) from None
+        except av.error.FFmpegError as e:
+            with open(self.path, "rb") as f:
+                head = f.read(12)
+            if head[4:8] == b"ftyp":  # an MP4/MOV whose index (moov box) never got written
+                raise FerError("truncated or unfinished MP4/MOV: its index ('moov' box) is "
+                               "missing, so no frame can be located; remux or re-export it",
+                               where=self.where) from None
+            raise FerError(f"not a video file FFmpeg can read ({_av_error(av, e)}); expected MP4, "
+                           "WebM, MOV, MKV or AVI", where=self.where) from None
+        try:
+            self._check_and_describe(colour, work_side)
+        except BaseException:
+            self.container.close()
+            raise
+        self.stopped: dict | None = None
+        self.decode_errors = 0
+
+    def _check_and_describe(self, colour, work_side):
+        c = self.container
+        fmt = c.format.name
+        if fmt in IMAGE_FORMATS or fmt.endswith("_pipe"):
+            raise FerError(f"is an image ({fmt}), not a video; use predict for photos",
+                           where=self.where)
+        if not c.streams.video:
+            kinds = sorted({s.type for s in c.streams}) or ["none"]
+            raise FerError(f"has no video stream (streams: {', '.join(kinds)})",
+                           where=self.where)
+        s = self.stream = c.streams.video[0]
+        cc = s.codec_context
+        codec = (cc.name if cc is not None else None) or "unknown"
+        self.codec = codec
+        if cc is None or codec in ("none", "unknown"):
+            tag = getattr(cc, "codec_tag", "") if cc is not None else ""
+            raise FerError(f"unsupported video codec{f' {tag!r}' if tag else ''}: FFmpeg has no "
+                           "decoder for it here; convert the file to H.264 MP4 or VP9 WebM",
+                           where=self.where)
+        s.thread_type = "AUTO"
+        w, h = int(cc.width or 0), int(cc.height or 0)
+        self.rate = float(s.average_rate or s.guessed_rate or s.base_rate or 0) or None
+        self.start = (float(s.start_time * s.time_base)
+                      if s.start_time is not None and s.time_base else 0.0)
+        dur = None
+        if s.duration and s.time_base:
+            dur = float(s.duration * s.time_base)
+        elif c.duration:
+            dur = c.duration / 1_000_000
+        self.declared_duration = dur
+        n = int(s.frames or 0)
+        if not n and dur and self.rate:
+            n = int(round(dur * self.rate))
+        self.declared_frames = n or None
+        self.colour = colour
+        self.work_side = int(work_side)
+        self.rotation = 0
+        self.size = (w, h)          # displayed size, known for sure after the first frame
+        self.scale = 1.0
+
+    def close(self):
+        try:  # drain the decoder first: closing with frames in flight in its threads can hang
+            for _ in self.stream.codec_context.decode(None):
+                pass
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            self.container.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _grey(self, frame):
+        name = frame.format.name
+        if name in _YUV8:
+            plane = frame.planes[0]
+            y = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+            y = y[:frame.height, :frame.width]
+            full = name.startswith("yuvj") or name == "gray" or frame.color_range == 2
+            return y.copy() if full else cv2.LUT(y, _LIMITED_TO_FULL)
+        return frame.to_ndarray(format="gray")
+
+    def __iter__(self):
+        av = self.av
+        index, last_t = 0, None
+        step = 1.0 / self.rate if self.rate else 1 / 30
+        consecutive = 0
+        packets = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as e:
+                self._stop(index, last_t, _av_error(av, e))
+                break
+            try:
+                frames = packet.decode()
+                consecutive = 0
+            except av.error.FFmpegError as e:
+                self.decode_errors += 1
+                consecutive += 1
+                if consecutive >= 25 or (index == 0 and self.decode_errors >= 25):
+                    self._stop(index, last_t, _av_error(av, e))
+                    break
+                continue
+            for frame in frames:
+                t = frame.time
+                t = (t - self.start) if t is not None else (
+                    0.0 if last_t is None else last_t + step)
+                if last_t is not None and t <= last_t:
+                    t = last_t + 1e-3  # keep time strictly increasing
+                rot = int(getattr(frame, "rotation", 0) or 0) % 360
+                grey = self._grey(frame)
+                bgr = frame.to_ndarray(format="bgr24") if self.colour else None
+                if rot:
+                    k = rot // 90
+                    grey = np.ascontiguousarray(np.rot90(grey, k))
+                    if bgr is not None:
+                        bgr = np.ascontiguousarray(np.rot90(bgr, k))
+                if index == 0:
+                    self.rotation = rot
+                    h, w = grey.shape
+                    self.size = (w, h)
+                    self.scale = min(1.0, self.work_side / max(w, h))
+                if self.scale < 1.0:
+                    size = (max(1, round(self.size[0] * self.scale)),
+                            max(1, round(self.size[1] * self.scale)))
+                    grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+                    if bgr is not None:
+                        bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+                yield index, t, grey, bgr
+                index += 1
+                last_t = t
+        if self.stopped is None and self.declared_duration and last_t is not None:
+            # demuxer ran out of data well before the declared end: a truncated file
+            gap = self.declared_duration - (last_t + step)
+            if gap > max(0.5, 3 * step):
+                self._stop(index, last_t, "the file ends before its declared duration "
+                           f"({self.declared_duration:.2f} s)")
+
+    def _stop(self, index, last_t, reason):
+        self.stopped = {"frame": index, "time_s": round(last_t or 0.0, 3), "reason": reason}
+
+
+def probe(path, name: str | None = None) -> dict:
+    """Header facts of a video without decoding it all: ``{"path", "format", "codec",
+    "width", "height", "fps", "duration_s", "frames"}`` (None when the header does not say).
+    FerError if it is not a readable video (see :class:`_Reader`)."""
+    r = _Reader(path, name=name)
+    try:
+        first = None
+        for first in r:
+            break
+        if first is None:
+            raise FerError("no frames: the video stream has nothing to decode"
+                           + (f" ({r.stopped['reason']})" if r.stopped else ""), where=r.where)
+        return {"path": str(r.path), "format": r.container.format.name, "codec": r.codec,
+                "width": r.size[0], "height": r.size[1], "rotation": r.rotation,
+                "fps": round(r.rate, 3) if r.rate else None,
+                "duration_s": round(r.declared_duration, 3) if r.declared_duration else None,
+                "frames": r.declared_frames}
+    finally:
+        r.close()
+
+
+# --------------------------------------------------------------------------- writing
+
+def _open_output(path: Path):
+    """A text file for the CSV (a seam for tests that simulate a full disk)."""
+    return open(path, "w", newline="", encoding="utf-8", buffering=1 << 16)
+
+
+class _Encoder:
+    """The annotated video: H.264 in MP4 (libx264), else VP9 in WebM; timestamps in ms."""
+
+    def __init__(self, av, out_dir: Path, size, fps):
+        self.av = av
+        codecs = [("libx264", "mp4", {"preset": "veryfast", "crf": "26"}),
+                  ("libvpx-vp9", "webm", {"deadline": "realtime", "cpu-used": "8", "crf": "36",
+                                          "b": "0", "row-mt": "1"})]
+        for codec, ext, opts in codecs:
+            try:
+                av.codec.Codec(codec, "w")
+            except Exception:  # noqa: BLE001 - not in this FFmpeg build
+                continue
+            break
+        else:
+            raise FerError("cannot write an annotated video: this FFmpeg build has neither "
+                           "libx264 nor libvpx-vp9", where="annotate")
+        self.final = out_dir / f"annotated.{ext}"
+        self.path = out_dir / f"annotated.{ext}.part"
+        w, h = size
+        self.w, self.h = w + (w % 2), h + (h % 2)
+        self.out = av.open(str(self.path), "w", format=ext,
+                           options={"movflags": "+faststart"} if ext == "mp4" else {})
+        rate = Fraction(fps).limit_denominator(1001) if fps else Fraction(30)
+        self.stream = self.out.add_stream(codec, rate=rate, options=opts)
+        self.stream.width, self.stream.height = self.w, self.h
+        self.stream.pix_fmt = "yuv420p"
+        self.stream.codec_context.time_base = Fraction(1, 1000)
+        self.last_pts = -1
+
+    def write(self, bgr: np.ndarray, t: float) -> None:
+        h, w = bgr.shape[:2]
+        if (w, h) != (self.w, self.h):
+            bgr = cv2.copyMakeBorder(bgr, 0, self.h - h, 0, self.w - w, cv2.BORDER_CONSTANT)
+        frame = self.av.VideoFrame.from_ndarray(bgr, format="bgr24")
+        pts = max(int(round(t * 1000)), self.last_pts + 1)
+        frame.pts, frame.time_base = pts, Fraction(1, 1000)
+        self.last_pts = pts
+        for packet in self.stream.encode(frame):
+            self.out.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.out.mux(packet)
+        self.out.close()
+
+
+class _Timeline:
+    """The emotion band drawn under each annotated frame: one row per face (first 4 faces),
+    coloured by emotion from time 0 to the current time, with a cursor."""
+
+    ROW = 10
+
+    def __init__(self, width: int, duration: float | None, labels):
+        from fer_core.predict import emotion_colour
+        self.width = width
+        self.duration = duration if duration and duration > 0 else 60.0
+        self.colours = [emotion_colour(lbl) for lbl in labels]
+        self.rows: dict[int, int] = {}
+        self.band = np.full((4 * self.ROW + 4, width, 3), 30, np.uint8)
+
+    def mark(self, face: int, label: int, t: float) -> None:
+        if face not in self.rows:
+            if len(self.rows) >= 4:
+                return
+            self.rows[face] = len(self.rows)
+        r = self.rows[face]
+        x = int(min(self.width - 1, (t % self.duration) / self.duration * self.width))
+        y0 = 2 + r * self.ROW
+        self.band[y0:y0 + self.ROW - 2, max(0, x - 1):x + 2] = self.colours[label]
+
+    def draw(self, img: np.ndarray, t: float) -> np.ndarray:
+        band = self.band.copy()
+        x = int(min(self.width - 1, (t % self.duration) / self.duration * self.width))
+        band[:, x] = 255
+        for face, r in self.rows.items():
+            cv2.putText(band, f"#{face}", (2, 2 + r * self.ROW + 8), cv2.FONT_HERSHEY_PLAIN, 0.7,
+                        (255, 255, 255), 1)
+        return np.vstack([img, band])
+
+
+# --------------------------------------------------------------------------- analysis
+
+class _FaceStats:
+    __slots__ = ("id", "first", "last", "frames", "time")
+
+    def __init__(self, fid, t, n_labels):
+        self.id, self.first, self.last, self.frames = fid, t, t, 0
+        self.time = np.zeros(n_labels)
+
+
+def _progress_every(interval: float = 0.5):
+    last = [0.0]
+
+    def due() -> bool:
+        now = time.perf_counter()
+        if now - last[0] >= interval:
+            last[0] = now
+            return True
+        return False
+    return due
+
+
+def analyze(path, out_dir, *, predictor=None, model=None, every: int = DEFAULT_EVERY,
+            smoothing: float = 0.0, annotate: bool = False, progress=None, should_stop=None,
+            max_duration_s: float | None = None, name: str | None = None,
+            work_side: int = WORK_SIDE, max_missing_s: float = 0.5,
+            full_detection_s: float = 1.0) -> dict:
+    """Analyse the video at ``path``; writes ``frames.csv``, ``summary.json`` (and
+    ``annotated.*``) into ``out_dir`` and returns the summary (see the module docstring).
+
+    ``predictor``: a :class:`fer_core.predict.Predictor` (else one is made from ``model`` with
+    the video detector preset). ``progress(done, total, fps=..., time_s=...)`` is called about
+    twice a second (``total`` may be None); ``should_stop()`` True ends the analysis early with
+    the outputs of what was analysed. ``name`` is the file name shown in messages and the
+    summary (uploads). ``max_duration_s`` refuses longer videos.
+    """
+    if int(every) < 1:
+        raise FerError(f"must be >= 1 frame, got {every}", where="every")
+    if not 0.0 <= float(smoothing) < 1.0:
+        raise FerError(f"must be in [0, 1), got {smoothing}", where="smoothing")
+    out_dir = Path(os.path.expanduser(str(out_dir)))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FerError("exists and is not a folder", where=str(out_dir))
+    reader = _Reader(path, colour=bool(annotate), work_side=work_side, name=name)
+    where = reader.where
+    try:
+        if (max_duration_s and reader.declared_duration
+                and reader.declared_duration > max_duration_s):
+            raise FerError(f"video is {reader.declared_duration:.1f} s long; the limit is "
+                           f"{max_duration_s:g} s", where=where, status=413)
+        if predictor is None:
+            from fer_core.predict import Predictor
+            predictor = Predictor(model, detector_config=detector_config())
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FerError(f"cannot create the output folder ({e.strerror or e})",
+                           where=str(out_dir)) from None
+        return _run(reader, out_dir, predictor, int(every), float(smoothing), bool(annotate),
+                    progress, should_stop, max_duration_s, where, max_missing_s,
+                    full_detection_s)
+    finally:
+        reader.close()
+
+
+def _run(reader, out_dir, predictor, every, smoothing, annotate, progress, should_stop,
+         max_duration_s, where, max_missing_s, full_detection_s):
+    labels = list(predictor.labels)
+    n_labels = len(labels)
+    csv_final, csv_part = out_dir / FRAMES_CSV, out_dir / (FRAMES_CSV + ".part")
+    header = ["frame", "time_s", "face", "x", "y", "w", "h", "emotion", *labels]
+    if smoothing > 0:
+        header += ["emotion_smoothed", *(f"{lbl}_smoothed" for lbl in labels)]
+    rate = reader.rate or 30.0
+    tracker = Tracker(max_missing=max(every, int(round(max_missing_s * rate))))
+    # whole-frame detection about once a second (new faces); around known faces in between
+    full_every = every * max(1, int(round(rate * full_detection_s / every)))
+    prev_grey = None
+    last_analysed = -1
+    if annotate:
+        from fer_core.predict import annotate as draw_faces
+    stats: dict[int, _FaceStats] = {}
+    pending: list[tuple[int, int]] = []   # (face id, label) of the previous frame
+    prev_t = None
+    warnings: list[str] = []
+    encoder = timeline = None
+    fh = None
+    n_frames = n_rows = 0
+    last_t = 0.0
+    stopped_by_user = None
+    due = _progress_every()
+    t0 = time.perf_counter()
+    total = reader.declared_frames
+
+    def settle(t_next):
+        if prev_t is None:
+            return
+        dt = max(0.0, t_next - prev_t)
+        for fid, lab in pending:
+            stats[fid].time[lab] += dt
+
+    try:
+        fh = _open_output(csv_part)
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        for index, t, grey, bgr in reader:
+            if max_duration_s and t > max_duration_s:
+                warnings.append(f"stopped at the {max_duration_s:g} s limit")
+                break
+            if should_stop is not None and index % 8 == 0 and should_stop():
+                stopped_by_user = {"frame": index, "time_s": round(t, 3)}
+                break
+            if prev_grey is not None:
+                tracker.follow(prev_grey, grey, index)
+            prev_grey = grey
+            if index % every == 0:  # an analysed frame: detect and classify
+                inv = 1.0 / reader.scale  # work copy -> displayed pixels (known from frame 0)
+                near = tracker.search_regions(index, full_every)
+                boxes = find_faces(predictor.detect, grey, near)
+                probs = (predictor.predict_faces(crop_faces(grey, boxes, predictor.margin))
+                         if len(boxes) else np.zeros((0, n_labels), np.float32))
+                tracks = tracker.update(boxes, index, probs, smoothing)
+                settle(t)
+                prev_t, pending = t, []
+                for j, tr in enumerate(tracks):
+                    raw = probs[j]
+                    lab = int(np.argmax(raw))
+                    row = [index, f"{t:.3f}", tr.id,
+                           *(int(round(v * inv)) for v in boxes[j]), labels[lab],
+                           *(f"{float(v):.5f}" for v in raw)]
+                    if smoothing > 0:
+                        lab = int(np.argmax(tr.probs))
+                        row += [labels[lab], *(f"{float(v):.5f}" for v in tr.probs)]
+                    writer.writerow(row)
+                    n_rows += 1
+                    st = stats.get(tr.id)
+                    if st is None:
+                        st = stats[tr.id] = _FaceStats(tr.id, t, n_labels)
+                    st.last, st.frames = t, st.frames + 1
+                    pending.append((tr.id, lab))
+                last_analysed = index
+            if annotate:
+                if encoder is None:
+                    encoder = _Encoder(reader.av, out_dir, (bgr.shape[1], bgr.shape[0] + 44),
+                                       reader.rate)
+                    timeline = _Timeline(bgr.shape[1], reader.declared_duration, labels)
+                shown = [tr for tr in tracker.tracks if tr.last_detected == last_analysed]
+                faces = predictor.describe([tr.box for tr in shown],
+                                           [tr.probs for tr in shown])
+                img = draw_faces(bgr, faces, "box", ids=[tr.id for tr in shown])
+                for fid, lab in pending:
+                    timeline.mark(fid, lab, t)
+                encoder.write(timeline.draw(img, t), t)
+            last_t = t
+            n_frames = index + 1
+            if progress is not None and due():
+                el = time.perf_counter() - t0
+                progress(n_frames, total, fps=round(n_frames / el, 1) if el > 0 else None,
+                         time_s=round(t, 3))
+        step = 1.0 / rate
+        settle((prev_t or 0.0) + step)
+        if progress is not None and n_frames:
+            el = time.perf_counter() - t0
+            progress(n_frames, n_frames, fps=round(n_frames / el, 1) if el > 0 else None,
+                     time_s=round(last_t, 3))
+        if n_frames == 0 and not stopped_by_user:
+            raise FerError("no frames: the video stream has nothing to decode"
+                           + (f" ({reader.stopped['reason']})" if reader.stopped else ""),
+                           where=where)
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
+        fh = None
+        if encoder is not None:
+            encoder.close()
+    except OSError as e:
+        _cleanup(fh, encoder, out_dir)
+        if e.errno in _DISK_FULL:
+            raise FerError(f"disk full after {n_frames} frames ({last_t:.1f} s of the video); "
+                           "the partial outputs were removed; free some space and run again",
+                           where=str(out_dir), status=507) from None
+        raise FerError(f"cannot write the outputs ({e.strerror or e})",
+                       where=str(out_dir)) from None
+    except BaseException:
+        _cleanup(fh, encoder, out_dir)
+        raise
+    elapsed = time.perf_counter() - t0
+    duration = last_t + 1.0 / rate
+    if reader.stopped:
+        s = reader.stopped
+        warnings.append(f"decoding stopped at frame {s['frame']} ({s['time_s']:.2f} s): "
+                        f"{s['reason']}; the outputs cover what was decoded")
+    if reader.decode_errors and not reader.stopped:
+        warnings.append(f"{reader.decode_errors} damaged packets were skipped")
+    if stopped_by_user:
+        warnings.append(f"stopped on request at frame {stopped_by_user['frame']} "
+                        f"({stopped_by_user['time_s']:.2f} s)")
+    if not stats:
+        warnings.append(f"no face found in {n_frames} frames")
+    faces = []
+    for st in sorted(stats.values(), key=lambda s: s.id):
+        total_t = float(st.time.sum())
+        share = st.time / total_t if total_t > 0 else st.time
+        faces.append({"id": st.id, "first_s": round(st.first, 3), "last_s": round(st.last, 3),
+                      "frames": st.frames, "seconds": round(total_t, 3),
+                      "dominant": labels[int(np.argmax(st.time))],
+                      "share": {lbl: round(float(v), 4) for lbl, v in zip(labels, share)}})
+    summary = {
+        "video": {"path": where, "frames": n_frames,
+                  "fps": round(reader.rate, 3) if reader.rate else None,
+                  "duration_s": round(duration, 3), "width": reader.size[0],
+                  "height": reader.size[1], "codec": reader.codec, "rotation": reader.rotation,
+                  "declared_duration_s": (round(reader.declared_duration, 3)
+                                          if reader.declared_duration else None),
+                  "stopped": reader.stopped},
+        "processing": {"seconds": round(elapsed, 3),
+                       "frames_per_sec": round(n_frames / elapsed, 1) if elapsed > 0 else None,
+                       "every": every, "smoothing": smoothing, "rows": n_rows,
+                       "work_scale": round(reader.scale, 4),
+                       "stopped_by_user": stopped_by_user,
+                       "model": getattr(predictor, "model_id", None),
+                       "labels": labels},
+        "faces": faces,
+        "warnings": warnings,
+        "outputs": {"frames_csv": FRAMES_CSV,
+                    "annotated": encoder.final.name if encoder is not None else None},
+    }
+    try:
+        os.replace(csv_part, csv_final)
+        if encoder is not None:
+            os.replace(encoder.path, encoder.final)
+        atomic.write_text(out_dir / SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
+    except OSError as e:
+        _cleanup(None, None, out_dir, final=True)
+        if e.errno in _DISK_FULL:
+            raise FerError("disk full while writing the summary; the partial outputs were "
+                           "removed; free some space and run again", where=str(out_dir),
+                           status=507) from None
+        raise FerError(f"cannot write the outputs ({e.strerror or e})",
+                       where=str(out_dir)) from None
+    return summary
+
+
+def _cleanup(fh, encoder, out_dir: Path, final: bool = False) -> None:
+    for closer in (fh.close if fh is not None else None,
+                   encoder.out.close if encoder is not None else None):
+        if closer is not None:
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - the disk may still be full
+                pass
+    names = [FRAMES_CSV + ".part", "annotated.mp4.part", "annotated.webm.part"]
+    if final:
+        names += [FRAMES_CSV, "annotated.mp4", "annotated.webm", SUMMARY_JSON]
+    for n in names:
+        try:
+            (out_dir / n).unlink()
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------- job
+
+def run_job(spec: dict, ctx) -> dict:
+    """The "video" job (``fer_core.jobs``): ``spec`` = ``{"input": path, "out_dir": path
+    (default the job dir), "name", "model", "every", "smoothing", "annotate",
+    "max_duration_s"}``; progress events go to ``ctx``; returns the summary."""
+    out_dir = Path(spec.get("out_dir") or ctx.job_dir)
+
+    summary = analyze(spec["input"], out_dir, model=spec.get("model"),
+                      every=int(spec.get("every") or DEFAULT_EVERY),
+                      smoothing=float(spec.get("smoothing") or 0.0),
+                      annotate=bool(spec.get("annotate")), progress=ctx.progress,
+                      should_stop=ctx.stop_requested, name=spec.get("name"),
+                      max_duration_s=spec.get("max_duration_s"))
+    return summary
+
+
+# --------------------------------------------------------------------------- test clips
+
+def synthetic_clip(path, seconds: float = 2.0, fps: float = 30, size=(640, 480), faces: int = 2,
+                   codec: str = "libx264", rotation: int = 0, frame_times=None,
+                   face_size: int = 90, moving: bool = True) -> Path:
+    """Write a clip of drawn faces (the Haar-detectable :func:`vision.synthetic_face`) moving
+    over a still background, for tests and benchmarks. ``frame_times`` (seconds) makes a
+    variable-frame-rate clip; ``rotation`` (counter-clockwise degrees) stores the picture sideways
+    with a display-matrix rotation that shows it upright, as phones do (``size`` is the displayed
+    size). The container follows the suffix (.mp4, .mkv, .webm, .avi)."""
+    from fer_core import vision
+    av = _av()
+    path = Path(path)
+    w, h = size
+    bg = vision.synthetic_frame(w, h, face_size=8, centre=(-50, -50))
+    sprites = []
+    for k in range(faces):
+        f = vision.synthetic_face(face_size, smile=(k % 2 == 0), background=0)
+        m = vision.synthetic_face(face_size, smile=(k % 2 == 0), background=255)
+        sprites.append((f, ~((f.astype(np.int16) != m.astype(np.int16)).any(2))))
+    times = (list(frame_times) if frame_times is not None
+             else [i / fps for i in range(int(round(seconds * fps)))])
+    fmt = {".mkv": "matroska", ".webm": "webm", ".avi": "avi", ".mov": "mov"}.get(
+        path.suffix.lower(), "mp4")
+    quarter = (int(rotation) % 360) // 90
+    out = av.open(str(path), "w", format=fmt)
+    s = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+    s.width, s.height = (h, w) if quarter % 2 else (w, h)
+    s.pix_fmt = "yuv420p"
+    if codec == "libx264":
+        s.options = {"preset": "ultrafast", "crf": "20"}
+    s.codec_context.time_base = Fraction(1, 1000)
+    if rotation:
+        s.set_display_rotation(rotation)
+    for i, t in enumerate(times):
+        img = bg.copy()
+        for k, (sprite, alpha) in enumerate(sprites):
+            sh, sw = sprite.shape[:2]
+            cx = int((k + 0.5) * w / max(faces, 1))
+            cy = h // 2
+            if moving:
+                cx += int(0.08 * w * math.sin(t * 1.3 + k))
+                cy += int(0.05 * h * math.cos(t * 1.1 + k))
+            x0, y0 = max(0, cx - sw // 2), max(0, cy - sh // 2)
+            x1, y1 = min(w, x0 + sw), min(h, y0 + sh)
+            a = alpha[:y1 - y0, :x1 - x0]
+            img[y0:y1, x0:x1][a] = sprite[:y1 - y0, :x1 - x0][a]
+        if quarter:  # stored as a phone does: sideways, with the rotation that shows it upright
+            img = np.ascontiguousarray(np.rot90(img, -quarter))
+        frame = av.VideoFrame.from_ndarray(img, format="bgr24")
+        frame.pts, frame.time_base = int(round(t * 1000)), Fraction(1, 1000)
+        for p in s.encode(frame):
+            out.mux(p)
+    for p in s.encode():
+        out.mux(p)
+    out.close()
+    return path

@@ -1,0 +1,120 @@
+"""The video job API: upload -> 202, status/progress, summary, frames.csv, limits, errors, TTL.
+
+Jobs run for real: a child process per video through ``fer_core.jobs``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fer_core import video
+from fer_core.api.app import create_app
+from fer_core.api.routers.videos import VideoSettings, cleanup
+from fer_core.api.settings import Settings
+from tests.test_api import tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny_model_dir(tmp_path_factory.mktemp("run") / "tiny-run")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return video.synthetic_clip(tmp_path_factory.mktemp("clip") / "talk.mp4", seconds=1.5)
+
+
+def make_client(tmp_path, model_dir, **video_kw):
+    app = create_app(Settings(model=str(model_dir), feedback_db=tmp_path / "fb.sqlite3",
+                              max_upload_mb=50))
+    app.state.video_settings = VideoSettings(root=tmp_path / "videos", **video_kw)
+    return TestClient(app)
+
+
+def wait_done(c, vid, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r = c.get(f"/v1/videos/{vid}")
+        assert r.status_code == 200
+        if r.json()["status"] not in ("queued", "running"):
+            return r.json()
+        time.sleep(0.3)
+    raise AssertionError("video job did not finish")
+
+
+def test_upload_status_summary_and_csv(tmp_path, model_dir, clip):
+    with make_client(tmp_path, model_dir) as c:
+        with open(clip, "rb") as f:
+            r = c.post("/v1/videos", files={"file": ("talk.mp4", f, "video/mp4")},
+                       data={"every": "3", "annotate": "true"})
+        assert r.status_code == 202, r.text
+        job = r.json()
+        vid = job["id"]
+        assert job["status"] in ("queued", "running", "finished") and job["name"] == "talk.mp4"
+        done = wait_done(c, vid)
+        assert done["status"] == "finished", done
+        s = done["summary"]
+        assert s["video"]["frames"] == 45 and s["video"]["path"] == "talk.mp4"
+        assert s["processing"]["every"] == 3 and len(s["faces"]) == 2
+        assert done["progress"]["done"] == 45 and done["progress"]["fraction"] == 1.0
+        r = c.get(f"/v1/videos/{vid}/frames.csv")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+        table = list(csv.DictReader(io.StringIO(r.text)))
+        assert len(table) == 2 * 15 and {t["face"] for t in table} == {"1", "2"}
+        assert c.get(f"/v1/videos/{vid}/summary.json").json()["faces"] == s["faces"]
+        r = c.get(f"/v1/videos/{vid}/annotated")
+        assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
+
+
+def test_errors_are_json_4xx(tmp_path, model_dir, clip):
+    with make_client(tmp_path, model_dir, max_mb=0.01, max_seconds=1.0) as c:
+        r = c.post("/v1/videos", files={"file": ("notes.mp4", b"hello" * 100, "video/mp4")})
+        assert r.status_code == 415 and r.json()["error"] == "not_a_video"
+        assert "not a video file" in r.json()["detail"]
+        with open(clip, "rb") as f:
+            r = c.post("/v1/videos", files={"file": ("talk.mp4", f, "video/mp4")})
+        assert r.status_code == 413 and "0.01 MB" in r.json()["detail"]
+        r = c.post("/v1/videos", json={"file": "x"})
+        assert r.status_code == 415
+        r = c.post("/v1/videos", files={"other": ("a.mp4", b"x")})
+        assert r.status_code == 422 and r.json()["error"] == "missing_file"
+        for bad in ("nope", "0" * 32, "../etc"):
+            r = c.get(f"/v1/videos/{bad}")
+            assert r.status_code == 404 and r.json()["error"] == "not_found"
+        assert not list((tmp_path / "videos").glob("*/input*"))  # nothing left behind
+    with make_client(tmp_path, model_dir, max_seconds=1.0) as c:
+        with open(clip, "rb") as f:
+            r = c.post("/v1/videos", files={"file": ("talk.mp4", f, "video/mp4")})
+        assert r.status_code == 413 and r.json()["error"] == "too_long"
+
+
+def test_jobs_in_flight_limit_and_ttl_cleanup(tmp_path, model_dir, clip):
+    with make_client(tmp_path, model_dir, max_jobs=1) as c:
+        with open(clip, "rb") as f:
+            first = c.post("/v1/videos", files={"file": ("a.mp4", f, "video/mp4")})
+        assert first.status_code == 202
+        # the child process is still loading TensorFlow: the job counts as in flight
+        assert c.get(f"/v1/videos/{first.json()['id']}").json()["status"] == "running"
+        with open(clip, "rb") as f:
+            second = c.post("/v1/videos", files={"file": ("b.mp4", f, "video/mp4")})
+        assert second.status_code == 429 and second.json()["error"] == "too_many_jobs"
+        wait_done(c, first.json()["id"])
+        s = c.app.state.video_settings
+        assert cleanup(s, now=time.time() + 3600) == []  # younger than the 24 h TTL
+        assert cleanup(s, now=time.time() + 25 * 3600) == [first.json()["id"]]
+        assert c.get(f"/v1/videos/{first.json()['id']}").status_code == 404
+
+
+def test_openapi_documents_the_video_endpoints(tmp_path, model_dir):
+    with make_client(tmp_path, model_dir) as c:
+        spec = c.get("/openapi.json").json()
+    post = spec["paths"]["/v1/videos"]["post"]
+    assert {"202", "413", "415", "422", "429"} <= set(post["responses"])
+    assert "multipart/form-data" in post["requestBody"]["content"]
+    assert "404" in spec["paths"]["/v1/videos/{vid}"]["get"]["responses"]
+    assert "409" in spec["paths"]["/v1/videos/{vid}/frames.csv"]["get"]["responses"]

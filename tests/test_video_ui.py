@@ -1,0 +1,48 @@
+"""ui.video: figures from a real analysis, and old video jobs pruned."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from fer_core import video
+from fer_core.labels import FER7
+from fer_core.predict import Predictor
+from tests.test_predict import tiny_model
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("res")
+    clip = video.synthetic_clip(out / "c.mp4", seconds=1.0)
+    video.analyze(clip, out, predictor=Predictor(tiny_model(), video.detector_config(),
+                                                 labels=FER7), smoothing=0.5)
+    return out
+
+
+def test_timeline_and_share_figures(result):
+    from ui import video as uv
+    res = uv.results(result)
+    s, df = res["summary"], res["frames"]
+    fig = uv.timeline_figure(df, 1, FER7, smoothed=True)
+    lines = [t for t in fig.data if t.type == "scatter"]
+    band = [t for t in fig.data if t.type == "bar"]
+    assert [t.name for t in lines] == list(FER7) and len(lines[0].x) == (df["face"] == 1).sum()
+    assert sum(len(t.x) for t in band) == (df["face"] == 1).sum()  # one band cell per row
+    assert {t.hovertemplate for t in band} == set(df[df["face"] == 1]["emotion_smoothed"])
+    share = uv.share_figure(s)
+    assert [t.name for t in share.data] == list(FER7)
+    assert sum(t.x[0] for t in share.data) == pytest.approx(1, abs=1e-3)
+
+
+def test_prune_keeps_the_newest_jobs(tmp_path, monkeypatch):
+    from ui import video as uv
+    monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path))
+    for i in range(7):
+        d = uv.jobs_root() / f"job{i}"
+        d.mkdir(parents=True)
+        (d / "job.json").write_text("{}")
+        os.utime(d, (1000 + i, 1000 + i))
+    uv.prune(3)
+    assert sorted(p.name for p in uv.jobs_root().iterdir()) == ["job4", "job5", "job6"]
