@@ -7,8 +7,8 @@ import streamlit as st
 from fer_core.errors import FerError
 from ui.data import max_upload_mb
 from ui.models import model_picker
-from ui.text import md
-from ui.video import (VIDEO_SUFFIXES, current, data_videos, fmt_seconds, results, share_figure,
+from ui.text import fmt_seconds, md
+from ui.video import (VIDEO_SUFFIXES, current, data_videos, results, share_figure,
                       start, status, timeline_figure)
 
 

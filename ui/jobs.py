@@ -19,6 +19,7 @@ from plotly.subplots import make_subplots
 from fer_core import runs
 from fer_core.jobs import JobHandle, JobRunner
 from fer_core.training import TrainConfig, resume_spec, start_training, train_spec
+from ui.text import fmt_seconds  # noqa: F401 - the pages take it from here
 
 MAX_POINTS = 1500  # batch points drawn per chart (the feed keeps them all)
 RESUMABLE = ("stopped", "crashed", "interrupted")
@@ -157,13 +158,3 @@ def curves_figure(epochs: list[dict], batches: list[dict] = (), height: int = 34
     fig.update_layout(height=height, margin=dict(t=40, b=10, l=10, r=10),
                       legend=dict(orientation="h", y=-0.25))
     return fig
-
-
-def fmt_seconds(s: float | None) -> str:
-    """1:05 / 1:02:03 (– when unknown)."""
-    if s is None:
-        return "–"
-    s = int(round(s))
-    if s >= 3600:
-        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-    return f"{s // 60}:{s % 60:02d}"

@@ -121,13 +121,6 @@ def results(job_dir: Path) -> dict | None:
             "video": job_dir / annotated if annotated else None}
 
 
-def fmt_seconds(s) -> str:
-    if s is None:
-        return "–"
-    s = int(round(float(s)))
-    return f"{s // 60}:{s % 60:02d}"
-
-
 def timeline_figure(df: pd.DataFrame, face: int, labels, smoothed: bool = False) -> go.Figure:
     """Probabilities of one face over time (a line per emotion) above a band coloured by the
     dominant emotion of each analysed frame."""
