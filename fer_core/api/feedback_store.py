@@ -244,22 +244,32 @@ class FeedbackStore:
             note: str | None = None) -> int:
         """Store one correction (committed when this returns); returns its id from the database.
         ``pixels`` is a uint8 48x48 face."""
+        stmt = self._insert(pixels, label, prediction_id=prediction_id, predicted=predicted,
+                            model_id=model_id, note=note)
+        return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+
+    def add_and_count(self, pixels: np.ndarray, label: str, **kw) -> tuple[int, int]:
+        """:meth:`add`, and the number of stored rows seen by the same transaction."""
+        stmt = self._insert(pixels, label, **kw)
+        count = sa.select(sa.func.count()).select_from(feedback)
+
+        def both(c):
+            fid = c.execute(stmt).scalar_one()
+            return int(fid), int(c.execute(count).scalar_one())
+        return self._run(both)
+
+    @staticmethod
+    def _insert(pixels, label, *, prediction_id=None, predicted=None, model_id=None, note=None):
         pixels = np.asarray(pixels)
         if pixels.shape != (48, 48) or pixels.dtype != np.uint8:
             raise FerError(f"expected a uint8 48x48 face, got {pixels.dtype} {pixels.shape}",
                            where="feedback.pixels")
         label = canonical(label)
         fer7_index(label)  # must be exportable
-        stmt = feedback.insert().values(
+        return feedback.insert().values(
             created_at=time.time(), label=label, pixels=pixels.tobytes(),
             prediction_id=prediction_id, predicted=predicted, model_id=model_id, note=note,
         ).returning(feedback.c.id)
-        return int(self._run(lambda c: c.execute(stmt).scalar_one()))
-
-    def add_and_count(self, pixels: np.ndarray, label: str, **kw) -> tuple[int, int]:
-        """:meth:`add`, then the number of stored rows (both from the database)."""
-        fid = self.add(pixels, label, **kw)
-        return fid, self.count()
 
     def count(self) -> int:
         return int(self._run(lambda c: c.execute(
