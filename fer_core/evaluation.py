@@ -85,6 +85,7 @@ def load(model_or_path, labels=None) -> LoadedModel:
         model = model_or_path
         names, lset = None, None
         model_id = getattr(model, "name", "model")
+    _check_input(model, model_id)
     n_out = n_outputs(model)
     if labels is not None:
         names = tuple(labels)
@@ -99,6 +100,17 @@ def load(model_or_path, labels=None) -> LoadedModel:
         lset = _BY_SIZE[n_out]
         names = labelsets.label_set(lset)
     return LoadedModel(model, model_id, names, lset)
+
+
+def _check_input(model, model_id) -> None:
+    """FerError unless the model takes 48x48 grey faces (N, 48, 48[, 1])."""
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        return
+    shape = tuple(inputs[0].shape)[1:]
+    if shape not in ((48, 48, 1), (48, 48)):
+        raise FerError(f"model expects input {shape}; expected 48x48x1 grey faces",
+                       where=str(model_id))
 
 
 def n_outputs(model) -> int:

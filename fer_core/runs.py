@@ -3,8 +3,11 @@
 A run directory contains ``model.keras`` (best model by val accuracy, no optimizer state),
 ``last.keras`` (latest epoch with optimizer state, for resuming; may be deleted to save space),
 ``config.json`` (the :class:`~fer_core.training.TrainConfig`), ``history.jsonl`` (one row per
-epoch), ``metrics.json`` (summary), ``labels.json`` (label names = model output order),
-``state.json`` (resume state) and ``model_card.md``.
+epoch), ``metrics.json`` (summary, written and read only through :func:`write_metrics` and
+:func:`read_metrics`, with a ``schema_version``), ``labels.json`` (label names = model output
+order), ``state.json`` (resume state) and ``model_card.md``. A run trained as a job also holds
+the job's files (``job.json``, ``job_state.json``, ``events.jsonl``, ``job.log``; see
+:mod:`fer_core.jobs`).
 
 Run ids are readable, ``YYYYmmdd-HHMMSS-<arch>``, and validated against :data:`RUN_ID_RE` (no
 slashes, no ``..``), so a user-supplied id can never point outside :func:`runs_dir`. Every
@@ -26,6 +29,8 @@ from pathlib import Path
 from fer_core import MODELS_DIR, atomic
 from fer_core.errors import FerError
 
+METRICS_FILE = "metrics.json"
+METRICS_SCHEMA = 1  # the version of metrics.json this code writes and reads
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,119}$")
 MODEL_FILE = "model.keras"
 LAST_FILE = "last.keras"
@@ -200,6 +205,29 @@ def load_model(path, compile: bool = False):
                        where=str(p)) from None
 
 
+def write_metrics(run_dir, metrics: dict) -> dict:
+    """Write a run's ``metrics.json`` (atomically, stamped with :data:`METRICS_SCHEMA`);
+    returns what was written."""
+    metrics = {"schema_version": METRICS_SCHEMA,
+               **{k: v for k, v in metrics.items() if k != "schema_version"}}
+    atomic_write_json(Path(run_dir) / METRICS_FILE, metrics)
+    return metrics
+
+
+def read_metrics(run_dir) -> dict:
+    """A run's ``metrics.json`` ({} when there is none). A file of another schema version,
+    or one that is not a JSON object, raises :class:`FerError` naming it."""
+    path = Path(run_dir) / METRICS_FILE
+    metrics = _read_json(path, {})
+    if not isinstance(metrics, dict):
+        raise FerError("expected a JSON object", where=str(path))
+    version = metrics.get("schema_version", METRICS_SCHEMA)
+    if version != METRICS_SCHEMA:
+        raise FerError(f"metrics schema version {version!r}; this version of FER Studio reads "
+                       f"version {METRICS_SCHEMA}", where=str(path))
+    return metrics
+
+
 @dataclass
 class Run:
     """A run directory read from disk."""
@@ -244,7 +272,7 @@ def load_run(run) -> Run:
     card = p / "model_card.md"
     return Run(path=p, config=_read_json(p / "config.json", {}),
                history=read_jsonl(p / "history.jsonl"),
-               metrics=_read_json(p / "metrics.json", {}),
+               metrics=read_metrics(p),
                labels=list(read_labels(p)[0] or ()),
                card=card.read_text(encoding="utf-8") if card.exists() else "")
 
@@ -312,10 +340,8 @@ def hardware() -> dict:
 
 def machines_of(metrics: dict) -> list[dict]:
     """The machines a run trained on, in the order first used: a run resumed elsewhere spans
-    several. Runs recorded before this list kept only the last machine, as ``hardware``."""
-    if metrics.get("machines"):
-        return list(metrics["machines"])
-    return [metrics["hardware"]] if metrics.get("hardware") else []
+    several."""
+    return list(metrics.get("machines") or [])
 
 
 def with_machine(machines: list[dict], hw: dict) -> list[dict]:
@@ -341,18 +367,15 @@ FER2013_LIMITS = (
 
 
 def commands_of(metrics: dict) -> list[str]:
-    """The commands recorded in a run's metrics (``commands``, or an older single
-    ``command``)."""
-    commands = metrics.get("commands") or ([metrics["command"]] if metrics.get("command") else [])
-    return [c for c in commands if isinstance(c, str)]
+    """The commands recorded in a run's metrics."""
+    return [c for c in metrics.get("commands") or [] if isinstance(c, str)]
 
 
 def model_commands(path) -> list[str]:
     """The commands that trained the model at ``path`` (a run dir, or a run's model.keras /
     last.keras), from its metrics.json; [] when it is not a training run."""
     p = Path(path)
-    metrics = _read_json((p if p.is_dir() else p.parent) / "metrics.json", {})
-    return commands_of(metrics) if isinstance(metrics, dict) else []
+    return commands_of(read_metrics(p if p.is_dir() else p.parent))
 
 
 def _recipe_lines(config: dict, metrics: dict) -> list[str]:

@@ -105,27 +105,81 @@ def _from_bytes(blob: bytes, where: str, max_pixels: float) -> np.ndarray:
                        f"{int(max_pixels):,}", where=where)
     try:
         img.load()
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)
         if img.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
-            if img.mode != "L":
-                arr = np.asarray(img, dtype=np.float64)
-                hi = 255.0 if img.mode == "1" else max(float(arr.max()), 1.0)
-                if img.mode in ("1",):
-                    arr = arr * 255.0
-                elif hi > 255:
-                    arr = arr * (255.0 / (65535.0 if hi <= 65535 else hi))
-                return np.clip(arr, 0, 255).astype(np.uint8)
-            return np.array(img, dtype=np.uint8)
+            return _grey_to_uint8(_pixels(img))
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(white, rgba)
-        rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            return _over_white_bgr(_pixels(img if img.mode == "RGBA" else img.convert("RGBA")))
+        rgb = _pixels(img if img.mode == "RGB" else img.convert("RGB"))
     except Image.DecompressionBombError:
         raise FerError(f"image too large (limit {int(max_pixels):,} pixels)", where=where) from None
+    except FerError:
+        raise
     except Exception as e:  # noqa: BLE001 - truncated/corrupt data
         raise FerError(f"corrupt or truncated image ({e})", where=where) from None
-    return np.ascontiguousarray(rgb[:, :, ::-1])
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+
+# Conversions below work on bands of rows so that their temporaries stay a few MB whatever
+# the image size: a decoded image costs its pixels once or twice, never as float64.
+_BAND = 1 << 20   # pixels per band
+
+
+def _pixels(img) -> np.ndarray:
+    """The image's pixels as a (read-only) array; the Pillow image is closed right after, so
+    its own buffer is freed before any conversion allocates."""
+    arr = np.asarray(img)
+    img.close()
+    return arr
+
+
+def _bands(h: int, w: int):
+    step = max(1, _BAND // max(w, 1))
+    for y in range(0, h, step):
+        yield slice(y, min(h, y + step))
+
+
+def _grey_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """uint8 grey from a 1-bit, 8-bit, 16-bit, 32-bit integer or float grey image.
+
+    8-bit data is copied; 16-bit data whose values exceed 255 keeps its high byte; other
+    integer and float data with values above 255 is scaled to 0-255 (by 255/65535, or by
+    255/max above 65535).
+    """
+    if arr.dtype == np.uint8:
+        return np.array(arr)
+    if arr.dtype == np.bool_:
+        return arr.view(np.uint8) * np.uint8(255)
+    out = np.empty(arr.shape, dtype=np.uint8)
+    hi = float(arr.max()) if arr.size else 0.0
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 2:
+        if hi <= 255:
+            np.copyto(out, arr, casting="unsafe")
+        else:
+            np.right_shift(arr, 8, out=out, casting="unsafe")
+        return out
+    if arr.dtype.kind == "f" and not np.isfinite(hi):
+        hi = 65535.0
+    scale = 1.0 if hi <= 255 else 255.0 / (65535.0 if hi <= 65535 else hi)
+    for rows in _bands(*arr.shape[:2]):
+        band = arr[rows].astype(np.float32)
+        if scale != 1.0:
+            band *= np.float32(scale)
+        np.clip(band, 0, 255, out=band)
+        np.copyto(out[rows], np.nan_to_num(band, copy=False), casting="unsafe")
+    return out
+
+
+def _over_white_bgr(rgba: np.ndarray) -> np.ndarray:
+    """BGR uint8 of an RGBA uint8 image composited over white."""
+    h, w = rgba.shape[:2]
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    for rows in _bands(h, w):
+        band = rgba[rows].astype(np.uint16)
+        a = band[..., 3:4]
+        mixed = (band[..., 2::-1] * a + 255 * (255 - a) + 127) // 255
+        np.copyto(out[rows], mixed, casting="unsafe")
+    return out
 
 
 def _from_array(arr: np.ndarray, color: str, where: str, max_pixels: float) -> np.ndarray:

@@ -9,6 +9,7 @@ from ui.data import dataset_label, get_active_dataset
 from ui.models import (confusion_figure, delta_figure, evaluate_cached, face_gallery,
                        get_loaded, model_picker, per_class_figure, prob_bars, reliability_figure,
                        true_vs_pred_figure)
+from ui.text import md
 
 st.title("📊 Evaluate")
 ds = get_active_dataset()
@@ -34,7 +35,7 @@ try:
     report, preds = evaluate_cached(model_path, ds, split, tta)
     other_report = evaluate_cached(other, ds, split, tta)[0] if other else None
 except FerError as exc:
-    st.error(f"Cannot evaluate: {exc}")
+    st.error(f"Cannot evaluate: {md(exc)}")
     st.stop()
 
 if report.get("remapped"):
@@ -57,7 +58,7 @@ if tta:
     cols[4].metric("TTA effect on accuracy", f"{report['accuracy']:.1%}",
                    delta=f"{report['tta_gain']:+.1%}",
                    help=f"without TTA: {report['accuracy_no_tta']:.1%}")
-st.caption(f"{report['model']} on {report['n']:,} faces of split '{split}' · "
+st.caption(f"{md(report['model'])} on {report['n']:,} faces of split '{split}' · "
            f"second-guess rate {report['second_guess_rate']:.0%} (of the wrong answers, "
            f"how often the true label was the runner-up) · "
            f"{report['timing']['faces_per_s']:,.0f} faces/s")
@@ -141,13 +142,13 @@ with tabs[3]:
                 try:
                     cam = evaluation.grad_cam(loaded.model, it["image"], cls)
                 except Exception as exc:  # noqa: BLE001 - an odd user model must not crash
-                    col.warning(f"Grad-CAM is not available for this model: {exc}")
+                    col.warning(f"Grad-CAM is not available for this model: {md(exc)}")
                     continue
                 col.image(evaluation.overlay(it["image"], cam, size=192),
                           caption=f"Grad-CAM for the {what} class ({names[cls]})")
         else:
             b.info("Grad-CAM needs the model's own label set (the data was remapped).")
-        st.markdown(f"**Feature maps of `{layer}`** ({maps.shape[-1]} channels, "
+        st.markdown(f"**Feature maps of {md(layer)}** ({maps.shape[-1]} channels, "
                     f"{maps.shape[0]}×{maps.shape[1]})")
         st.image(evaluation.feature_grid(maps, max_maps=64), clamp=True, width=640)
 
@@ -165,7 +166,7 @@ with tabs[5]:
         right.plotly_chart(confusion_figure(report, True, title=f"{cmp['b']}"), key="cm_b")
         deltas = pd.DataFrame({n: {m: v["delta"] for m, v in d.items()}
                                for n, d in cmp["per_class"].items()}).T
-        st.markdown(f"**Per-class change, {cmp['b']} minus {cmp['a']}**")
+        st.markdown(f"**Per-class change, {md(cmp['b'])} minus {md(cmp['a'])}**")
         st.dataframe(deltas.style.format("{:+.1%}"))
         st.plotly_chart(delta_figure(deltas["f1"], "F1 change per class"))
 

@@ -4,6 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from ui.data import dataset_label, dataset_picker, dataset_stats
+from ui.text import md
 
 PAGE_SIZE = 40
 
@@ -40,7 +41,7 @@ if f3.button("🔀 Reshuffle"):
 label = None if cls == "all" else ds.label_names.index(cls)
 idx = ds.indices(split, label, seed=st.session_state.get("grid_seed", 0))
 if len(idx) == 0:
-    st.warning(f"No faces of class {cls!r} in split {split!r}.")
+    st.warning(md(f"No faces of class {cls!r} in split {split!r}."))
 else:
     n_pages = (len(idx) + PAGE_SIZE - 1) // PAGE_SIZE
     st.caption(f"{len(idx):,} faces match · page size {PAGE_SIZE}")

@@ -7,6 +7,7 @@ import streamlit as st
 from fer_core import DEFAULT_MODEL
 from fer_core.runs import has_model
 from ui.data import active_choice
+from ui.text import md
 
 ROOT = Path(__file__).resolve().parent.parent
 LINKS = [  # (page file, label, icon, what it does)
@@ -29,7 +30,7 @@ choice = active_choice()
 c1, c2 = st.columns(2)
 with c1.container(border=True):
     st.markdown("**Active dataset**")
-    st.markdown(choice["name"])
+    st.markdown(md(choice["name"]))
     if choice["source"] == "demo":
         st.caption("Synthetic demo: drawn faces, not real people. Pick FER2013 in the "
                    "Dataset Explorer for real data.")
@@ -38,7 +39,7 @@ with c2.container(border=True):
     model = st.session_state.get("active_model")
     if model:
         st.markdown(f"`{Path(model).name}`")
-        st.caption(str(model))
+        st.caption(md(model))
     elif has_model(DEFAULT_MODEL):
         st.markdown(f"Shipped default (`{DEFAULT_MODEL.name}`)")
     else:

@@ -6,6 +6,7 @@ import streamlit as st
 from fer_core import runs
 from fer_core.errors import FerError
 from ui.models import curves_figure, model_choices, no_model_message, run_details
+from ui.text import md
 
 st.title("📦 Models")
 st.caption(f"Runs live in `{runs.runs_dir()}` (set FER_RUNS_DIR to use another folder).")
@@ -40,7 +41,7 @@ chosen = choices[pick]
 try:
     details = run_details(chosen.path)
 except FerError as exc:
-    st.error(f"Cannot read {chosen.path}: {exc}")
+    st.error(f"Cannot read {md(chosen.path)}: {md(exc)}")
     st.stop()
 
 card_tab, metrics_tab, curves_tab, manage_tab = st.tabs(
@@ -77,7 +78,7 @@ with manage_tab:
             try:
                 target = runs.rename_run(chosen.path, new.strip())
             except FerError as exc:
-                st.error(f"Cannot rename: {exc}")
+                st.error(f"Cannot rename: {md(exc)}")
             else:
                 st.session_state["models_flash"] = f"Renamed to {target}."
                 st.rerun()
@@ -87,7 +88,7 @@ with manage_tab:
             try:
                 runs.delete_run(chosen.path)
             except FerError as exc:
-                st.error(f"Cannot delete: {exc}")
+                st.error(f"Cannot delete: {md(exc)}")
             else:
                 st.session_state.pop("models_confirm", None)
                 st.session_state["models_flash"] = f"Deleted {chosen.path.name}."

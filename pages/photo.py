@@ -6,6 +6,7 @@ import streamlit as st
 from fer_core.errors import FerError
 from ui.models import (MAX_PHOTO_MB, analyse_photo, detector_settings, get_predictor,
                        model_picker, photo_rows, prob_bars)
+from ui.text import md
 
 st.title("🖼️ Photo")
 st.caption("Upload photos or take a snapshot: every face is boxed and labelled. "
@@ -24,7 +25,7 @@ if model_path is None:
 try:
     predictor = get_predictor(model_path, settings)
 except FerError as exc:
-    st.error(f"Cannot use this model: {exc}")
+    st.error(f"Cannot use this model: {md(exc)}")
     st.stop()
 
 up_tab, cam_tab = st.tabs(["Upload", "Camera snapshot"])
@@ -45,7 +46,7 @@ for f in files:
     try:
         res = analyse_photo(name, f.getvalue(), predictor, mode, tta=tta)
     except FerError as exc:
-        st.error(f"Cannot read {name}: {exc}")
+        st.error(f"Cannot read {md(name)}: {md(exc)}")
         continue
     results.append(res)
     st.subheader(name)
@@ -56,7 +57,7 @@ for f in files:
                          key=f"dl_{name}_{len(results)}")
     with right:
         if not res.faces:
-            st.warning(f"No face found in {name}. Try a larger, frontal, well-lit face, or "
+            st.warning(f"No face found in {md(name)}. Try a larger, frontal, well-lit face, or "
                        "lower 'Min neighbours' / 'Min face size' in the detector settings.")
         else:
             st.markdown(f"**{len(res.faces)} face{'s' if len(res.faces) > 1 else ''} found**")

@@ -1,4 +1,4 @@
-"""Train: configure a run, start it on the server's job manager, and watch it learn live."""
+"""Train: configure a run, start it as a job (its own process), and watch it learn live."""
 
 import json
 from pathlib import Path
@@ -9,8 +9,10 @@ from fer_core import models, runs
 from fer_core.errors import FerError
 from fer_core.labels import LABEL_SETS
 from fer_core.training import OPTIMIZERS, SCHEDULES, TrainConfig
-from ui.data import dataset_label, get_active_dataset
-from ui.jobs import curves_figure, fmt_seconds, job_manager, snapshot, start_job
+from ui.data import active_choice, dataset_label, get_active_dataset
+from ui.jobs import (current_job, curves_figure, fmt_seconds, resume_job, snapshot,
+                     start_training_job)
+from ui.text import md
 
 ROOT = Path(__file__).resolve().parent.parent
 D = TrainConfig()  # defaults
@@ -23,8 +25,8 @@ def pct(x):
 
 @st.fragment(run_every=1)
 def live_view():
-    snap = snapshot(job_manager().job)
-    if not snap["running"]:  # the job ended: rerun the page to show the summary and the form
+    snap = snapshot(current_job())
+    if not snap or not snap["running"]:  # the job ended: rerun the page to show how
         st.rerun(scope="app")
     st.progress(snap["progress"], text=f"epoch {snap['epoch']}/{snap['epochs']} · batch "
                 f"{snap['batch']}/{snap['batches']} · ETA {fmt_seconds(snap['eta'])}")
@@ -35,36 +37,60 @@ def live_view():
     m[3].metric("elapsed", fmt_seconds(snap["elapsed"]))
     st.plotly_chart(curves_figure(snap["history"], snap["batch_rows"]), key="live_curves")
     if st.button("⏹ Stop", type="primary"):
-        job_manager().stop()
+        snap["job"].stop()
         st.toast("Stopping after this batch; the best model so far is kept.")
 
 
+def ended(snap):
+    """The last run's outcome: summary, and what went wrong when it did not finish."""
+    status = (snap["status"] == "finished" and snap["result_status"]) or snap["status"]
+    st.subheader(f"Last run `{snap['run_id']}`: {status.replace('_', ' ')}")
+    if snap["status"] == "crashed":
+        st.error(f"The training process crashed ({snap['reason']}). The app is unaffected; "
+                 "the run keeps its best model and its last checkpoint. Last lines of its log:")
+        st.code("\n".join(snap["log_tail"]) or "(empty log)", language="text")
+    elif snap["status"] == "interrupted":
+        st.warning("The training process ended without reporting (it was killed, or the app "
+                   "or the machine restarted). The run keeps its last checkpoint.")
+        if snap["log_tail"]:
+            st.code("\n".join(snap["log_tail"]), language="text")
+    elif snap["error"]:
+        st.error(md(snap["error"]))
+    c = st.columns(3)
+    c[0].metric("best epoch", snap["best_epoch"] or "–")
+    c[1].metric("best val accuracy", pct(snap["best_val_accuracy"]))
+    c[2].metric("training time", fmt_seconds(snap["elapsed"]))
+    if snap["resumable"] and st.button("↻ Resume", key="resume"):
+        try:
+            st.session_state["my_run"] = str(resume_job(snap["job"]).job_dir)
+        except FerError as exc:
+            st.session_state["train_error"] = f"Cannot resume: {exc}"
+        st.rerun()
+    if snap["history"]:
+        st.plotly_chart(curves_figure(snap["history"], snap["batch_rows"]), key="last_curves")
+    if snap["has_model"] and st.session_state.get("my_run") == snap["run_dir"]:
+        st.session_state["active_model"] = snap["run_dir"]  # Evaluate opens this run
+    if snap["has_model"] and (ROOT / "pages/evaluate.py").exists():
+        st.page_link("pages/evaluate.py", label="Evaluate this model", icon="📊")
+
+
 st.title("🏋️ Train")
-snap = snapshot(job_manager().job)
+job = current_job()
+snap = snapshot(job)
+if job is not None and snap is None and job.running:
+    st.info(f"A {job.kind} job is running on this runs folder; training can start when it ends.")
 if snap and snap["running"]:
-    st.info(f"Training **{snap['arch']}** · run `{snap['run_id']}`. One job runs at a time on "
-            "this server; it keeps going if you leave or reload this page.")
+    st.info(f"Training **{snap['arch']}** · run `{snap['run_id']}`. It runs in its own process, "
+            "one job at a time; it keeps going if you leave or reload this page.")
     live_view()
-elif snap:  # the last job of this server has ended
+elif snap:
     with st.container(border=True):
-        st.subheader(f"Last run `{snap['run_id']}`: {snap['status'].replace('_', ' ')}")
-        if snap["error"]:
-            st.error(snap["error"])
-        c = st.columns(3)
-        c[0].metric("best epoch", snap["best_epoch"] or "–")
-        c[1].metric("best val accuracy", pct(snap["best_val_accuracy"]))
-        c[2].metric("training time", fmt_seconds(snap["elapsed"]))
-        if snap["history"]:
-            st.plotly_chart(curves_figure(snap["history"], snap["batch_rows"]), key="last_curves")
-        if snap["has_model"] and st.session_state.get("my_run") == snap["run_dir"]:
-            st.session_state["active_model"] = snap["run_dir"]  # Evaluate opens this run
-        if snap["has_model"] and (ROOT / "pages/evaluate.py").exists():
-            st.page_link("pages/evaluate.py", label="Evaluate this model", icon="📊")
+        ended(snap)
 
 ds = get_active_dataset()
 st.caption(f"Dataset: {dataset_label(ds)} · choose another in the Dataset Explorer")
 if err := st.session_state.pop("train_error", None):
-    st.error(err)
+    st.error(md(err))
 with st.form("train_config"):
     c = st.columns(4)
     arch = c[0].selectbox("Architecture", ARCHS, ARCHS.index(models.DEFAULT_ARCH), key="tr_arch")
@@ -117,8 +143,8 @@ if submitted:
             label_set=label_set, seed=int(seed), patience=int(patience))
         run_dir = runs.runs_dir() / runs.new_run_id(arch)
         try:
-            start_job(ds.limit_train(int(max_train), int(seed)), config, run_dir)
-            st.session_state["my_run"] = str(run_dir)
+            started = start_training_job(ds, active_choice(), config, run_dir, int(max_train))
+            st.session_state["my_run"] = str(started.job_dir)
         except FerError as exc:
             st.session_state["train_error"] = f"Cannot start training: {exc}"
     st.rerun()
@@ -130,8 +156,8 @@ if not past:
 else:
     labels = {r.id: f"{r.id} · {r.metrics.get('status', '?')} · best val "
                     f"{pct(r.metrics.get('best_val_accuracy'))}" for r in past}
-    run = next(r for r in past if r.id == st.selectbox("Run", list(labels), format_func=labels.get,
-                                                       key="past_run"))
+    chosen = st.selectbox("Run", list(labels), format_func=labels.get, key="past_run")
+    run = next(r for r in past if r.id == chosen)
     st.plotly_chart(curves_figure(run.history), key="past_curves")
-    st.caption(f"{run.path} · {run.metrics.get('epochs_done', len(run.history))} epochs · "
+    st.caption(f"{md(run.path)} · {run.metrics.get('epochs_done', len(run.history))} epochs · "
                f"{fmt_seconds(run.metrics.get('train_time_sec'))}")

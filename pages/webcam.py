@@ -8,6 +8,7 @@ from fer_core.errors import FerError
 from fer_core.webcam import FrameAnnotator
 from ui.models import (detector_settings, get_predictor, ice_servers, live_figure,
                        model_picker, model_stamp, prob_bars)
+from ui.text import md
 
 st.title("🎥 Webcam")
 st.caption("Press START and allow the camera: faces are boxed and labelled live. "
@@ -29,7 +30,7 @@ try:
     predictor = get_predictor(model_path, settings)
     servers = ice_servers()
 except FerError as exc:
-    st.error(str(exc))
+    st.error(md(exc))
     st.stop()
 
 # One annotator per session and (model, detector settings); live settings are just updated.

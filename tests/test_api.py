@@ -94,7 +94,7 @@ def test_health_labels_models_with_model(client, model_dir):
     assert lab["emoji"]["happy"]
     models = client.get("/v1/models").json()["models"]
     active = [m for m in models if m["active"]]
-    assert len(active) == 1 and active[0]["path"] == str(model_dir)
+    assert len(active) == 1 and active[0]["id"] == model_dir.name
     assert active[0]["labels"] == list(FER7)
 
 

@@ -9,8 +9,15 @@ from streamlit.testing.v1 import AppTest
 
 from fer_core.data.fer2013 import to_csv_bytes
 from tests.factories import pattern_faces
+from ui.text import md
 
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+
+
+@pytest.fixture(autouse=True)
+def _tmp_is_an_allowed_root(tmp_path, monkeypatch):
+    """Typed paths must be under an allowed root: these tests type paths under tmp_path."""
+    monkeypatch.setenv("FER_DATA_ROOTS", str(tmp_path))
 
 
 def _explorer() -> AppTest:
@@ -72,7 +79,7 @@ def test_missing_path_shows_error_not_exception(tmp_path):
 def test_bad_row_error_then_skip_bad_rows(tmp_path):
     path = _csv(tmp_path, bad_line="3,1 2 3,Training")
     at = _pick_typed(_explorer(), path)
-    assert at.error and "faces.csv" in at.error[0].value
+    assert at.error and md("faces.csv") in at.error[0].value
     at.checkbox(key="ds_skip").check().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert _metric(at, "Faces") == "84"
@@ -90,10 +97,11 @@ def test_upload_csv_loads_and_bad_upload_shows_error(tmp_path):
                                               "text/csv").run()
     assert not at.exception
     assert at.error, "a CSV without the FER2013 columns must show an error"
-    assert "junk.csv" in at.error[0].value and "pixels" in at.error[0].value, at.error[0].value
+    assert md("junk.csv") in at.error[0].value and "pixels" in at.error[0].value, \
+        at.error[0].value
     at.file_uploader(key="ds_upload").upload("faces.gz", good, "application/gzip").run()
     assert not at.exception
-    assert any("expected a .csv, .csv.gz or .zip" in e.value for e in at.error)
+    assert any(md("expected a .csv, .csv.gz or .zip") in e.value for e in at.error)
 
 
 def test_upload_over_the_limit_is_refused_with_a_clear_message(monkeypatch):
@@ -127,7 +135,7 @@ def test_grid_filters_change_the_samples(tmp_path):
 def test_switching_pages_keeps_the_dataset(tmp_path, page):
     at = _pick_typed(_explorer(), _csv(tmp_path))
     at.switch_page("pages/home.py").run()
-    assert any("faces.csv" in m.value for m in at.markdown)
+    assert any(md("faces.csv") in m.value for m in at.markdown)
     at.switch_page(page).run()
     assert _metric(at, "Faces") == "84"
 

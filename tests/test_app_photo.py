@@ -10,6 +10,7 @@ import pytest
 
 from tests.factories import face_image
 from tests.test_app_models import make_tiny_run
+from ui.text import md
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +78,7 @@ def test_photo_emoji_mode_and_several_files(runs, monkeypatch):
          .tobytes(), "image/webp"),
         ("wall.png", _png(blank), "image/png")]).run()
     assert not at.exception, at.exception
-    assert any("No face found in wall.png" in w.value for w in at.warning)
+    assert any("No face found in wall\\.png" in w.value for w in at.warning)  # escaped
     assert list(at.dataframe[0].value["image"]) == ["face.webp"]
     assert len(at.get("plotly_chart")) == 1          # probability bars for the one face
 
@@ -95,7 +96,7 @@ def test_photo_bad_uploads_show_a_clear_error(runs, monkeypatch, name, data, exp
     at = _app(monkeypatch, runs)
     at.file_uploader(key="photo_upload").set_value((name, data, "image/png")).run()
     assert not at.exception, at.exception
-    assert at.error and name in at.error[0].value and expect in at.error[0].value.lower(), \
+    assert at.error and md(name) in at.error[0].value and expect in at.error[0].value.lower(), \
         [e.value for e in at.error]
     # the page stays usable: a good photo afterwards works
     at.file_uploader(key="photo_upload").set_value(("face.png", _png(face_image()),

@@ -1,4 +1,5 @@
-"""Real browser: start a run on the demo data, watch the chart grow, re-attach, stop it."""
+"""Real browser: start a run on the demo data, watch the chart grow, re-attach, stop it; a
+training process killed by SIGSEGV leaves the server running and the page explains it."""
 
 from __future__ import annotations
 
@@ -65,3 +66,57 @@ def test_training_run_shows_live_curves_reattaches_and_stops(streamlit_server, p
     expect(main.get_by_role("link", name="Evaluate this model")).to_be_visible()
     expect(main.get_by_role("button", name="Start training")).to_be_enabled()
     page.screenshot(path=str(ARTIFACTS_DIR() / "train-done.png"), full_page=True)
+
+
+def test_a_crashed_training_job_leaves_the_app_serving_and_is_explained(streamlit_server, page):
+    """The job's process dies of SIGSEGV mid-training: the server keeps answering, the Train
+    page says the run crashed (signal and log lines) and offers Resume, which starts again."""
+    import os
+    import signal
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from playwright.sync_api import expect
+
+    from fer_core.jobs import JobRunner
+
+    runner = JobRunner(Path(streamlit_server.env["FER_RUNS_DIR"]))
+    page.goto(f"{streamlit_server.url}/train")
+    main = page.get_by_test_id("stMain")
+    expect(main.get_by_text("Synthetic demo").first).to_be_visible(timeout=90_000)
+    _fill(main, "Epochs", 1000)
+    _fill(main, "Batch size", 32)
+    _fill(main, "Max training images (0 = all)", 256)
+    main.get_by_role("button", name="Start training").click()
+    expect(main.get_by_text("Training vgg")).to_be_visible(timeout=60_000)
+
+    job = runner.current()
+    deadline = time.monotonic() + 180
+    while not any(e["type"] == "batch" for e in job.events()[0]):  # in the middle of training
+        assert job.running and time.monotonic() < deadline, job.state()
+        time.sleep(0.2)
+    pid = job.state()["pid"]
+    assert pid != streamlit_server.proc.pid
+    os.kill(pid, signal.SIGSEGV)
+
+    done = main.get_by_role("heading", name="Last run")
+    expect(done).to_be_visible(timeout=60_000)
+    expect(done).to_contain_text("crashed")
+    expect(main.get_by_text("killed by SIGSEGV")).to_be_visible()
+    expect(main.get_by_test_id("stCode")).to_contain_text("Fatal Python error: Segmentation fault")
+    expect(main.get_by_role("button", name="Resume")).to_be_visible()
+    expect(main.get_by_role("heading", name="Past runs")).to_be_visible()
+    expect(main.get_by_test_id("stException")).to_have_count(0)
+    with urllib.request.urlopen(f"{streamlit_server.url}/_stcore/health", timeout=5) as r:
+        assert r.status == 200
+    assert streamlit_server.proc.poll() is None
+    page.screenshot(path=str(ARTIFACTS_DIR() / "train-crashed.png"), full_page=True)
+
+    main.get_by_role("button", name="Resume").click()        # the same run starts again
+    expect(main.get_by_text("Training vgg")).to_be_visible(timeout=60_000)
+    resumed = runner.current()
+    assert resumed.job_dir == job.job_dir and resumed.running
+    main.get_by_role("button", name="Stop").click()
+    expect(main.get_by_role("heading", name="Last run")).to_contain_text("stopped",
+                                                                        timeout=120_000)

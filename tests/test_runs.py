@@ -57,7 +57,7 @@ def _fake_run(root, run_id):
     d = root / run_id
     runs.atomic_write_json(d / "config.json", {"arch": "vgg"})
     runs.atomic_write_json(d / "labels.json", ["a", "b"])
-    runs.atomic_write_json(d / "metrics.json", {"best_val_accuracy": 0.5})
+    runs.write_metrics(d, {"best_val_accuracy": 0.5})
     runs.append_jsonl(d / "history.jsonl", {"epoch": 1, "val_accuracy": 0.5})
     return d
 
@@ -103,11 +103,32 @@ def test_model_card_names_data_arch_and_hardware(tmp_path):
     assert (tmp_path / "model_card.md").read_text() == text
 
 
-def test_machines_of_reads_older_runs_and_with_machine_adds_each_machine_once(tmp_path):
+def test_metrics_have_one_owner_with_a_schema_version(tmp_path):
+    written = runs.write_metrics(tmp_path, {"status": "finished", "schema_version": 99})
+    assert written["schema_version"] == runs.METRICS_SCHEMA
+    assert json.loads((tmp_path / "metrics.json").read_text()) == written
+    assert runs.read_metrics(tmp_path) == written
+    assert runs.read_metrics(tmp_path / "none") == {}
+    runs.atomic_write_json(tmp_path / "metrics.json", {"schema_version": 2, "status": "x"})
+    with pytest.raises(FerError, match="schema version 2"):
+        runs.read_metrics(tmp_path)
+    runs.atomic_write_json(tmp_path / "metrics.json", ["not", "an", "object"])
+    with pytest.raises(FerError, match="JSON object"):
+        runs.read_metrics(tmp_path)
+
+
+def test_committed_runs_are_on_the_current_metrics_schema():
+    from fer_core import MODELS_DIR
+    for metrics_file in MODELS_DIR.glob("*/metrics.json"):
+        metrics = json.loads(metrics_file.read_text())
+        assert metrics["schema_version"] == runs.METRICS_SCHEMA, metrics_file
+        assert metrics["commands"] and metrics["machines"], metrics_file
+
+
+def test_machines_of_and_with_machine_add_each_machine_once(tmp_path):
     a = {"cpu": "AMD EPYC", "cores": 2, "tensorflow": "2.21.0", "keras": "3.15.1", "gpus": 0}
     b = {**a, "cpu": "Intel Xeon"}
     assert runs.machines_of({}) == []
-    assert runs.machines_of({"hardware": a}) == [a]           # recorded before machines existed
     assert runs.machines_of({"hardware": b, "machines": [a, b]}) == [a, b]
     assert runs.with_machine([a], {**a, "platform": "other kernel"}) == [a]  # same machine
     assert runs.with_machine([a], b) == [a, b]

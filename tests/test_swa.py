@@ -149,7 +149,7 @@ def test_swa_errors_are_clear(swa_run, faces, tmp_path, capsys):
 
 
 def test_weight_average_records_keep_the_history():
-    from fer_core.training import _record_swa
+    from fer_core.training import record_swa as _record_swa
 
     def rec(a, b, acc, used):
         return {"epochs": [a, b], "n_snapshots": b - a + 1, "val_accuracy": acc,

@@ -1,7 +1,10 @@
 """Training: learning happens, checkpoints/resume, stop, config validation, seeds, jobs, CLI."""
 
 import json
+import os
+import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +13,9 @@ pytest.importorskip("keras")
 
 from fer_core import runs  # noqa: E402
 from fer_core.errors import FerError  # noqa: E402
-from fer_core.training import JobManager, TrainConfig, make_schedule, train  # noqa: E402
+from fer_core.jobs import JobRunner  # noqa: E402
+from fer_core.training import (TrainConfig, make_schedule, resume_spec,  # noqa: E402
+                               start_training, train, train_spec)
 from tests.factories import pattern_faces  # noqa: E402
 
 NO_AUG = dict(shift=0.0, rotation=0.0, zoom=0.0, contrast=0.0, erasing=0.0)
@@ -163,33 +168,103 @@ def test_same_seed_same_first_epoch_metrics(faces, tmp_path):
     assert a["best_val_accuracy"] == b["best_val_accuracy"]
 
 
-def test_job_manager_runs_one_job_at_a_time(faces, tmp_path):
-    manager = JobManager()
-    job = manager.start(faces, cfg(epochs=50), tmp_path / "one")
+@pytest.fixture
+def toy_csv(faces, tmp_path):
+    from fer_core.data.fer2013 import to_csv_bytes
+    path = tmp_path / "faces.csv"
+    path.write_bytes(to_csv_bytes(faces.images, faces.labels, faces.split))
+    return path
+
+
+def _epochs_seen(job) -> list[int]:
+    return [e["epoch"] for e in job.events()[0] if e["type"] == "epoch"]
+
+
+def _wait_for_epochs(job, n, timeout=300):
+    deadline = time.monotonic() + timeout
+    while len(_epochs_seen(job)) < n:
+        assert job.running, job.state()
+        assert time.monotonic() < deadline, f"no {n} epochs in {timeout} s"
+        time.sleep(0.2)
+
+
+def test_a_training_job_learns_in_a_child_process(toy_csv, tmp_path):
+    runner = JobRunner(tmp_path / "runs")
+    run_dir = tmp_path / "runs" / "run"
+    job = start_training(runner, train_spec(toy_csv, cfg(epochs=2)), run_dir)
+    assert job.kind == "train" and job.wait(300)
+    state = job.state()
+    assert state["status"] == "finished", (state["error"], state["log_tail"])
+    assert state["pid"] != os.getpid()
+    events = job.events()[0]
+    assert [e["type"] for e in events][0] == "start" and events[-1]["type"] == "end"
+    epochs = [e for e in events if e["type"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert epochs[-1]["loss"] < epochs[0]["loss"] and epochs[-1]["val_accuracy"] > 0.5
+    batches = [e for e in events if e["type"] == "batch"]
+    assert batches and {(e["epoch"], e["batch"]) for e in batches} >= {(1, 11), (2, 11)}
+    assert state["result"]["best_val_accuracy"] > 0.5  # chance is 1/7
+    run = runs.load_run(run_dir)
+    assert run.metrics["status"] == "finished" and run.has_model
+    assert run.metrics["schema_version"] == runs.METRICS_SCHEMA
+
+
+def test_a_training_job_with_a_bad_config_or_a_busy_runner_is_refused(faces, toy_csv, tmp_path):
+    runner = JobRunner(tmp_path / "runs")
+    with pytest.raises(FerError, match="batch_size"):
+        start_training(runner, train_spec(toy_csv, cfg(batch_size=4000)), tmp_path / "runs" / "a",
+                       dataset=faces)
+    with pytest.raises(FerError, match="batch_size"):  # max_train applies before the check
+        start_training(runner, train_spec(toy_csv, cfg(batch_size=100), max_train=50),
+                       tmp_path / "runs" / "a", dataset=faces)
+    assert runner.current() is None and not (tmp_path / "runs" / "a").exists()
+    job = start_training(runner, train_spec(toy_csv, cfg(epochs=500)), tmp_path / "runs" / "b")
     try:
-        with pytest.raises(FerError, match="a training job is already running"):
-            manager.start(faces, cfg(epochs=1), tmp_path / "two")
-        assert manager.job is job and job.status == "running"
+        with pytest.raises(FerError, match="already running") as err:
+            start_training(JobRunner(tmp_path / "runs"), train_spec(toy_csv, cfg(epochs=1)),
+                           tmp_path / "runs" / "c")
+        assert err.value.status == 409
     finally:
-        manager.stop()
-    assert job.wait(timeout=120)
-    assert job.status == "stopped" and job.error is None
-    assert any(e["type"] == "done" for e in job.drain())
-    # the next job may start now; a failure inside the worker is captured as text
-    failing = manager.start(faces, cfg(epochs=1), tmp_path / "empty", resume=True)
-    assert failing.wait(timeout=60)
-    assert failing.status == "failed" and "cannot resume" in failing.error
+        job.stop()
+    assert job.wait(300) and job.state()["status"] == "stopped"
 
 
-def test_job_history_and_latest_visible_from_other_threads(faces, tmp_path):
-    manager = JobManager()
-    job = manager.start(faces, cfg(epochs=2), tmp_path / "run")
-    assert job.wait(timeout=180)
-    assert job.status == "finished", job.error
-    assert [r["epoch"] for r in job.history()] == [1, 2]
-    assert job.latest()["type"] == "batch"
-    snap = job.snapshot()
-    assert snap["result"]["best_val_accuracy"] > 0.5 and len(snap["history"]) == 2
+def test_stop_keeps_the_best_model_and_a_crashed_run_resumes(toy_csv, tmp_path):
+    runner = JobRunner(tmp_path / "runs")
+    run_dir = tmp_path / "runs" / "run"
+    assert resume_spec({"x": 1}, run_dir) == {"x": 1, "resume": False}  # nothing to resume yet
+    job = start_training(runner, train_spec(toy_csv, cfg(epochs=500)), run_dir)
+    _wait_for_epochs(job, 1)
+    job.stop()
+    assert job.wait(300)
+    state = job.state()
+    assert state["status"] == "stopped" and state["result"]["status"] == "stopped"
+    assert state["result"]["best_epoch"] >= 1 and (run_dir / "model.keras").exists()
+    assert runs.read_metrics(run_dir)["status"] == "stopped"
+
+    spec = resume_spec(job.spec, run_dir)           # resume; then the job process dies
+    assert spec["resume"] is True
+    done = json.loads((run_dir / "state.json").read_text())["epoch"]
+    job = start_training(runner, spec, run_dir)
+    _wait_for_epochs(job, 1)
+    os.kill(job.state()["pid"], signal.SIGKILL)
+    assert job.wait(60)
+    state = job.state()
+    assert state["status"] == "crashed" and state["signal"] == "SIGKILL"
+    assert (run_dir / "model.keras").exists()      # the best model survives the crash
+
+    spec = resume_spec(job.spec, run_dir)
+    saved = json.loads((run_dir / "state.json").read_text())["epoch"]
+    assert saved > done
+    spec["config"]["epochs"] = saved + 1
+    job = start_training(runner, spec, run_dir)
+    assert job.wait(300)
+    state = job.state()
+    assert state["status"] == "finished", (state["error"], state["log_tail"])
+    assert _epochs_seen(job) == [saved + 1]
+    history = runs.read_jsonl(run_dir / "history.jsonl")
+    assert [r["epoch"] for r in history] == list(range(1, saved + 2))
+    assert state["result"]["best_val_accuracy"] > 0.5
 
 
 def test_cli_train_on_a_csv(faces, tmp_path, capsys):

@@ -37,9 +37,9 @@ def _keep_keras_state() -> None:
 
     Keras 3's clear_session replaces its thread-local state objects for *all* threads, so a
     rerun of any session (the Train page reruns every second) would wipe the layer-name
-    counters, seed generator and dtype policy of a model being built or trained in the job
-    manager's worker thread ("The name 'conv2d' is used 2 times in the model"). The app keeps
-    long-lived models on purpose (training jobs, cached predictors), so the reset is unwanted.
+    counters, seed generator and dtype policy of a model being built in another session's
+    thread ("The name 'conv2d' is used 2 times in the model"). The app keeps long-lived models
+    on purpose (cached predictors), so the reset is unwanted.
     """
     if _script_runner is not None and hasattr(_script_runner, "_clean_problem_modules"):
         _script_runner._clean_problem_modules = _close_matplotlib_figures

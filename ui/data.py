@@ -2,7 +2,12 @@
 
 The chosen dataset lives in ``st.session_state[ACTIVE]`` as a small dict (source, strict, name),
 so switching pages never reloads anything: the data itself sits in ``st.cache_resource`` keyed by
-the source and its file stamp, shared by all sessions (read-only by convention).
+the source and its file stamp, shared by all sessions (read-only by convention). Until the user
+picks one, the active dataset is ``FER_DATA`` when set, else the synthetic demo.
+
+Typed paths are confined to the allowed roots (:func:`check_typed_path`): data/, the upload
+folder, the ``FER_DATA`` file and the folders listed in ``FER_DATA_ROOTS``. Every message that
+holds user text (names, paths, loader errors) goes through :func:`ui.text.md`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import streamlit as st
 from fer_core import DATA_DIR, atomic
 from fer_core import data as fer_data
 from fer_core.errors import FerError
+from ui.text import md
 
 ACTIVE = "active_dataset"
 DEMO = {"source": "demo", "strict": True, "name": "Synthetic demo"}
@@ -78,9 +84,44 @@ def dataset_stats(choice: dict, ds) -> dict:
     return _stats_cached(choice["source"], choice["strict"], _stamp(choice["source"]), ds)
 
 
+def default_choice() -> dict:
+    """The dataset named at start-up (``FER_DATA``), else the synthetic demo."""
+    env = os.environ.get("FER_DATA")
+    if env:
+        return {"source": env, "strict": True, "name": f"FER_DATA: {env}"}
+    return DEMO
+
+
 def active_choice() -> dict:
-    """The session's chosen dataset (the synthetic demo until the user picks another)."""
-    return st.session_state.get(ACTIVE, DEMO)
+    """The session's chosen dataset (:func:`default_choice` until the user picks another)."""
+    return st.session_state.get(ACTIVE) or default_choice()
+
+
+def allowed_roots() -> list[Path]:
+    """Folders a typed path may point into: data/, uploads and ``FER_DATA_ROOTS`` entries
+    (separated by ``os.pathsep``)."""
+    extra = [p for p in os.environ.get("FER_DATA_ROOTS", "").split(os.pathsep) if p.strip()]
+    return [Path(os.path.abspath(os.path.expanduser(p))) for p in
+            [DATA_DIR, UPLOAD_DIR, *extra]]
+
+
+def check_typed_path(text: str) -> str:
+    """``text`` if it names the FER_DATA file or something under an allowed root (the path is
+    normalised first, so ``..`` cannot climb out), else FerError."""
+    path = Path(os.path.abspath(os.path.expanduser(text)))
+    env = os.environ.get("FER_DATA")
+    roots = allowed_roots()
+    if env:
+        env_path = Path(os.path.abspath(os.path.expanduser(env)))
+        if path == env_path:
+            return text
+        if env_path.is_dir():
+            roots.append(env_path)
+    if any(path == r or r in path.parents for r in roots):
+        return text
+    raise FerError("this path is not allowed: typed paths must be inside data/, the upload "
+                   "folder or a folder listed in the FER_DATA_ROOTS setting (or be the FER_DATA "
+                   "file)", where=text)
 
 
 def set_active(source: str, strict: bool, name: str) -> None:
@@ -95,15 +136,16 @@ def get_active_dataset(show_errors: bool = True):
             return load_dataset(choice["source"], choice["strict"])
     except FerError as exc:
         if show_errors:
-            st.error(f"Could not load {choice['name']}: {exc}")
+            st.error(f"Could not load {md(choice['name'])}: {md(exc)}")
         return None
 
 
 def dataset_label(ds) -> str:
-    """How a dataset is named on every page ('Synthetic demo' is always said)."""
+    """How a dataset is named on every page ('Synthetic demo' is always said), as Markdown
+    with the source escaped."""
     if ds is None:
         return "none"
-    name = "Synthetic demo (drawn faces, not real people)" if ds.synthetic else ds.source
+    name = "Synthetic demo (drawn faces, not real people)" if ds.synthetic else md(ds.source)
     return f"{name} · {len(ds):,} faces · {ds.label_set}"
 
 
@@ -161,6 +203,12 @@ def dataset_picker():
                               value="" if current["source"] == "demo" else current["source"],
                               key="ds_path")
         source, name = typed.strip() or None, typed.strip()
+        if source is not None:
+            try:
+                check_typed_path(source)
+            except FerError as exc:
+                st.error(md(exc))
+                return None, {"source": source, "strict": not skip, "name": name}
     elif label == UPLOAD:
         up = st.file_uploader(f"FER2013 CSV (.csv, .csv.gz or .zip, up to {max_upload_mb()} MB)",
                               type=["csv", "gz", "zip"], key="ds_upload")
@@ -169,7 +217,7 @@ def dataset_picker():
             try:
                 source, name = str(save_upload(up.name, up.getvalue())), f"upload: {up.name}"
             except FerError as exc:
-                st.error(str(exc))
+                st.error(md(exc))
     if source is None:
         if label in (TYPED, UPLOAD) and current["source"] != "demo":
             source, name = current["source"], current["name"]  # keep the last good choice
@@ -180,7 +228,7 @@ def dataset_picker():
         with st.spinner(f"Loading {name}…"):
             ds = load_dataset(source, strict=not skip)
     except FerError as exc:
-        st.error(f"Could not load {name}: {exc}")
+        st.error(f"Could not load {md(name)}: {md(exc)}")
         return None, {"source": source, "strict": not skip, "name": name}
     set_active(source, not skip, name)
     return ds, active_choice()

@@ -1,9 +1,9 @@
-"""The process-wide training job manager, a per-job batch log, and the live training charts.
+"""The Train page's view of training jobs: start, follow, stop and resume them.
 
-``job_manager()`` is one object per server (``st.cache_resource`` around
-``fer_core.training.job_manager()``): every session sees the same running job, a browser reload
-re-attaches to it, and a second Start is refused by the manager. Worker threads never call
-``st.*``: they only append to thread-safe logs that the page reads from a fragment.
+Jobs run in child processes (:mod:`fer_core.jobs`); this module only reads their files. The
+runner's root is the runs directory, so every session, and the app after a restart, finds the
+same current job there; a second Start is refused by the runner's lock. A job's events are read
+incrementally into a :class:`Feed` shared by all sessions (``st.cache_resource``).
 """
 
 from __future__ import annotations
@@ -16,71 +16,116 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from fer_core import training
+from fer_core import runs
+from fer_core.jobs import JobHandle, JobRunner
+from fer_core.training import TrainConfig, resume_spec, start_training, train_spec
 
-MAX_POINTS = 1500  # batch points drawn per chart (the log keeps them all)
-
-
-@st.cache_resource(show_spinner=False)
-def job_manager() -> training.JobManager:
-    """The one JobManager of this process (thread-safe; shared by all sessions)."""
-    return training.job_manager()
+MAX_POINTS = 1500  # batch points drawn per chart (the feed keeps them all)
+RESUMABLE = ("stopped", "crashed", "interrupted")
 
 
-class BatchLog:
-    """Thread-safe record of a job's per-batch events (a training callback sink)."""
+def runner() -> JobRunner:
+    """The job runner of the runs directory (its state lives on disk, so any object will do)."""
+    return JobRunner(runs.runs_dir())
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._rows: list[dict] = []
 
-    def __call__(self, event: dict) -> None:
-        if event.get("type") == "batch":
-            row = {k: event.get(k) for k in ("epoch", "batch", "batches", "loss", "accuracy")}
-            with self._lock:
-                self._rows.append(row)
+def current_job() -> JobHandle | None:
+    """The running or latest job of the runs directory."""
+    return runner().current()
 
-    def rows(self) -> list[dict]:
+
+def start_training_job(dataset, choice: dict, config: TrainConfig, run_dir: Path,
+                       max_train: int = 0) -> JobHandle:
+    """Start training ``config`` on the chosen dataset (its source path: an upload is a file
+    too) in a child process. FerError: bad config, or a job already running."""
+    spec = train_spec(choice["source"], config, strict=choice.get("strict", True),
+                      max_train=max_train, seed=config.seed)
+    return start_training(runner(), spec, run_dir, dataset=dataset)
+
+
+def resume_job(job: JobHandle) -> JobHandle:
+    """Continue a stopped, crashed or interrupted run from its last checkpoint."""
+    return start_training(runner(), resume_spec(job.spec, job.job_dir), job.job_dir)
+
+
+class Feed:
+    """A job's start event, latest batch event and per-batch rows, read incrementally from its
+    events.jsonl (thread-safe: every session's fragment calls :meth:`update`)."""
+
+    def __init__(self, job: JobHandle):
+        self.job, self._lock, self._offset = job, threading.Lock(), 0
+        self.start: dict = {}
+        self.latest: dict = {}
+        self.batch_rows: list[dict] = []
+
+    def update(self) -> "Feed":
         with self._lock:
-            return list(self._rows)
+            events, self._offset = self.job.events(self._offset)
+            for e in events:
+                if e.get("type") == "start":
+                    self.start = e
+                elif e.get("type") == "batch":
+                    self.latest = e
+                    self.batch_rows.append({k: e.get(k) for k in
+                                            ("epoch", "batch", "batches", "loss", "accuracy")})
+        return self
 
 
 @st.cache_resource(show_spinner=False)
-def _batch_logs() -> dict[str, BatchLog]:
+def _feeds() -> dict:
     return {}
 
 
-def start_job(dataset, config: training.TrainConfig, run_dir: Path) -> training.TrainingJob:
-    """Start a job on the shared manager (FerError: bad config, or a job already running)."""
-    log = BatchLog()
-    job = job_manager().start(dataset, config, run_dir, callbacks=[log])
-    _batch_logs()[str(run_dir)] = log
-    return job
+def _feed(job: JobHandle, started_at) -> Feed:
+    """The feed of this start of ``job`` (a resumed run writes its events afresh)."""
+    feeds, key = _feeds(), (str(job.job_dir), started_at)
+    if key not in feeds:
+        for old in [k for k in feeds if k[0] == key[0]]:
+            feeds.pop(old, None)
+        feeds[key] = Feed(job)
+    return feeds[key].update()
 
 
-def snapshot(job: training.TrainingJob | None) -> dict | None:
-    """Everything the Train page shows about ``job``, read once under the job's lock."""
-    if job is None:
+def stop_reason(state: dict) -> str:
+    """How a job's process ended when it did not report it: the signal or the exit code."""
+    if state.get("signal"):
+        return f"killed by {state['signal']}"
+    if state.get("exit_code") not in (None, 0):
+        return f"exit code {state['exit_code']}"
+    return "no exit status known"
+
+
+def snapshot(job: JobHandle | None) -> dict | None:
+    """Everything the Train page shows about a training ``job``."""
+    if job is None or job.kind != "train":
         return None
-    s = job.snapshot()
-    latest, start, result = s["latest"] or {}, s["start"] or {}, s["result"] or {}
-    history = s["history"]
-    epochs, batches = s["config"]["epochs"], latest.get("batches") or start.get("batches") or 1
-    epoch, batch = latest.get("epoch") or start.get("initial_epoch", 0) + 1, latest.get("batch", 0)
+    state = job.state()
+    feed = _feed(job, state.get("started_at"))
+    config = job.spec.get("config") or {}
+    history = runs.read_jsonl(job.job_dir / "history.jsonl")
+    latest, start, result = feed.latest, feed.start, state.get("result") or {}
+    epochs = latest.get("epochs") or config.get("epochs") or 1
+    batches = latest.get("batches") or start.get("batches") or 1
+    epoch = latest.get("epoch") or start.get("initial_epoch", 0) + 1
+    batch = latest.get("batch", 0)
     last = history[-1] if history else {}
-    log = _batch_logs().get(s["run_dir"])
-    end = s["finished_at"] or time.time()
+    end = state.get("finished_at") or time.time()
     return {
-        "running": job.running, "status": s["status"], "error": s["error"],
-        "run_dir": s["run_dir"], "run_id": Path(s["run_dir"]).name, "arch": s["config"]["arch"],
+        "job": job, "running": state["status"] == "running", "status": state["status"],
+        "result_status": result.get("status"), "error": state.get("error"),
+        "signal": state.get("signal"), "exit_code": state.get("exit_code"),
+        "reason": stop_reason(state), "log_tail": state.get("log_tail") or [],
+        "resumable": state["status"] in RESUMABLE,
+        "run_dir": str(job.job_dir), "run_id": job.job_dir.name, "arch": config.get("arch", "?"),
         "epoch": epoch, "epochs": epochs, "batch": batch, "batches": batches,
         "progress": min(1.0, ((epoch - 1) * batches + batch) / max(epochs * batches, 1)),
         "eta": latest.get("eta_sec"), "images_per_sec": latest.get("images_per_sec"),
         "accuracy": latest.get("accuracy"),
         "best_val_accuracy": result.get("best_val_accuracy", last.get("best_val_accuracy")),
         "best_epoch": result.get("best_epoch", last.get("best_epoch")),
-        "elapsed": end - (s["started_at"] or end), "history": history,
-        "batch_rows": log.rows() if log else [], "has_model": result.get("has_model", False),
+        "elapsed": end - (state.get("started_at") or end), "history": history,
+        "batch_rows": list(feed.batch_rows),
+        "has_model": (job.job_dir / runs.MODEL_FILE).exists(),
     }
 
 

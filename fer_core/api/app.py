@@ -7,6 +7,7 @@ Routers per resource under ``/v1``; the model is loaded in the lifespan; every e
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import asynccontextmanager
 
@@ -18,10 +19,14 @@ from starlette.concurrency import run_in_threadpool  # noqa: E402
 from fer_core import __version__  # noqa: E402
 from fer_core.api import errors  # noqa: E402
 from fer_core.api.errors import ApiError  # noqa: E402
+from fer_core.api.imaging import PixelBudget  # noqa: E402
 from fer_core.api.routers import feedback, meta, predict  # noqa: E402
 from fer_core.api.service import ModelService  # noqa: E402
 from fer_core.api.settings import Settings  # noqa: E402
 from fer_core.errors import FerError  # noqa: E402
+
+# uvicorn's own logger: its start-up lines go there, formatted and shown at the --log-level
+log = logging.getLogger("uvicorn.error")
 
 
 class BodyLimit:
@@ -71,7 +76,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         service = ModelService(settings)
+        app.state.decode_budget = PixelBudget(settings.max_pixels)
         await run_in_threadpool(service.load)
+        if settings.load_model and service.error:
+            log.warning("no model loaded, predictions answer 503 until it is fixed: %s",
+                        service.error)
         app.state.service = service
         await service.batcher.start()
         from fer_core.api.feedback_store import FeedbackStore

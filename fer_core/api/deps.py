@@ -60,6 +60,8 @@ async def read_json(request: Request, model: type[BaseModel]) -> BaseModel:
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError("invalid_json", f"request body is not valid JSON ({e})", 400) from None
+    except RecursionError:
+        raise ApiError("invalid_json", "request body is JSON nested too deeply", 400) from None
     try:
         return model.model_validate(raw)
     except ValidationError as e:

@@ -6,13 +6,15 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from fer_core.errors import FerError
 
 log = logging.getLogger("fer_core.api")
+server_log = logging.getLogger("uvicorn.error")  # uvicorn's format and --log-level
 
 
 class ApiError(FerError):
@@ -67,7 +69,20 @@ async def handle(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+    """The client hung up before sending its whole body: one line in the server log.
+
+    Handled here (not by the catch-all ``Exception`` handler, which Starlette re-raises to the
+    server), so no traceback is logged; the empty response is never sent.
+    """
+    client = f"{request.client.host}:{request.client.port}" if request.client else "client"
+    server_log.info('%s - "%s %s" disconnected before sending the whole request body', client,
+                    request.method, request.url.path)
+    return Response(status_code=400)
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(ClientDisconnect, client_gone)
     for kind in (FerError, RequestValidationError, StarletteHTTPException, Exception):
         app.add_exception_handler(kind, handle)
 

@@ -1,9 +1,12 @@
-"""Checks on uploaded image bytes before they are decoded: type, size, declared pixel count."""
+"""Checks on uploaded image bytes before they are decoded (type, size, declared pixel count)
+and the server-wide budget of pixels being decoded."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import io
 import re
 import struct
@@ -68,3 +71,30 @@ def b64decode(text: str, where: str = "image_base64") -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as e:
         raise ApiError("bad_base64", f"{where}: not valid base64 ({e})", 400) from None
+
+
+class PixelBudget:
+    """At most ``capacity`` decoded pixels in flight across the server.
+
+    Each image holds its declared pixel count while it is decoded and its faces are cut; an
+    image that does not fit waits until others finish. Create it inside the event loop that
+    uses it (the app's lifespan).
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = max(1, int(capacity))
+        self.used = 0
+        self._cond = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, pixels: int | None):
+        n = max(1, min(int(pixels or 1), self.capacity))
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.used + n <= self.capacity)
+            self.used += n
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self.used -= n
+                self._cond.notify_all()

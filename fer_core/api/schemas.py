@@ -93,7 +93,7 @@ class Health(BaseModel):
 
 class ModelInfo(BaseModel):
     id: str
-    path: str
+    name: str = Field(..., description="the run folder or .keras file name (no server path)")
     kind: str = Field(..., description="'default' (shipped) or 'run'")
     active: bool
     labels: list[str] | None = None

@@ -6,7 +6,11 @@
                        (several API instances share one PostgreSQL database)
 ``FER_API_KEY``        when set, ``X-API-Key`` must carry it for feedback and export
 ``FER_MAX_UPLOAD_MB``  request body limit in MB (default 10)
-``FER_MAX_PIXELS``     decoded image limit in pixels (default 40 million: decompression bombs)
+``FER_MAX_PIXELS``     decoded image limit in pixels (default 40 million: decompression bombs);
+                       also how many decoded pixels the whole server holds at once (images wait
+                       for their turn), which bounds decoding memory per server
+``FER_MAX_REQUEST_PIXELS`` decoded pixels per request, summed over a batch (default 160 million);
+                       the images past it are answered 413 ``too_many_pixels`` one by one
 ``FER_BATCH_WAIT_MS``  how long the micro-batcher waits for more faces (default 2 ms)
 ``FER_MAX_BATCH``      largest model call of the micro-batcher (default 64)
 ``FER_CROP_CACHE``     how many recent predictions keep their face crop for feedback (default 10000)
@@ -21,6 +25,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +57,8 @@ def _num(env: dict, name: str, default, kind=float, minimum=None):
         value = kind(raw)
     except ValueError:
         raise FerError(f"expected a {kind.__name__}, got {raw!r}", where=name) from None
+    if not math.isfinite(value):
+        raise FerError(f"expected a finite number, got {raw!r}", where=name)
     if minimum is not None and value < minimum:
         raise FerError(f"must be >= {minimum}, got {raw!r}", where=name)
     return value
@@ -78,6 +85,7 @@ class Settings:
     api_key: str | None = None
     max_upload_mb: float = 10.0
     max_pixels: int = 40_000_000
+    max_request_pixels: int = 160_000_000
     batch_wait_ms: float = 2.0
     max_batch: int = 64
     crop_cache: int = 10_000
@@ -112,6 +120,7 @@ class Settings:
             api_key=env.get("FER_API_KEY") or None,
             max_upload_mb=_num(env, "FER_MAX_UPLOAD_MB", 10.0, float, 0.001),
             max_pixels=_num(env, "FER_MAX_PIXELS", 40_000_000, int, 48 * 48),
+            max_request_pixels=_num(env, "FER_MAX_REQUEST_PIXELS", 160_000_000, int, 48 * 48),
             batch_wait_ms=_num(env, "FER_BATCH_WAIT_MS", 2.0, float, 0.0),
             max_batch=_num(env, "FER_MAX_BATCH", 64, int, 1),
             crop_cache=_num(env, "FER_CROP_CACHE", 10_000, int, 1),

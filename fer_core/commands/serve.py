@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 
 
 def add_parser(sub) -> None:
@@ -38,6 +40,7 @@ def run(args) -> int:
     from fer_core.api.feedback_store import check_location
     from fer_core.api.settings import Settings
     check_location(Settings.from_env().feedback_db)  # bad FER_* values fail here, clearly
+    check_port(args.host, args.port)  # uvicorn would load the model first, then fail to bind
 
     kwargs = dict(host=args.host, port=args.port, log_level=args.log_level,
                   timeout_graceful_shutdown=5)
@@ -47,3 +50,28 @@ def run(args) -> int:
         from fer_core.api.app import create_app
         uvicorn.run(create_app(), **kwargs)
     return 0
+
+
+def check_port(host: str, port: int) -> None:
+    """FerError when ``host:port`` cannot be bound (in use, not allowed, unknown host).
+
+    Binds and closes a socket with the options uvicorn uses (SO_REUSEADDR), so a port that only
+    has connections in TIME_WAIT passes, as it would for the server.
+    """
+    from fer_core.errors import FerError
+
+    where = f"--host {host} --port {port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise FerError(f"cannot resolve host ({e.strerror})", where=where) from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise FerError(f"port {port} is already in use; stop the other server or "
+                               "choose another --port", where=where) from None
+            raise FerError(f"cannot listen there ({e.strerror or e})", where=where) from None

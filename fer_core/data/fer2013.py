@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -30,6 +31,36 @@ REQUIRED = ("emotion", "pixels")
 BLOCK = 1 << 23          # bytes read per block (8 MiB, ~900 faces)
 _ALLOWED = b"0123456789 \t"
 _READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+# ----------------------------------------------------------------------------- messages
+# A message names the file, line and field but never quotes the file's content: a column name
+# or cell value is shown only when it looks like one (short, letters/digits/._- and spaces).
+_SHOWN = re.compile(r"[A-Za-z0-9_.+ -]{1,24}")
+
+
+def shown_columns(header: list[str]) -> str:
+    """The header's column names for a message, or only how many there are."""
+    if len(header) <= 16 and all(_SHOWN.fullmatch(c) for c in header):
+        return f"the columns {','.join(header)}"
+    return f"{len(header)} field(s) that do not look like column names (not shown)"
+
+
+def shown_value(value: bytes | str) -> str:
+    """A cell value for a message (quoted), or 'value' when it does not look like one."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return repr(text) if _SHOWN.fullmatch(text) else "value (not shown)"
+
+
+def read_problem(e: BaseException) -> str:
+    """Why a file could not be read, without the exception's text (which may quote bytes)."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    if isinstance(e, zipfile.BadZipFile):
+        return "not a valid zip file"
+    if isinstance(e, (zlib.error, EOFError, OSError)):
+        return "not a valid or complete gzip/zip stream"
+    return type(e).__name__
 
 
 # ----------------------------------------------------------------------------- reading
@@ -52,7 +83,7 @@ def open_csv(path: Path) -> Iterator[IO[bytes]]:
                        if m.lower().endswith(".csv") and not m.startswith("__MACOSX")]
             if len(members) != 1:
                 zf.close()
-                raise FerError(f"expected exactly one .csv inside the zip, found {members}",
+                raise FerError(f"expected exactly one .csv inside the zip, found {len(members)}",
                                where=str(path))
             f = _ZipStream(zf, zf.open(members[0]))
         else:
@@ -60,7 +91,7 @@ def open_csv(path: Path) -> Iterator[IO[bytes]]:
     except FerError:
         raise
     except _READ_ERRORS as e:
-        raise FerError(f"cannot read file ({e})", where=str(path)) from None
+        raise FerError(f"cannot read file ({read_problem(e)})", where=str(path)) from None
     try:
         yield f
     finally:
@@ -89,7 +120,7 @@ def read_bytes(path: Path) -> bytes:
         try:
             return f.read()
         except _READ_ERRORS as e:
-            raise FerError(f"cannot read file ({e})", where=str(path)) from None
+            raise FerError(f"cannot read file ({read_problem(e)})", where=str(path)) from None
 
 
 def read_header(path: Path) -> list[str]:
@@ -98,7 +129,7 @@ def read_header(path: Path) -> list[str]:
         try:
             first = f.read(4096)
         except _READ_ERRORS as e:
-            raise FerError(f"cannot read file ({e})", where=str(path)) from None
+            raise FerError(f"cannot read file ({read_problem(e)})", where=str(path)) from None
     return header_of(first)
 
 
@@ -115,7 +146,7 @@ def _line_blocks(f: IO[bytes], where: str) -> Iterator[list[bytes]]:
         try:
             chunk = f.read(BLOCK)
         except _READ_ERRORS as e:
-            raise FerError(f"cannot read file ({e})", where=where) from None
+            raise FerError(f"cannot read file ({read_problem(e)})", where=where) from None
         if not chunk:
             break
         lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
@@ -166,7 +197,8 @@ def _parse_blocks(blocks: Iterator[list[bytes]], where: str, strict: bool) -> Da
             start += 1
             missing = [c for c in REQUIRED if c not in header]
             if missing:
-                raise FerError(f"missing column(s) {missing}; found {header}, expected "
+                raise FerError(f"missing column(s) {missing}; the first line has "
+                               f"{shown_columns(header)}; expected the header "
                                "'emotion,pixels,Usage'", where=where)
             ncol = len(header)
             i_emo, i_pix = header.index("emotion"), header.index("pixels")
@@ -182,7 +214,7 @@ def _parse_blocks(blocks: Iterator[list[bytes]], where: str, strict: bool) -> Da
             fields = raw.split(b",")
             if len(fields) != ncol:
                 blk_bad.append((ln, f"has {len(fields)} fields, expected {ncol} "
-                                    f"({','.join(header)})"))
+                                    f"({shown_columns(header)})"))
                 continue
             emo = fields[i_emo].strip().strip(b'"')
             if len(emo) == 1 and 48 <= emo[0] <= 54:
@@ -193,15 +225,14 @@ def _parse_blocks(blocks: Iterator[list[bytes]], where: str, strict: bool) -> Da
                 except ValueError:
                     e = -1
                 if not 0 <= e < len(FER7):
-                    blk_bad.append((ln, f"emotion {emo.decode(errors='replace')!r} is not an "
-                                        "integer 0-6"))
+                    blk_bad.append((ln, f"emotion {shown_value(emo)} is not an integer 0-6"))
                     continue
             if i_use is not None:
                 use = fields[i_use].strip().strip(b'"')
                 s = USAGE.get(use.decode(errors="replace").lower())
                 if s is None:
-                    blk_bad.append((ln, f"Usage {use.decode(errors='replace')!r} is not "
-                                        "Training, PublicTest or PrivateTest"))
+                    blk_bad.append((ln, f"Usage {shown_value(use)} is not Training, "
+                                        "PublicTest or PrivateTest"))
                     continue
                 b_use.append(s)
             b_pix.append(fields[i_pix].strip().strip(b'"').strip())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import contextlib
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
@@ -13,7 +13,7 @@ from fer_core.api.deps import (get_service, get_store, media_type, read_form, re
                                require_api_key, unsupported_body, upload_bytes)
 from fer_core.api.errors import ApiError
 from fer_core.api.feedback_store import FeedbackStore
-from fer_core.api.imaging import b64decode
+from fer_core.api.imaging import b64decode, declared_pixels
 from fer_core.api.schemas import FeedbackJSON, FeedbackResponse
 from fer_core.api.service import ModelService
 from fer_core.api.settings import FALSE_WORDS, TRUE_WORDS
@@ -36,7 +36,7 @@ FEEDBACK_BODY = {"requestBody": {"required": True, "content": {
 }}}
 
 
-@contextmanager
+@contextlib.contextmanager
 def _unavailable_as_503():
     """The store's "database unreachable" error as 503 ``feedback_unavailable``."""
     try:
@@ -104,7 +104,9 @@ async def feedback(request: Request, service: ModelService = Depends(get_service
                            "send the image instead", 404)
         crop, predicted, model_id = hit
     else:
-        faces, boxes = await run_in_threadpool(service.prepare, data, detect)
+        budget = getattr(request.app.state, "decode_budget", None)
+        async with budget.hold(declared_pixels(data)) if budget else contextlib.nullcontext():
+            faces, boxes = await run_in_threadpool(service.prepare, data, detect)
         if len(faces) == 0:
             raise ApiError("no_face", "image: no face found; send a face crop with "
                            "detect=false", 422)

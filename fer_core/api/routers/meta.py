@@ -80,7 +80,8 @@ def available_models(active: Path | None) -> list[dict]:
                 extra.resolve() not in {p.resolve() for p in paths}:
             paths.insert(0, extra)
     act = active.resolve() if active is not None and active.exists() else None
-    return [{"id": p.stem if p.suffix == ".keras" else p.name, "path": str(p),
+    # ids and names only: the server's folders are none of the client's business
+    return [{"id": p.stem if p.suffix == ".keras" else p.name, "name": p.name,
              "kind": "default" if p.resolve() == DEFAULT_MODEL.resolve() else "run",
              "active": p.resolve() == act, "labels": _labels_of(p)} for p in paths]
 

@@ -12,7 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from fer_core.api import errors
 from fer_core.api.deps import (get_model, media_type, read_form, read_json, unsupported_body,
                                upload_bytes)
-from fer_core.api.imaging import b64decode
+from fer_core.api.errors import ApiError
+from fer_core.api.imaging import PixelBudget, b64decode, declared_pixels
 from fer_core.api.schemas import BatchJSON, BatchResponse, PredictJSON, PredictResponse
 from fer_core.api.service import ModelService
 from fer_core.errors import FerError
@@ -34,16 +35,23 @@ BATCH_BODY = {"requestBody": {"required": True, "content": {
 }}}
 DETECT = Query(True, description="find faces; false = the image already is a face crop")
 INLINE_BYTES = 32 * 1024
+INLINE_PIXELS = 256 * 256
 TOP_K = Query(3, ge=1, le=10, description="how many best labels to list per face")
 
 
 async def faces_of(service: ModelService, data: bytes, detect: bool, top_k: int,
-                   where: str = "image") -> list[dict]:
-    """Bytes -> described faces: decoding/detection in a worker thread, model via the batcher."""
-    if not detect and len(data) <= INLINE_BYTES:  # a small crop decodes faster than a thread hop
+                   where: str = "image", budget: PixelBudget | None = None) -> list[dict]:
+    """Bytes -> described faces: decoding/detection in a worker thread (holding the image's
+    pixels in the server's decode ``budget``), model via the batcher."""
+    pixels = declared_pixels(data)
+    if not detect and len(data) <= INLINE_BYTES and pixels is not None \
+            and pixels <= INLINE_PIXELS:  # a small crop decodes faster than a thread hop
         faces, boxes = service.prepare(data, detect, where)
-    else:
+    elif budget is None:
         faces, boxes = await run_in_threadpool(service.prepare, data, detect, where)
+    else:
+        async with budget.hold(pixels):
+            faces, boxes = await run_in_threadpool(service.prepare, data, detect, where)
     if len(faces) == 0:
         return []
     probs = await service.batcher.predict(faces)
@@ -86,7 +94,7 @@ async def predict(request: Request, detect: bool = DETECT, top_k: int = TOP_K,
                   service: ModelService = Depends(get_model)):
     t0 = time.perf_counter()
     (data,) = await read_images(request, batch=False)
-    faces = await faces_of(service, data, detect, top_k)
+    faces = await faces_of(service, data, detect, top_k, budget=_budget(request))
     return {"faces": faces, "model_id": service.model_id,
             "timing_ms": round((time.perf_counter() - t0) * 1000, 3)}
 
@@ -98,12 +106,15 @@ async def predict_batch(request: Request, detect: bool = DETECT, top_k: int = TO
                         service: ModelService = Depends(get_model)):
     t0 = time.perf_counter()
     items = await read_images(request, batch=True)  # bytes or a FerError per image
+    items = over_request_budget(items, request.app.state.settings.max_request_pixels)
+    budget = _budget(request)
 
     async def one(i, item):
         if isinstance(item, Exception):
             return _failed(i, item)
         try:
-            faces = await faces_of(service, item, detect, top_k, where=f"image {i}")
+            faces = await faces_of(service, item, detect, top_k, where=f"image {i}",
+                                   budget=budget)
         except FerError as e:
             return _failed(i, e)
         return {"index": i, "ok": True, "faces": faces}
@@ -111,6 +122,28 @@ async def predict_batch(request: Request, detect: bool = DETECT, top_k: int = TO
     results = await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
     return {"results": results, "model_id": service.model_id,
             "timing_ms": round((time.perf_counter() - t0) * 1000, 3)}
+
+
+def over_request_budget(items: list, max_pixels: int) -> list:
+    """``items`` with each image past the request's pixel budget (declared pixels summed in
+    order) replaced by its 413 ``too_many_pixels`` error."""
+    total, out = 0, []
+    for i, item in enumerate(items):
+        if not isinstance(item, Exception):
+            n = declared_pixels(item) or 0
+            if total + n <= max_pixels:
+                total += n
+            else:
+                item = ApiError("too_many_pixels",
+                                f"image {i}: the images of this request declare more than "
+                                f"{max_pixels} pixels in total (the per-request limit); send "
+                                "the rest in another request", 413)
+        out.append(item)
+    return out
+
+
+def _budget(request: Request) -> PixelBudget | None:
+    return getattr(request.app.state, "decode_budget", None)
 
 
 def _failed(i: int, e: FerError) -> dict:

@@ -1,0 +1,50 @@
+"""Bad input the API probe found: deep JSON, server paths in /v1/models, odd numeric settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from fer_core.api.settings import Settings
+from fer_core.errors import FerError
+from tests.test_api import assert_error, make_client, model_dir  # noqa: F401 (fixture)
+
+
+def _deep(depth: int, open_: str = "[", close: str = "]") -> bytes:
+    return (open_ * depth + close * depth).encode()
+
+
+@pytest.fixture
+def client(tmp_path, model_dir):  # noqa: F811
+    with make_client(tmp_path, model_dir) as c:
+        yield c
+
+
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/predict/batch", "/v1/feedback"])
+@pytest.mark.parametrize("body", [_deep(3000), _deep(100_000),
+                                  b'{"a":' * 5000 + b"1" + b"}" * 5000,
+                                  b'{"image_base64": ' + _deep(4000) + b"}"])
+def test_deeply_nested_json_is_400_invalid_json(client, path, body):
+    r = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    detail = assert_error(r, 400, "invalid_json")["detail"]
+    assert "nested" in detail and len(detail) < 300, detail
+
+
+def test_models_list_ids_and_names_not_server_paths(client, model_dir, tmp_path):  # noqa: F811
+    models = client.get("/v1/models").json()["models"]
+    assert models
+    text = repr(models)
+    assert str(model_dir) not in text and str(model_dir.parent) not in text
+    for m in models:
+        assert "path" not in m, m
+        assert "/" not in m["id"] and "/" not in m["name"], m
+    active = [m for m in models if m["active"]]
+    assert len(active) == 1 and active[0]["id"] == model_dir.name
+    assert active[0]["name"] == model_dir.name
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["ModelInfo"]
+    assert "path" not in schema["properties"]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "Infinity", "1e400", "NaN"])
+def test_non_finite_upload_limit_is_a_clear_error(value):
+    with pytest.raises(FerError, match="FER_MAX_UPLOAD_MB"):
+        Settings.from_env({"FER_MAX_UPLOAD_MB": value})
