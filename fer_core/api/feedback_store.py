@@ -171,10 +171,11 @@ class FeedbackStore:
         with self._lock:
             if self._ready:
                 return True
-            if time.monotonic() - self._failed_at < RETRY_AFTER_S and self._failed_at:
+            try:
+                self._fail_fast()
+            except FerError:
                 if raise_errors:
-                    raise FerError(f"feedback database unavailable ({self.where}); try again "
-                                   "later", where=WHERE, status=503)
+                    raise
                 return False
             try:
                 with self.engine.connect() as conn:
@@ -210,31 +211,45 @@ class FeedbackStore:
         elif current != SCHEMA_VERSION or int(row[0]) != SCHEMA_VERSION:
             conn.execute(schema_table.update().values(version=SCHEMA_VERSION))
 
+    def _fail_fast(self) -> None:
+        """Right after a failed connection, answer 503 at once instead of waiting for a timeout
+        in every request (a host that drops packets would otherwise hold a thread each)."""
+        if self._failed_at and time.monotonic() - self._failed_at < RETRY_AFTER_S:
+            raise FerError(f"feedback database unavailable ({self.where}); try again later",
+                           where=WHERE, status=503)
+
     def _run(self, fn):
         """``fn(connection)`` in one transaction; unreachable database -> 503 FerError."""
         self._ensure(raise_errors=True)
+        self._fail_fast()
         try:
             with self.engine.begin() as conn:
-                return fn(conn)
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
+                out = fn(conn)
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as e:
             raise self._unavailable(e) from None
         except sa_exc.DBAPIError as e:
             if e.connection_invalidated:
                 raise self._unavailable(e) from None
             raise
+        self._failed_at = 0.0
+        return out
 
     # ---- API -------------------------------------------------------------------------------
     def ping(self) -> bool:
         """Whether the database answers now (health)."""
-        if not self._ensure():
-            return False
         try:
+            if not self._ensure():
+                return False
+            self._fail_fast()
             with self.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
-            return True
+        except FerError:
+            return False
         except sa_exc.SQLAlchemyError as e:
             self._unavailable(e)
             return False
+        self._failed_at = 0.0
+        return True
 
     def schema_version(self) -> int:
         return int(self._run(lambda c: c.execute(sa.select(schema_table.c.version)).scalar_one()))
@@ -289,6 +304,7 @@ class FeedbackStore:
         is sent), then returns the generator of lines; rows are fetched ``batch`` at a time.
         """
         self._ensure(raise_errors=True)
+        self._fail_fast()
         try:
             conn = self.engine.connect()
         except sa_exc.SQLAlchemyError as e:
