@@ -1,8 +1,23 @@
-"""FER Studio: the router. Each page lives in pages/; this file only lists them."""
+"""FER Studio: the router. Each page lives in pages/; this file only lists them.
+
+Every page runs through this script, so it is where the process-wide import order is set:
+pylibsrtp (the SRTP library under aiortc / streamlit-webrtc, used by the Webcam page) is
+imported before any page can import TensorFlow. pylibsrtp's extension statically links OpenSSL
+without hiding its symbols; once TensorFlow has loaded libtensorflow_framework.so (which exports
+BoringSSL's CRYPTO_*/EVP_* symbols), loading pylibsrtp binds its OpenSSL calls to BoringSSL and
+crashes the whole server (SIGSEGV). Loaded first, its symbols are bound to its own copy for
+good. tests/test_import_order.py keeps this order.
+"""
+
+import pylibsrtp  # noqa: F401, I001 - first, before anything that may import TensorFlow
 
 from pathlib import Path
 
 import streamlit as st
+
+from fer_core.native_logs import quiet_tensorflow_startup
+
+quiet_tensorflow_startup()  # the console shows no TensorFlow start-up lines
 
 st.set_page_config(page_title="FER Studio", page_icon="😀", layout="wide")
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_core import atomic, vision
+from fer_core import atomic, native_logs, vision
 from fer_core.errors import FerError
 from fer_core.labels import EMOJI, FER7, FERPLUS8, MERGED6, canonical, detect_label_set
 
@@ -173,7 +173,8 @@ class _TFLiteBackend:
         inp = it.get_input_details()[0]
         if tuple(inp["shape"])[0] != batch:
             it.resize_tensor_input(inp["index"], [batch, 48, 48, 1], strict=False)
-        it.allocate_tensors()
+        with native_logs.first_time("tflite-allocate"):  # the XNNPACK start-up line
+            it.allocate_tensors()
         return batch, it, inp["index"], it.get_output_details()[0]["index"]
 
     def _release(self, item):

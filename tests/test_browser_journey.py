@@ -1,0 +1,218 @@
+"""A user's whole journey in one server and one browser session, pages opened from the sidebar.
+
+Home -> Dataset Explorer (demo, then an uploaded FER2013-format CSV) -> Train (start a job) ->
+Evaluate -> Photo (upload a face) -> Webcam (fake camera, START, annotated frames) -> Models.
+Pages are reached by clicking the sidebar links, never by loading a URL, so the session state
+carries over as it does for a user: the CSV chosen in the explorer is the dataset of Train and
+Evaluate, and the browser document is never reloaded. After every step the server process is
+alive, answers /_stcore/health, and the page shows no exception box.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+
+import cv2
+import pytest
+
+from fer_core.data.fer2013 import to_csv_bytes
+from tests.conftest import ARTIFACTS_DIR, StreamlitServer, launch_chromium
+from tests.factories import face_image, pattern_faces
+from tests.test_browser_webcam import faces_seen, write_y4m
+
+pytestmark = pytest.mark.browser
+
+CSV_NAME = "fer-journey.csv"
+PER_CLASS = 30                       # faces per class and split: 7 * 30 * 3 = 630 rows
+N_FACES = 7 * PER_CLASS * 3
+
+
+class Journey:
+    """The browser page, the server and the files a user brings along."""
+
+    def __init__(self, page, server, tmp_path):
+        self.page, self.server, self.tmp = page, server, tmp_path
+        self.main = page.get_by_test_id("stMain")
+
+    def open(self, title: str):
+        """Click ``title`` in the sidebar navigation and wait for the page's heading."""
+        from playwright.sync_api import expect
+
+        nav = self.page.get_by_test_id("stSidebarNav")
+        nav.get_by_role("link", name=title).click()
+        expect(self.main.get_by_role("heading", name=title).first).to_be_visible(timeout=90_000)
+
+    def wait_idle(self, timeout: float = 120):
+        """Wait until the script run ends (Streamlit's status widget disappears)."""
+        self.page.wait_for_timeout(500)
+        self.page.get_by_test_id("stStatusWidget").wait_for(state="hidden",
+                                                            timeout=timeout * 1000)
+
+
+def server_alive(server: StreamlitServer, step: str) -> None:
+    if server.proc.poll() is not None:
+        log = server.log.name
+        server.log.flush()
+        with open(log) as f:
+            text = f.read()
+        fault = text.find("Fatal Python error")
+        pytest.fail(f"the Streamlit server died during '{step}' (exit code "
+                    f"{server.proc.returncode}); from {log}:\n"
+                    f"{text[fault:fault + 1500] if fault >= 0 else text[-1500:]}")
+
+
+def server_ok(journey: Journey, step: str) -> None:
+    """The server survived ``step``: process alive, health 200, no exception on the page."""
+    server = journey.server
+    server_alive(server, step)
+    with urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=10) as r:
+        assert r.status == 200, f"health check after '{step}' answered {r.status}"
+    errors = journey.page.locator('[data-testid="stException"]')
+    assert errors.count() == 0, (f"exception shown after '{step}': "
+                                 f"{errors.first.inner_text()[:1500]}")
+    journey.page.screenshot(path=str(ARTIFACTS_DIR() / f"journey-{step}.png"))
+
+
+# --- steps, in the order a user clicks through the sidebar -----------------------------------
+
+def home(j: Journey):
+    from playwright.sync_api import expect
+
+    j.page.goto(j.server.url, wait_until="domcontentloaded")   # the only URL load
+    expect(j.main.get_by_role("heading", name="FER Studio")).to_be_visible(timeout=90_000)
+    expect(j.main.get_by_text("Synthetic demo").first).to_be_visible(timeout=30_000)
+    j.page.evaluate("window.__journey = 1")   # gone if any later step reloads the page
+
+
+def explorer(j: Journey):
+    from playwright.sync_api import expect
+
+    j.open("Dataset Explorer")
+    expect(j.main.get_by_text("Synthetic demo").first).to_be_visible(timeout=90_000)
+    expect(j.main.locator(".js-plotly-plot").first).to_be_visible(timeout=90_000)
+    j.wait_idle()
+    # a FER2013-format CSV, uploaded as a user would
+    ds = pattern_faces(n_per_class=PER_CLASS, splits=("train", "val", "test"))
+    csv = j.tmp / CSV_NAME
+    csv.write_bytes(to_csv_bytes(ds.images, ds.labels, ds.split))
+    j.main.get_by_test_id("stSelectbox").filter(has_text="Dataset").first.click()
+    j.page.get_by_role("option", name="Upload a file…").click()
+    j.main.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(csv))
+    faces = j.main.get_by_test_id("stMetric").filter(has_text="Faces").first
+    expect(faces).to_contain_text(f"{N_FACES:,}", timeout=90_000)
+    expect(j.main.get_by_text("Flagged images")).to_be_visible(timeout=90_000)
+    j.wait_idle()
+
+
+def train(j: Journey):
+    from playwright.sync_api import expect
+
+    j.open("Train")
+    # the dataset chosen in the explorer is still this session's dataset
+    expect(j.main.get_by_text(f"{N_FACES:,} faces").first).to_be_visible(timeout=60_000)
+    for label, value in (("Epochs", 2), ("Max training images (0 = all)", 256)):
+        box = j.main.get_by_label(label, exact=True)
+        box.fill(str(value))
+        box.press("Tab")
+    j.main.get_by_role("button", name="Start training").click()
+    # running (progress bar) or already finished (the last run's summary)
+    started = j.main.get_by_test_id("stProgress").or_(
+        j.main.get_by_role("heading", name="Last run"))
+    expect(started.first).to_be_visible(timeout=120_000)
+
+
+def evaluate(j: Journey):
+    from playwright.sync_api import expect
+
+    j.open("Evaluate")
+    expect(j.main.get_by_text(f"{N_FACES:,} faces").first).to_be_visible(timeout=60_000)
+    accuracy = j.main.get_by_test_id("stMetric").filter(has_text="Accuracy").first
+    expect(accuracy).to_contain_text("%", timeout=180_000)
+    j.wait_idle(180)
+
+
+def photo(j: Journey):
+    from playwright.sync_api import expect
+
+    j.open("Photo")
+    png = j.tmp / "face.png"
+    cv2.imwrite(str(png), face_image())
+    j.main.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(png))
+    expect(j.main.get_by_text("1 face found")).to_be_visible(timeout=120_000)
+    j.wait_idle()
+
+
+def webcam(j: Journey):
+    from playwright.sync_api import expect
+
+    j.open("Webcam")
+    expect(j.main.get_by_text(re.compile(r"faces seen: 0")).first).to_be_visible(timeout=90_000)
+    frame = j.page.frame_locator('iframe[title*="webrtc"]')
+    frame.get_by_role("button", name="START").click(timeout=60_000)
+    deadline, seen = time.time() + 90, 0
+    while time.time() < deadline and seen < 3:
+        try:
+            seen = faces_seen(j.page)
+        except Exception:  # noqa: BLE001 - the live panel re-renders every second
+            seen = 0
+        time.sleep(1)
+    assert seen >= 3, "no annotated frames came back from the webcam callback"
+    assert frame.locator("video").first.evaluate("v => v.videoWidth") > 0
+    frame.get_by_role("button", name="STOP").click(timeout=30_000)
+
+
+# The Video page goes here (after Webcam, before Models) once it exists.
+
+
+def models(j: Journey):
+    from playwright.sync_api import expect
+
+    j.open("Models")
+    expect(j.main.get_by_test_id("stDataFrame").first).to_be_visible(timeout=60_000)
+    expect(j.main.get_by_role("tab", name="Model card")).to_be_visible(timeout=60_000)
+
+
+STEPS = [home, explorer, train, evaluate, photo, webcam, models]
+
+
+def test_user_journey_through_every_page_on_one_server(playwright_instance, tmp_path):
+    video = write_y4m(tmp_path / "faces.y4m")
+    browser = launch_chromium(playwright_instance, [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video.resolve()}"])
+    env = {"FER_RUNS_DIR": str(tmp_path / "runs"), "PYTHONFAULTHANDLER": "1"}
+    try:
+        with StreamlitServer(env=env) as server:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(90_000)  # clicks and uploads on a busy 2-core machine
+            journey = Journey(page, server, tmp_path)
+            for step in STEPS:
+                try:
+                    step(journey)
+                except Exception:
+                    server_alive(server, step.__name__)   # a dead server explains the failure
+                    page.screenshot(path=str(ARTIFACTS_DIR() / f"journey-FAILED-{step.__name__}.png"),
+                                    full_page=True)
+                    raise
+                server_ok(journey, step.__name__)
+            # one browser document all the way: no step reloaded the page (and the session)
+            assert page.evaluate("window.__journey") == 1
+    finally:
+        browser.close()
+
+
+def test_journey_visits_every_page_in_sidebar_order():
+    """Each page the router lists has a step, in the router's order (Video: see above)."""
+    import ast
+
+    from tests.conftest import ROOT
+
+    tree = ast.parse((ROOT / "streamlit_app.py").read_text())
+    pages = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                 and getattr(node.targets[0], "id", None) == "PAGES")
+    files = [ast.literal_eval(elt)[0] for elt in pages.elts]
+    steps = [f"pages/{s.__name__}.py" for s in STEPS]
+    assert steps == [f for f in files if f in steps]
+    assert set(files) - set(steps) <= {"pages/video.py"}, "a page of the router has no step"

@@ -1,0 +1,105 @@
+"""`python -m fer_core ...` prints what was asked: no TensorFlow / absl / TFLite start-up lines
+on stderr, while real errors and other stderr output still show."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import pytest
+
+from tests.conftest import ROOT
+from tests.factories import face_image
+
+
+def run(args, tmp_path, **env):
+    """The CLI in a fresh process, environment as in a user's shell (no TF log level set)."""
+    environ = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    environ.update(FER_CACHE_DIR=str(tmp_path / "cache"), **env)
+    return subprocess.run([sys.executable, "-m", "fer_core", *args], cwd=ROOT, env=environ,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("photo") / "face.png"
+    cv2.imwrite(str(path), face_image())
+    return path
+
+
+def test_predict_json_prints_only_the_answer(photo, tmp_path):
+    proc = run(["predict", str(photo), "--json"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", f"unexpected stderr:\n{proc.stderr}"
+    faces = json.loads(proc.stdout)["faces"]
+    assert len(faces) == 1 and faces[0]["emotion"]
+
+
+def test_evaluate_json_prints_only_the_answer(tmp_path):
+    proc = run(["evaluate", "--data", "demo", "--json"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", f"unexpected stderr:\n{proc.stderr}"
+    assert json.loads(proc.stdout)["n"] > 0
+
+
+def test_user_error_still_shows_after_tensorflow_loaded(tmp_path):
+    """A broken .keras file is found out after TensorFlow is loaded: the error is the one line."""
+    bad = tmp_path / "broken.keras"
+    bad.write_bytes(b"not a zip archive")
+    proc = run(["evaluate", "--data", "demo", "--model", str(bad), "--json"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "broken.keras" in lines[0], \
+        proc.stderr
+
+
+def test_native_logs_can_be_turned_back_on(photo, tmp_path):
+    proc = run(["predict", str(photo), "--json"], tmp_path, FER_NATIVE_LOGS="1",
+               TF_CPP_MIN_LOG_LEVEL="0")
+    assert proc.returncode == 0, proc.stderr
+    assert "oneDNN" in proc.stderr
+
+
+def test_only_the_known_startup_lines_are_dropped():
+    """Lines written to fd 2 inside the block come out afterwards, except the known ones; the
+    block also restores fd 2 when its body raises."""
+    code = textwrap.dedent("""
+        import os, sys
+        from fer_core.native_logs import startup_lines_dropped
+        noise = (b"WARNING: All log messages before absl::InitializeLog() is called are "
+                 b"written to STDERR\\n"
+                 b"I0000 00:00:1.2 5 port.cc:153] oneDNN custom operations are on. You may...\\n"
+                 b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n")
+        with startup_lines_dropped():
+            os.write(2, noise + b"native warning kept\\n")
+            print("python line kept", file=sys.stderr)
+        try:
+            with startup_lines_dropped():
+                raise ValueError("boom")
+        except ValueError:
+            print("after the error", file=sys.stderr)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == ["native warning kept", "python line kept",
+                                        "after the error"]
+
+
+def test_a_crash_inside_the_block_still_shows_its_traceback():
+    code = textwrap.dedent("""
+        import ctypes
+        from fer_core.native_logs import startup_lines_dropped
+        with startup_lines_dropped():
+            ctypes.string_at(0)
+    """)
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "Fatal Python error: Segmentation fault" in proc.stderr
+    assert 'File "<string>", line 5' in proc.stderr
