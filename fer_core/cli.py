@@ -1,4 +1,4 @@
-"""Command line: ``python -m fer_core {info,train,swa,evaluate,predict,serve,bench}``.
+"""Command line: ``python -m fer_core {info,train,swa,evaluate,calibrate,predict,serve,bench}``.
 
 Each command lives in ``fer_core/commands/<name>.py`` with ``add_parser(subparsers)`` (which sets
 ``func``) so that commands import their heavy dependencies (TensorFlow) only when they run.
@@ -14,7 +14,7 @@ import sys
 
 from fer_core.errors import FerError
 
-COMMANDS = ("info", "train", "swa", "evaluate", "predict", "serve", "bench")
+COMMANDS = ("info", "train", "swa", "evaluate", "calibrate", "predict", "serve", "bench")
 
 
 def plugins(package: str, names):

@@ -1,308 +1,72 @@
-"""Predictor: a saved model + a face detector -> per-face emotions. Thread-safe and batched.
+"""Predictor: a :class:`fer_core.model.FerModel` + a face detector -> per-face emotions.
 
     p = Predictor("models/my-run")               # a run dir or a .keras file; None = default model
     faces = p.predict_image("photo.jpg")         # [FacePrediction(box, emotion, scores, top_k)]
     faces = p.predict_image("photo.jpg", tta=True)  # each face averaged with its mirror image
     annotated = annotate(image, faces, mode="emoji")
 
-Speed: the Keras model is converted once to a TensorFlow Lite flatbuffer (XNNPACK kernels; cached
-on disk per model id) which classifies one face in about a millisecond without Keras' per-call
-overhead; if conversion fails or its outputs differ from Keras', a ``tf.function`` with a fixed
-input signature is used instead (``backend`` tells which). All faces of a frame go through the
-model in one call; batches are padded to power-of-two buckets so interpreters are reused.
-
-Flip test-time augmentation (``tta=True``, per predictor or per call): each face is classified
-together with its mirror image, in the same model call, and the two are averaged. It changes the
-PublicTest accuracy of the committed models by -0.2 to +1.4 points (-0.2 for the shipped model,
-which learned from flip-averaged teachers) and doubles the classification time
-(1.5 -> 2.9 ms a face), so it is off by default and the live webcam never uses it.
-
-Thread safety: one ``Predictor`` can be shared by every session and thread. TFLite interpreters
-are not thread-safe, so each call borrows one from a pool (created on demand, returned after).
+Probabilities, flip TTA, calibration and ``describe`` all come from the FerModel; this module
+adds detection, cropping and drawing. All faces of a frame go through the model in one call.
+Thread-safe: one ``Predictor`` can be shared by every session and thread.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import queue
-import tempfile
 import threading
-import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from fer_core import atomic, native_logs, vision
+from fer_core import vision
 from fer_core.errors import FerError
-from fer_core.labels import EMOJI, FER7, FERPLUS8, MERGED6, canonical, detect_label_set
+from fer_core.labels import EMOJI, canonical
+from fer_core.model import BUCKETS, FacePrediction, FerModel, default_labels
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated",
-                        category=UserWarning)
+__all__ = ["Predictor", "FacePrediction", "annotate", "default_labels", "BUCKETS"]
 
-__all__ = ["Predictor", "FacePrediction", "annotate", "load_model_and_labels",
-           "default_labels", "BUCKETS"]
-
-BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-TFLITE_FORMAT = 1  # bump to invalidate cached conversions
-# Threads per TFLite interpreter: 2 halves single-face latency on a 2-core CPU.
-TFLITE_THREADS = int(os.environ.get("FER_TFLITE_THREADS", "2"))
-
-
-@dataclass
-class FacePrediction:
-    """One face: ``box`` [x, y, w, h] in image pixels, the top ``emotion``, ``scores`` (label ->
-    probability, summing to 1, in the model's label order) and ``top_k`` [(label, p), ...]."""
-
-    box: list[int]
-    emotion: str
-    scores: dict[str, float]
-    top_k: list[tuple[str, float]] = field(default_factory=list)
-
-    @property
-    def confidence(self) -> float:
-        return self.scores[self.emotion]
-
-    def to_dict(self) -> dict:
-        return {"box": [int(v) for v in self.box], "emotion": self.emotion,
-                "confidence": round(float(self.confidence), 6),
-                "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
-                "top_k": [[k, round(float(v), 6)] for k, v in self.top_k]}
-
-
-# --------------------------------------------------------------------------- loading
-
-def default_labels(n_outputs: int) -> tuple[str, ...]:
-    """Label names for a model without labels.json, from its number of outputs."""
-    by_n = {7: FER7, 6: MERGED6, 8: FERPLUS8}
-    if n_outputs not in by_n:
-        raise FerError(f"model has {n_outputs} outputs and no labels.json; expected 7 (fer7), "
-                       "6 (merged6) or 8 (ferplus8) outputs", where="labels")
-    return by_n[n_outputs]
-
-
-def load_model_and_labels(path):
-    """(keras.Model, labels, label_set, model_file) for a run dir or .keras file.
-
-    Loads with ``fer_core.runs.load_model`` (safe_mode=True); labels come from the run's
-    labels.json, else from the number of outputs. Any wrong, corrupt or incompatible file
-    raises :class:`FerError` naming it.
-    """
-    from fer_core import runs
-
-    p = Path(os.path.expanduser(str(path)))
-    if p.is_dir() and not runs.has_model(p):
-        raise FerError("run directory has no model.keras (not a run, or still training); "
-                       "train one (python -m fer_core train) or pass --model another run "
-                       "directory or .keras file", where=str(p))
-    model = runs.load_model(p)
-    model_file = p / runs.MODEL_FILE if p.is_dir() else p
-    _check_shapes(model, model_file)
-    n_out = int(model.outputs[0].shape[-1])
-    names, lset = runs.read_labels(p)
-    if names is None:
-        names = default_labels(n_out)
-        lset = detect_label_set(names)
-    elif len(names) != n_out:
-        raise FerError(f"lists {len(names)} labels but the model has {n_out} outputs",
-                       where=str(p))
-    return model, names, lset or "custom", model_file
-
-
-def _check_shapes(model, where) -> None:
-    try:
-        ishape = tuple(model.inputs[0].shape)[1:]
-        oshape = tuple(model.outputs[0].shape)[1:]
-    except (AttributeError, IndexError, TypeError):
-        raise FerError("model has no single input/output", where=str(where)) from None
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise FerError("expected a model with one input and one output", where=str(where))
-    if ishape not in ((48, 48, 1), (48, 48)):
-        raise FerError(f"model expects input {ishape}; expected 48x48x1 grey faces",
-                       where=str(where))
-    if len(oshape) != 1 or not oshape[0] or oshape[0] < 2:
-        raise FerError(f"model output shape {oshape}; expected one score per class",
-                       where=str(where))
-
-
-def _model_id(model_file: Path) -> str:
-    st = model_file.stat()
-    key = f"{model_file.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()
-    name = model_file.parent.name if model_file.name == "model.keras" else model_file.stem
-    return f"{name}-{hashlib.sha1(key).hexdigest()[:8]}"
-
-
-# --------------------------------------------------------------------------- backends
-
-def _bucket(n: int) -> int:
-    for b in BUCKETS:
-        if n <= b:
-            return b
-    return BUCKETS[-1]
-
-
-class _KerasBackend:
-    name = "keras"
-
-    def __init__(self, model):
-        import tensorflow as tf
-        self._fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
-                               input_signature=[tf.TensorSpec([None, 48, 48, 1], tf.float32)])
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self._fn(x).numpy()
-
-
-class _TFLiteBackend:
-    name = "tflite"
-
-    def __init__(self, blob: bytes):
-        self._blob = blob
-        self._pools: dict[int, queue.SimpleQueue] = {b: queue.SimpleQueue() for b in BUCKETS}
-        self._release(self._new(1))  # fails now if the flatbuffer is bad
-
-    def _new(self, batch: int):
-        import tensorflow as tf
-        with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated" (still in TF 2.21)
-            warnings.simplefilter("ignore", UserWarning)
-            it = tf.lite.Interpreter(model_content=self._blob, num_threads=TFLITE_THREADS)
-        inp = it.get_input_details()[0]
-        if tuple(inp["shape"])[0] != batch:
-            it.resize_tensor_input(inp["index"], [batch, 48, 48, 1], strict=False)
-        with native_logs.first_time("tflite-allocate"):  # the XNNPACK start-up line
-            it.allocate_tensors()
-        return batch, it, inp["index"], it.get_output_details()[0]["index"]
-
-    def _release(self, item):
-        self._pools[item[0]].put(item)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        b = x.shape[0]
-        try:
-            item = self._pools[b].get_nowait()
-        except queue.Empty:
-            item = self._new(b)
-        try:
-            _, it, i_in, i_out = item
-            it.set_tensor(i_in, x)
-            it.invoke()
-            return it.get_tensor(i_out).copy()
-        finally:
-            self._release(item)
-
-
-def _tflite_blob(model, cache_file: Path | None) -> bytes:
-    if cache_file is not None and cache_file.is_file():
-        return cache_file.read_bytes()
-    import tensorflow as tf
-    with tempfile.TemporaryDirectory(prefix="fer-export-") as d:
-        model.export(d, format="tf_saved_model", verbose=False)
-        conv = tf.lite.TFLiteConverter.from_saved_model(d)
-        blob = conv.convert()
-    if cache_file is not None:
-        try:
-            atomic.write_bytes(cache_file, blob)
-        except OSError:
-            pass  # cache is an optimisation only
-    return blob
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("FER_CACHE_DIR", Path.home() / ".cache" / "fer-studio"))
-
-
-# --------------------------------------------------------------------------- predictor
 
 class Predictor:
     """A model + detector, loaded once; safe to share between threads.
 
-    ``model``: None (``fer_core.DEFAULT_MODEL``), a run dir, a ``.keras`` file, or a
-    ``keras.Model`` (then ``labels`` may be given). ``backend``: "auto" (TFLite, else Keras),
-    "tflite" or "keras". ``tta``: the default of the predict methods' ``tta`` (flip averaging).
+    ``model``: None (``fer_core.runs.default_model()``), a run dir, a ``.keras`` file, a
+    :class:`FerModel`, or a ``keras.Model`` (then ``labels`` may be given). ``backend``: "auto"
+    (TFLite, else Keras), "tflite" or "keras". ``tta``: the default of the predict methods'
+    ``tta`` (flip averaging); None takes the model's default (its calibration.json decides).
     """
 
     def __init__(self, model=None, detector_config: vision.DetectorConfig | None = None, *,
                  backend: str = "auto", labels=None, margin: float = vision.DEFAULT_MARGIN,
-                 tta: bool = False):
-        if backend not in ("auto", "tflite", "keras"):
-            raise FerError(f"unknown backend {backend!r}; expected auto, tflite or keras",
-                           where="backend")
+                 tta: bool | None = None):
         self.margin = float(margin)
-        self.tta = bool(tta)
         self.detector_config = (detector_config or vision.DetectorConfig()).validate()
         self._detector: vision.FaceDetector | None = None
         self._det_lock = threading.Lock()
-        self._count_lock = threading.Lock()
-        self.calls = 0  # model invocations (for tests / stats)
-        self.faces_seen = 0
-
         if model is None:
             from fer_core.runs import default_model
             model = default_model()
             if not model.exists():
                 raise FerError("no model at this path; train one (python -m fer_core train) or "
                                "pass --model a run directory or .keras file", where=str(model))
-        if hasattr(model, "predict") and hasattr(model, "inputs"):
-            _check_shapes(model, getattr(model, "name", "model"))
-            n_out = int(model.outputs[0].shape[-1])
-            self.labels = tuple(labels) if labels is not None else default_labels(n_out)
-            if len(self.labels) != n_out:
-                raise FerError(f"{len(self.labels)} labels for a model with {n_out} outputs",
-                               where="labels")
-            try:
-                self.label_set = detect_label_set(self.labels)
-            except FerError:
-                self.label_set = "custom"
-            self.model_path = None
-            self.model_id = f"{model.name}-mem{id(model) & 0xffffff:06x}"
-            cache_file = None
+        if isinstance(model, FerModel):
+            self.fer_model = model
+        elif hasattr(model, "inputs") and hasattr(model, "outputs"):
+            self.fer_model = FerModel.wrap(model, labels, backend=backend)
         else:
-            model, self.labels, self.label_set, mfile = load_model_and_labels(model)
-            self.model_path = mfile
-            self.model_id = _model_id(mfile)
-            cache_file = _cache_dir() / "tflite" / f"{self.model_id}-v{TFLITE_FORMAT}.tflite"
-        self.model = model
-        self.n_classes = len(self.labels)
-        self._softmax = False
-        self.backend = self._make_backend(model, backend, cache_file)
+            self.fer_model = FerModel.load(model, backend=backend)
+        self.tta = self.fer_model.default_tta if tta is None else bool(tta)
 
-    # ---- backend selection ----------------------------------------------------------------
-    def _make_backend(self, model, backend: str, cache_file):
-        rng = np.random.default_rng(0)
-        probe = rng.integers(0, 256, (4, 48, 48, 1)).astype(np.float32)
-        keras_be = _KerasBackend(model)
-        ref = keras_be(probe)
-        if not np.all(np.isfinite(ref)):
-            raise FerError("model outputs NaN/inf", where=str(self.model_path or "model"))
-        if ref.min() < -1e-6 or not np.allclose(ref.sum(1), 1.0, atol=1e-3):
-            self._softmax = True  # logits: normalise ourselves
-        if backend == "keras":
-            return keras_be
-        try:
-            tfl = _TFLiteBackend(_tflite_blob(model, cache_file))
-            got = np.concatenate([tfl(probe[i:i + 1]) for i in range(4)])
-            if np.abs(got - ref).max() > 1e-3:
-                raise ValueError(f"TFLite differs from Keras by {np.abs(got - ref).max():.2g}")
-            return tfl
-        except Exception as e:  # noqa: BLE001 - conversion is an optimisation
-            if cache_file is not None:
-                try:
-                    cache_file.unlink()
-                except OSError:
-                    pass
-            if backend == "tflite":
-                raise FerError(f"cannot run the model with TFLite ({e})",
-                               where=str(self.model_path or "model")) from None
-            self.backend_error = str(e)
-            return keras_be
+    # ---- the model's face: model, labels, label_set, model_id, n_classes, backend, ... ------
+    _FROM_MODEL = frozenset({"model", "labels", "label_set", "model_id", "n_classes", "backend",
+                             "backend_name", "backend_error", "calls", "faces_seen"})
+
+    def __getattr__(self, name):
+        if name in Predictor._FROM_MODEL and "fer_model" in self.__dict__:
+            return getattr(self.__dict__["fer_model"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
-    def backend_name(self) -> str:
-        return self.backend.name
+    def model_path(self):
+        return self.fer_model.path
 
     @property
     def detector(self) -> vision.FaceDetector:
@@ -313,36 +77,9 @@ class Predictor:
 
     # ---- faces -> probabilities -----------------------------------------------------------
     def predict_faces(self, faces, tta: bool | None = None) -> np.ndarray:
-        """Probabilities float32 (N, n_classes) for uint8 faces (N, 48, 48) or (N, 48, 48, 1).
-        ``tta`` (default: the predictor's): average each face with its mirror image."""
-        x = vision.as_face_batch(faces)
-        n_faces = x.shape[0]
-        if n_faces == 0:
-            return np.empty((0, self.n_classes), dtype=np.float32)
-        use_tta = self.tta if tta is None else bool(tta)
-        if use_tta:
-            x = np.concatenate([x, x[:, :, ::-1]])  # faces then mirrors, batched together
-        n = x.shape[0]
-        out = np.empty((n, self.n_classes), dtype=np.float32)
-        step = BUCKETS[-1]
-        for start in range(0, n, step):
-            chunk = x[start:start + step]
-            m = chunk.shape[0]
-            b = _bucket(m)
-            if b != m:
-                chunk = np.concatenate([chunk, np.zeros((b - m, 48, 48, 1), np.float32)])
-            p = self.backend(np.ascontiguousarray(chunk))[:m]
-            with self._count_lock:
-                self.calls += 1
-                self.faces_seen += m
-            out[start:start + m] = p
-        if self._softmax:
-            out = out - out.max(1, keepdims=True)
-            np.exp(out, out=out)
-        out /= out.sum(1, keepdims=True)
-        if use_tta:
-            out = 0.5 * (out[:n_faces] + out[n_faces:])
-        return out
+        """Calibrated probabilities float32 (N, n_classes) for uint8 faces (N, 48, 48) or
+        (N, 48, 48, 1). ``tta`` (default: the predictor's): average each face with its mirror."""
+        return self.fer_model.predict_proba(faces, tta=self.tta if tta is None else tta)
 
     # ---- images -> face predictions ------------------------------------------------------
     def detect(self, image, near=None) -> np.ndarray:
@@ -372,20 +109,11 @@ class Predictor:
         return self.predict_boxes(img, self.detect(img), top_k, tta=tta)
 
     def describe(self, boxes, probs: np.ndarray, top_k: int = 3) -> list[FacePrediction]:
-        k = max(1, min(int(top_k), self.n_classes))
-        out = []
-        for box, p in zip(boxes, probs):
-            order = np.argsort(-p, kind="stable")
-            out.append(FacePrediction(
-                box=[int(v) for v in box], emotion=self.labels[int(order[0])],
-                scores={name: float(v) for name, v in zip(self.labels, p)},
-                top_k=[(self.labels[int(i)], float(p[i])) for i in order[:k]]))
-        return out
+        """See :meth:`FerModel.describe`."""
+        return self.fer_model.describe(probs, boxes, top_k)
 
     def info(self) -> dict:
-        return {"model_id": self.model_id, "model_path": str(self.model_path or ""),
-                "labels": list(self.labels), "label_set": self.label_set,
-                "backend": self.backend_name, "tta": self.tta,
+        return {**self.fer_model.info(), "tta": self.tta,
                 "detector": self.detector_config.to_dict()}
 
 

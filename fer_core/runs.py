@@ -22,7 +22,6 @@ import platform
 import re
 import shutil
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,28 +180,12 @@ def read_labels(path) -> tuple[tuple[str, ...] | None, str | None]:
 
 
 def load_model(path, compile: bool = False):
-    """Load a model from a run dir (its model.keras) or a .keras file, with safe_mode=True.
-
-    A missing, non-Keras or corrupt file raises :class:`FerError` naming it.
-    """
-    import keras
+    """The keras.Model of a run dir, .keras file or run id: :func:`fer_core.model.load_keras`."""
+    from fer_core.model import load_keras
 
     p = Path(path) if not isinstance(path, str) or os.sep in path or "/" in path \
         or path.endswith(".keras") else run_path(path)
-    if p.is_dir():
-        p = p / MODEL_FILE
-    if not p.exists():
-        raise FerError("model file not found (expected a run directory with model.keras "
-                       "or a .keras file)", where=str(p), status=404)
-    if p.suffix != ".keras":
-        raise FerError("not a Keras model file: expected a .keras file", where=str(p))
-    if not zipfile.is_zipfile(p):
-        raise FerError("not a valid .keras file (expected a Keras 3 zip archive)", where=str(p))
-    try:
-        return keras.saving.load_model(p, compile=compile, safe_mode=True)
-    except Exception as e:  # corrupt archive, unknown layer, unsafe lambda ...
-        raise FerError(f"cannot load model: {type(e).__name__}: {str(e)[:300]}",
-                       where=str(p)) from None
+    return load_keras(p, compile=compile)
 
 
 def write_metrics(run_dir, metrics: dict) -> dict:

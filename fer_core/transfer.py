@@ -17,22 +17,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from fer_core import runs
 from fer_core.errors import FerError
+from fer_core.model import FerModel
 
 
-def _load(path, field: str):
-    if not runs.has_model(path):
-        raise FerError("no model here (expected a run directory with model.keras or a .keras "
-                       "file)", where=f"{field}: {path}")
-    return runs.load_model(path)  # a damaged or unsafe file: FerError naming the file
+def _load(path, field: str) -> FerModel:
+    try:
+        return FerModel.load(path, backend="keras")
+    except FerError as e:  # a missing, damaged or unsafe file: name the option too
+        msg = str(e)[len(e.where) + 2:] if e.where else str(e)
+        raise FerError(f"{msg} ({e.where})" if e.where else msg,
+                       where=f"{field}: {path}") from None
 
 
 def init_weights(model, source) -> None:
     """Copy the weights of the model at ``source`` into ``model`` (same architecture).
 
     Raises :class:`FerError` naming the first layer whose weights do not fit."""
-    src = _load(source, "init_from")
+    src = _load(source, "init_from").model
     theirs, ours = src.weights, model.weights
     if len(theirs) != len(ours):
         raise FerError(f"the model has {len(theirs)} weight tensors, this architecture "
@@ -47,20 +49,15 @@ def init_weights(model, source) -> None:
 
 
 def teacher_targets(sources, images: np.ndarray, label_names) -> np.ndarray:
-    """(N, C) float32: the flip-averaged probabilities of each teacher on ``images``,
-    averaged over the teachers. Raises :class:`FerError` naming a teacher whose labels differ
-    from ``label_names``."""
-    from fer_core import evaluation
-
+    """(N, C) float32: the flip-averaged, uncalibrated probabilities of each teacher on
+    ``images``, averaged over the teachers. Raises :class:`FerError` naming a teacher whose
+    labels differ from ``label_names``."""
     total = None
     for source in sources:
-        names, _ = runs.read_labels(source)
-        model = _load(source, "teachers")
-        n_out = evaluation.n_outputs(model)
-        if n_out != len(label_names) or (names is not None and tuple(names) !=
-                                         tuple(label_names)):
-            raise FerError(f"the teacher predicts {list(names) if names else f'{n_out} classes'}"
-                           f", the student {list(label_names)}", where=f"teachers: {source}")
-        probs = evaluation.predict_proba(model, images, batch_size=256, tta=True)
+        teacher = _load(source, "teachers")
+        if teacher.labels != tuple(label_names):
+            raise FerError(f"the teacher predicts {list(teacher.labels)}, the student "
+                           f"{list(label_names)}", where=f"teachers: {source}")
+        probs = teacher.predict_proba(images, tta=True, calibrated=False, batch_size=256)
         total = probs if total is None else total + probs
     return (total / len(sources)).astype(np.float32)

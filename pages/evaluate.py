@@ -6,9 +6,9 @@ import streamlit as st
 from fer_core import evaluation
 from fer_core.errors import FerError
 from ui.data import dataset_label, get_active_dataset
-from ui.models import (confusion_figure, delta_figure, evaluate_cached, face_gallery,
-                       get_loaded, model_picker, per_class_figure, prob_bars, reliability_figure,
-                       true_vs_pred_figure)
+from ui.figures import (confusion_figure, delta_figure, face_gallery, per_class_figure,
+                        prob_bars, reliability_figure, true_vs_pred_figure)
+from ui.models import demo_note, evaluate_cached, get_model, model_picker
 from ui.text import md
 
 st.title("📊 Evaluate")
@@ -28,8 +28,14 @@ split = c2.selectbox("Split", splits, key="eval_split",
 other = model_picker("Compare with", key="eval_other", exclude=model_path, remember=False,
                      container=c3) if c3.toggle("Compare with another model",
                                                 key="eval_cmp") else None
-tta = c4.toggle("TTA", key="eval_tta", help="Test-time augmentation: average the predictions "
-                "of each face and its mirror image.")
+try:
+    default_tta = get_model(model_path).default_tta
+except FerError as exc:
+    st.error(f"Cannot use this model: {exc}")
+    st.stop()
+tta = c4.toggle("TTA", value=default_tta, key="eval_tta",
+                help="Test-time augmentation: average the predictions of each face and its "
+                     "mirror image.")
 
 try:
     report, preds = evaluate_cached(model_path, ds, split, tta)
@@ -41,7 +47,11 @@ except FerError as exc:
 if report.get("remapped"):
     st.info(f"Labels mapped explicitly: {report['remapped']}.")
 if report.get("synthetic_data"):
-    st.caption("Synthetic demo data: drawn faces, not real people.")
+    note = demo_note(model_path)
+    if note:
+        st.warning(note)
+    else:
+        st.caption("Synthetic demo data: drawn faces, not real people.")
 
 # --- headline -----------------------------------------------------------------------------
 cmp = evaluation.compare(other_report, report) if other_report else None
@@ -61,7 +71,8 @@ if tta:
 st.caption(f"{md(report['model'])} on {report['n']:,} faces of split '{split}' · "
            f"second-guess rate {report['second_guess_rate']:.0%} (of the wrong answers, "
            f"how often the true label was the runner-up) · "
-           f"{report['timing']['faces_per_s']:,.0f} faces/s")
+           f"{report['timing']['faces_per_s']:,.0f} faces/s "
+           f"({report['timing'].get('backend', 'keras')})")
 
 tabs = st.tabs(["Confusion matrix", "Per class", "Examples", "What it sees", "Calibration",
                 "Side by side", "Export"])
@@ -122,7 +133,7 @@ with tabs[2]:
 
 # --- feature maps and Grad-CAM -----------------------------------------------------------------
 with tabs[3]:
-    loaded = get_loaded(model_path)
+    loaded = get_model(model_path)
     layers = evaluation.conv_layers(loaded.model)
     if not layers:
         st.info("This model has no convolutional layer to show.")
@@ -137,7 +148,7 @@ with tabs[3]:
         a.image(it["image"], width=192, caption=f"true {it['true']}, predicted {it['pred']} "
                                                 f"({it['confidence']:.0%})")
         t_idx, p_idx = names.index(it["true"]), names.index(it["pred"])
-        if tuple(loaded.label_names or ()) == tuple(names):
+        if tuple(loaded.labels) == tuple(names):
             for col, (cls, what) in zip((b, c), ((p_idx, "predicted"), (t_idx, "true"))):
                 try:
                     cam = evaluation.grad_cam(loaded.model, it["image"], cls)
@@ -154,7 +165,22 @@ with tabs[3]:
 
 # --- calibration ------------------------------------------------------------------------------
 with tabs[4]:
-    st.plotly_chart(reliability_figure(report))
+    before, after = report["uncalibrated"]["ece"], report["ece"]
+    if report.get("calibrated"):
+        fitted = get_model(model_path).calibration.record
+        st.markdown(f"Probabilities are calibrated by temperature scaling (T = "
+                    f"{report['temperature']:.3f}, fitted with `python -m fer_core calibrate` "
+                    f"on {fitted.get('n', 0):,} faces of split '{fitted.get('split', '?')}' and "
+                    f"stored in the model's calibration.json). Expected calibration error on "
+                    f"this split: **{before:.3f} before, {after:.3f} after**; the predicted "
+                    "class, and so accuracy, does not change.")
+    else:
+        st.markdown(f"This model has no calibration.json, so its probabilities are shown as the "
+                    f"network outputs them (T = 1, ECE {after:.3f}). Fit one with "
+                    "`python -m fer_core calibrate DATA --model RUN`.")
+    r1, r2 = st.columns(2)
+    r1.plotly_chart(reliability_figure(report, before=True), key="rel_before")
+    r2.plotly_chart(reliability_figure(report), key="rel_after")
 
 # --- side by side -----------------------------------------------------------------------------
 with tabs[5]:

@@ -5,7 +5,8 @@ import streamlit as st
 
 from fer_core import runs
 from fer_core.errors import FerError
-from ui.models import curves_figure, model_choices, no_model_message, run_details
+from ui.figures import curves_figure
+from ui.models import model_choices, no_model_message, run_details
 from ui.text import md
 
 st.title("📦 Models")

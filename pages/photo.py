@@ -4,8 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from fer_core.errors import FerError
-from ui.models import (MAX_PHOTO_MB, analyse_photo, detector_settings, get_predictor,
-                       model_picker, photo_rows, prob_bars)
+from fer_core.photo import MAX_PHOTO_MB, analyse_photo, photo_rows
+from ui.figures import prob_bars
+from ui.models import detector_settings, get_predictor, model_picker
 from ui.text import md
 
 st.title("🖼️ Photo")
@@ -16,10 +17,7 @@ c1, c2 = st.columns([3, 2])
 model_path = model_picker("Model", key="photo_model", container=c1)
 mode = c2.radio("Overlay", ["box", "emoji"], horizontal=True, key="photo_mode",
                 format_func={"box": "Boxes and labels", "emoji": "Emoji (mememoji)"}.get)
-tta = st.toggle("Mirror averaging (TTA)", key="photo_tta",
-                help="Classify each face together with its mirror image and average the two: "
-                     "usually a little more accurate, twice the classification time.")
-settings = detector_settings("photo_det")
+settings = detector_settings("photo_det", preset="photo")
 if model_path is None:
     st.stop()
 try:
@@ -27,6 +25,10 @@ try:
 except FerError as exc:
     st.error(f"Cannot use this model: {md(exc)}")
     st.stop()
+tta = st.toggle("Mirror averaging (TTA)", value=predictor.tta, key="photo_tta",
+                help="Classify each face together with its mirror image and average the two "
+                     "(twice the classification time). Off by default where it does not make "
+                     "this model measurably more accurate (see its model card).")
 
 up_tab, cam_tab = st.tabs(["Upload", "Camera snapshot"])
 with up_tab:

@@ -6,8 +6,8 @@ from streamlit_webrtc import webrtc_streamer
 
 from fer_core.errors import FerError
 from fer_core.webcam import FrameAnnotator
-from ui.models import (detector_settings, get_predictor, ice_servers, live_figure,
-                       model_picker, model_stamp, prob_bars)
+from ui.figures import live_figure, prob_bars
+from ui.models import detector_settings, get_predictor, ice_servers, model_picker, model_stamp
 from ui.text import md
 
 st.title("🎥 Webcam")
@@ -23,7 +23,7 @@ smoothing = c3.slider("Smoothing", 0.0, 0.95, 0.6, 0.05, key="cam_smooth",
                            "(0 = none; 0.9 ≈ averaging the last ~19 frames).")
 detect_every = c4.slider("Full detection every N frames", 1, 10, 3, key="cam_every",
                          help="In between, faces are tracked near their last position.")
-settings = detector_settings("cam_det", realtime=True)
+settings = detector_settings("cam_det", preset="realtime")
 if model_path is None:
     st.stop()
 try:

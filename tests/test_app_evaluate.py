@@ -94,7 +94,7 @@ def test_evaluate_page_without_models_says_so(tmp_path, monkeypatch):
 def test_evaluate_figures_plot_the_report():
     import pandas as pd
 
-    from ui.models import delta_figure, per_class_figure, reliability_figure, true_vs_pred_figure
+    from ui.figures import delta_figure, per_class_figure, reliability_figure, true_vs_pred_figure
     report = {"per_class": {"happy": {"precision": 0.9, "recall": 0.8, "f1": 0.85},
                             "sad": {"precision": 0.5, "recall": 0.6, "f1": 0.55}},
               "true_vs_pred": {"happy": {"true": 10, "pred": 12}, "sad": {"true": 7, "pred": 5}},
@@ -111,3 +111,55 @@ def test_evaluate_figures_plot_the_report():
     assert "ECE 0.125" in rel.layout.title.text
     delta = delta_figure(pd.Series({"happy": 0.1, "sad": -0.2}), "F1 change").data[0]
     assert list(delta.marker.color) == ["#2ca02c", "#d62728"]
+
+
+def test_evaluate_page_takes_an_8_output_model_without_labels(trained, monkeypatch):
+    from tests.test_model import save_run
+
+    root, _, _, csv = trained
+    save_run(root / "runs" / "eight-outputs", n_classes=8, labels=False)
+    (root / "runs" / "eight-outputs" / "config.json").write_text("{}")
+    at = _app(monkeypatch, root, csv)
+    at.session_state["active_model"] = str(root / "runs" / "eight-outputs")
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any("ferplus8->fer7" in i.value for i in at.info), "the folding is said"
+    assert any(m.label == "Accuracy" for m in at.metric)
+
+
+def test_evaluate_page_shows_calibration_before_and_after(trained, monkeypatch):
+    import json
+
+    root, run, _, csv = trained
+    cal = run / "calibration.json"
+    cal.write_text(json.dumps({"temperature": 0.5, "temperature_tta": 0.5}))
+    try:
+        at = _app(monkeypatch, root, csv).run()
+        assert not at.exception, at.exception
+        text = " ".join(m.value for m in at.markdown)
+        assert "T = 0.500" in text and "before" in text and "after" in text
+        titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "")
+                  for c in at.get("plotly_chart")]
+        assert any(t.startswith("Reliability, before calibration") for t in titles)
+        assert any(t.startswith("Reliability, calibrated, T=0.50") for t in titles)
+    finally:
+        cal.unlink()
+
+
+def test_evaluate_page_explains_the_shipped_model_on_demo_faces(monkeypatch):
+    """With the demo data active, the figures of a model trained on real faces come with why
+    they are low, its model-card figures and how to load FER2013."""
+    from streamlit.testing.v1 import AppTest
+
+    import fer_core
+    if not (fer_core.DEFAULT_MODEL / "model.keras").exists():
+        pytest.skip("no shipped model")
+    monkeypatch.delenv("FER_MODEL", raising=False)
+    at = AppTest.from_file(str(ROOT / "pages" / "evaluate.py"), default_timeout=300)
+    at.session_state["active_model"] = str(fer_core.DEFAULT_MODEL)
+    at.run()
+    assert not at.exception, at.exception
+    warning = " ".join(w.value for w in at.warning)
+    assert "trained on real faces" in warning and "FER2013" in warning
+    assert "68.1% accuracy" in warning and "fer2013.csv" in warning

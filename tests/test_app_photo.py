@@ -107,7 +107,7 @@ def test_photo_bad_uploads_show_a_clear_error(runs, monkeypatch, name, data, exp
 
 def test_analyse_photo_box_and_emoji_overlays_differ(runs):
     from fer_core.predict import Predictor
-    from ui.models import analyse_photo, photo_rows
+    from fer_core.photo import analyse_photo, photo_rows
 
     pred = Predictor(runs / "tiny-photo")
     data = _png(face_image())

@@ -12,7 +12,7 @@ import pytest
 
 from fer_core import evaluation as ev
 from fer_core.errors import FerError
-from fer_core.labels import FER7, MERGED6
+from fer_core.labels import FER7, FERPLUS8, MERGED6
 from tests.factories import pattern_faces
 
 # ------------------------------------------------------------------ fixed predictions
@@ -292,9 +292,17 @@ def test_finer_model_on_coarser_data_folds_outputs(trained, faces):
     assert report["accuracy"] > 0.8     # folding disgust into angry keeps it right
 
 
+def test_an_8_output_model_without_labels_is_evaluated_as_ferplus8(faces, tmp_path):
+    run = tmp_path / "eight"
+    run.mkdir()
+    _tiny_model(n_classes=8).save(run / "model.keras")   # no labels.json
+    report = ev.evaluate(run, faces)
+    assert report["model_labels"] == list(FERPLUS8)
+    assert report["remapped"] == "ferplus8->fer7 (model outputs folded)"
+    assert report["labels"] == list(faces.label_names) and report["n"] == len(faces.subset("test"))
+
+
 def test_unmappable_mismatch_raises(faces, tmp_path):
-    with pytest.raises(FerError, match="8 outputs"):
-        ev.evaluate(_tiny_model(n_classes=8), faces)
     run = tmp_path / "odd"
     run.mkdir()
     _tiny_model(n_classes=3).save(run / "model.keras")

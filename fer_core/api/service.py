@@ -71,8 +71,7 @@ class ModelService:
             self.predictor = Predictor(model=str(path),
                                        detector_config=self.settings.detector_config(),
                                        tta=self.settings.tta)
-            # warm up so the first request does not pay for tracing
-            self.predictor.predict_faces(np.zeros((1, 48, 48), dtype=np.uint8))
+            self.predictor.predict_faces(np.zeros((1, 48, 48), dtype=np.uint8))  # warm-up
         except FerError as e:
             self.predictor, self.error = None, str(e)
         except Exception as e:  # noqa: BLE001 - a broken model must not crash the server
@@ -147,16 +146,13 @@ class ModelService:
 
     # ---- probabilities -> response faces ---------------------------------------------------
     def describe(self, faces: np.ndarray, boxes, probs: np.ndarray, top_k: int) -> list[dict]:
-        labels, model_id = self.labels, self.model_id
-        k = max(1, min(int(top_k), len(labels)))
+        """Response faces (FerModel.describe, rounded) with a prediction id for feedback."""
+        model_id = self.model_id
         out = []
-        for face, box, p in zip(faces, boxes, probs):
-            order = np.argsort(-p)
-            emotion = labels[int(order[0])]
-            out.append({
-                "box": box, "emotion": emotion,
-                "scores": {name: round(float(v), 6) for name, v in zip(labels, p)},
-                "top_k": [(labels[int(i)], round(float(p[i]), 6)) for i in order[:k]],
-                "prediction_id": self.crops.put(face, emotion, model_id),
-            })
+        for face, pred in zip(faces, self.predictor.describe(boxes, probs, top_k)):
+            d = pred.to_dict()
+            d.pop("confidence")
+            d["top_k"] = [tuple(kv) for kv in d["top_k"]]
+            d["prediction_id"] = self.crops.put(face, pred.emotion, model_id)
+            out.append(d)
         return out

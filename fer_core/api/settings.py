@@ -103,13 +103,12 @@ class Settings:
 
     def detector_config(self):
         """The :class:`fer_core.vision.DetectorConfig` of the ``detector`` preset."""
-        from fer_core.vision import DetectorConfig
-        presets = {"fast": lambda: DetectorConfig(max_side=320, scale_factor=1.2, min_size=40),
-                   "accurate": DetectorConfig, "realtime": DetectorConfig.realtime}
-        if self.detector not in presets:
+        from fer_core.vision import PRESETS, DetectorConfig
+        name = {"accurate": "photo"}.get(self.detector, self.detector)
+        if name not in PRESETS:
             raise FerError(f"unknown detector preset {self.detector!r}; expected one of "
-                           f"{sorted(presets)}", where="FER_DETECTOR")
-        return presets[self.detector]()
+                           f"{sorted(set(PRESETS) | {'accurate'})}", where="FER_DETECTOR")
+        return DetectorConfig.preset(name)
 
     @classmethod
     def from_env(cls, environ: dict | None = None, **overrides) -> "Settings":

@@ -1,10 +1,10 @@
 """Live prediction speed: a 640x480 frame with one face, detect + classify (medians, p90).
 
 Targets on a 2-core CPU: frame (detect + classify) median <= 10 ms, one face classification
-<= 2 ms. For scale: the ``fer`` package's pipeline (Haar on the full frame + its TFLite model)
-takes ~22 ms for the same frame. The detector runs with the webcam preset
-(``DetectorConfig.realtime()``: detection on a <= 256 px copy, faces >= 80 px) unless
-``--max-side``/``--min-size`` say otherwise. ``tracked_frame_ms`` is a frame between two full
+<= 2 ms; ``fer_package_baseline_frame_ms`` is the ``fer`` package's pipeline (Haar on the full
+frame + its TFLite model) on the same frame, for scale. The detector runs with the Webcam page's
+preset (``DetectorConfig.preset("realtime")``) unless ``--max-side``/``--min-size`` say
+otherwise. ``tracked_frame_ms`` is a frame between two full
 detections in the webcam (search only around the known face). Timings are wall-clock on a machine
 that may be busy: ``load_average`` and the CPU time per call (``cpu_ms_median``, this process,
 all threads; less sensitive to other load) are reported alongside.
@@ -27,11 +27,14 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default=None, help="run dir or .keras file (default: the shipped "
                    "model, else an untrained default-architecture model)")
     p.add_argument("--repeat", type=int, default=200, help="timed runs per measure (default 200)")
-    p.add_argument("--max-side", type=int, default=None, help="detector downscale (default 256)")
-    p.add_argument("--min-size", type=int, default=None, help="smallest face px (default 80)")
+    p.add_argument("--max-side", type=int, default=None,
+                   help="detector downscale (default: the realtime preset's)")
+    p.add_argument("--min-size", type=int, default=None,
+                   help="smallest face px (default: the realtime preset's)")
     p.add_argument("--backend", choices=("auto", "tflite", "keras"), default="auto")
-    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (each face "
-                   "with its mirror image, as predict --tta and FER_TTA=1)")
+    p.add_argument("--tta", action="store_true", default=None,
+                   help="flip test-time augmentation (each face with its mirror image, as "
+                        "predict --tta and FER_TTA=1; default: the model's)")
 
 
 _CPU: dict[str, float] = {}
@@ -87,7 +90,7 @@ def run(args) -> dict:
         raise FerError(f"must be >= 5, got {args.repeat}", where="--repeat")
     changes = {k: v for k, v in (("max_side", args.max_side), ("min_size", args.min_size))
                if v is not None}
-    cfg = vision.DetectorConfig.realtime(**changes)
+    cfg = vision.DetectorConfig.preset("realtime", **changes)
     if args.image:
         frame = vision.to_bgr(vision.decode_image(args.image))
         source = args.image
@@ -113,7 +116,7 @@ def run(args) -> dict:
     tracked_ms = _timed(lambda: predictor.predict_boxes(frame, predictor.detect(frame, near=near))
                         if len(near) else predictor.predict_image(frame), args.repeat, "tracked")
     # the fer package's detection step, same frame, same moment: full-frame Haar, scale 1.1,
-    # 5 neighbours, faces >= 50 px (its defaults); a same-conditions reference for the 22 ms
+    # 5 neighbours, faces >= 50 px (its defaults)
     fer_style = vision.FaceDetector(vision.DetectorConfig(max_side=max(frame.shape[:2]),
                                                           min_size=50))
     fer_ms = _timed(lambda: fer_style.detect(frame), max(5, args.repeat // 4), "fer_style_detect")

@@ -24,9 +24,10 @@ def add_parser(sub) -> None:
     p.add_argument("--no-detect", action="store_true",
                    help="each image already is a face crop (no face detection)")
     p.add_argument("--top-k", type=int, default=3, help="best labels to list per face (default 3)")
-    p.add_argument("--tta", action="store_true",
+    p.add_argument("--tta", action="store_true", default=None,
                    help="average each face with its mirror image (flip test-time augmentation: "
-                        "more accurate, twice the classification time)")
+                        "twice the classification time; default: the model's calibration.json "
+                        "decides, off without one)")
     p.add_argument("--mode", choices=("box", "emoji"), default="box",
                    help="overlay of the annotated copies (default box)")
     p.add_argument("--max-side", type=int, default=None,
@@ -57,7 +58,7 @@ def run(args) -> int:
 
     changes = {k: v for k, v in (("max_side", args.max_side), ("min_size", args.min_size))
                if v is not None}
-    cfg = vision.DetectorConfig(**changes)
+    cfg = vision.DetectorConfig.preset("photo", **changes)
     images = [(p, vision.decode_image(p)) for p in paths]  # every image checked first
     predictor = Predictor(args.model, detector_config=cfg, tta=args.tta)
 

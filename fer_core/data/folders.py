@@ -1,5 +1,6 @@
 """Image folders: the Kaggle layout (``train/<emotion>/*``, ``test/<emotion>/*``) or plain
-``<emotion>/*`` folders. Any image size or colour becomes a grey 48x48 face (OpenCV, INTER_AREA).
+``<emotion>/*`` folders. Any image size or colour becomes a grey 48x48 face through the same
+decode, grey and resize steps as inference (:mod:`fer_core.vision`).
 
 Splits: ``test`` -> test; a stratified val split (fixed seed) is carved from ``train``; a folder
 without a train/test layout gets a stratified train/val/test split (fixed seed). Emotion folder
@@ -72,21 +73,15 @@ def scan(root: Path) -> tuple[list[Path], list[str], list[str | None]]:
 
 
 def read_face(path: Path) -> np.ndarray | None:
-    """Grey 48x48 uint8 from any image file, or None when OpenCV cannot decode it."""
-    import cv2
+    """Grey 48x48 uint8 from any image file through the inference path
+    (:func:`fer_core.vision.decode_image` then :func:`fer_core.vision.whole_image_face`),
+    or None when it is not a readable image."""
+    from fer_core import vision
 
-    buf = np.fromfile(str(path), dtype=np.uint8)
-    if buf.size == 0:
+    try:
+        return vision.whole_image_face(vision.decode_image(path))[0]
+    except FerError:
         return None
-    img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
-    if img is None or img.size == 0:
-        return None
-    if img.dtype != np.uint8:
-        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if img.shape != (48, 48):
-        interp = cv2.INTER_AREA if min(img.shape) >= 48 else cv2.INTER_LINEAR
-        img = cv2.resize(img, (48, 48), interpolation=interp)
-    return img
 
 
 def load(root: Path, strict: bool = True, val: float = 0.1, test: float = 0.1,
@@ -98,7 +93,7 @@ def load(root: Path, strict: bool = True, val: float = 0.1, test: float = 0.1,
     names = labelsets.FERPLUS8 if "contempt" in emotions else labelsets.FER7
     canon = [labelsets.canonical(n) for n in names]
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
-    with ThreadPoolExecutor(max_workers=workers) as pool:   # cv2 releases the GIL
+    with ThreadPoolExecutor(max_workers=workers) as pool:   # decoders release the GIL
         faces = list(pool.map(read_face, paths))
     skipped = []
     for p, f in zip(paths, faces):

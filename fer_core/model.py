@@ -1,0 +1,573 @@
+"""FerModel: the one model object every path uses (app, CLI, API, evaluation, teachers, webcam).
+
+    m = FerModel.load("models/my-run")        # a run dir or .keras file; cached per file + mtime
+    probs = m.predict_proba(faces)            # uint8 (N, 48, 48) -> calibrated (N, C)
+    probs = m.predict_proba(faces, tta=True)  # each face averaged with its mirror image
+    faces = m.describe(probs, boxes, top_k=3) # [FacePrediction(box, emotion, scores, top_k)]
+
+A model knows its labels (``labels.json``, else the one table :func:`default_labels` by output
+size), its label set, an id, and its calibration (``calibration.json`` beside the model: a
+temperature per TTA setting, fitted by :func:`fer_core.evaluation.calibrate`; none means T=1).
+
+Backends: a saved model is converted once to a TensorFlow Lite flatbuffer (XNNPACK kernels;
+cached on disk per model id) and checked against Keras on a probe batch; if conversion fails or
+the outputs differ, a ``tf.function`` with a free batch dimension is used (``backend_name`` tells
+which). TFLite has the lower per-call overhead for the few faces of a frame; Keras (oneDNN) uses
+less CPU per face on large batches, so chunks of ``BULK_BATCH`` faces or more (evaluation,
+teachers) run on the traced Keras function (``bulk_backend``). Faces go through the model in
+chunks of ``BUCKETS[-1]``; a partial chunk is padded to a power-of-two bucket so interpreters
+are reused. TFLite interpreters are not thread-safe: each
+call borrows one from a pool per batch size, so one FerModel can be shared by every thread.
+
+A model built in memory (``FerModel.wrap``) defaults to the Keras backend and reads its weights
+live, so a model that is still training can be evaluated between epochs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import tempfile
+import threading
+import warnings
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fer_core import atomic, native_logs, vision
+from fer_core.errors import FerError
+from fer_core.labels import FER7, FERPLUS8, MERGED6, detect_label_set
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated",
+                        category=UserWarning)
+
+__all__ = ["FerModel", "FacePrediction", "default_labels", "load_keras", "apply_temperature",
+           "top_k_order", "BUCKETS", "CALIBRATION_FILE", "DEFAULT_TTA"]
+
+BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+TFLITE_FORMAT = 1  # bump to invalidate cached conversions
+TFLITE_THREADS = int(os.environ.get("FER_TFLITE_THREADS", "2"))
+BULK_BATCH = 32  # chunks of at least this many faces go to the bulk backend
+MODEL_FILE = "model.keras"
+CALIBRATION_FILE = "calibration.json"
+# Flip TTA for a model whose calibration.json does not decide it (see ``tta_default`` there).
+DEFAULT_TTA = False
+_OUTPUTS_TO_LABELS = {7: FER7, 6: MERGED6, 8: FERPLUS8}
+
+
+# --------------------------------------------------------------------------- results
+
+@dataclass
+class FacePrediction:
+    """One face: ``box`` [x, y, w, h] in image pixels, the top ``emotion``, ``scores`` (label ->
+    probability, summing to 1, in the model's label order) and ``top_k`` [(label, p), ...]."""
+
+    box: list[int]
+    emotion: str
+    scores: dict[str, float]
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def confidence(self) -> float:
+        return self.scores[self.emotion]
+
+    def to_dict(self) -> dict:
+        return {"box": [int(v) for v in self.box], "emotion": self.emotion,
+                "confidence": round(float(self.confidence), 6),
+                "scores": {k: round(float(v), 6) for k, v in self.scores.items()},
+                "top_k": [[k, round(float(v), 6)] for k, v in self.top_k]}
+
+
+def top_k_order(p: np.ndarray, k: int | None = None) -> np.ndarray:
+    """Class indices by falling probability; ties keep the label order (stable sort)."""
+    order = np.argsort(-np.asarray(p), kind="stable")
+    return order if k is None else order[:k]
+
+
+# --------------------------------------------------------------------------- labels, files
+
+def default_labels(n_outputs: int) -> tuple[str, ...]:
+    """Label names for a model without labels.json, from its number of outputs."""
+    if n_outputs not in _OUTPUTS_TO_LABELS:
+        raise FerError(f"model has {n_outputs} outputs and no labels.json; expected 7 (fer7), "
+                       "6 (merged6) or 8 (ferplus8) outputs", where="labels")
+    return _OUTPUTS_TO_LABELS[n_outputs]
+
+
+def model_file(path) -> Path:
+    """The .keras file of a run directory or .keras path."""
+    p = Path(os.path.expanduser(str(path)))
+    return p / MODEL_FILE if p.is_dir() else p
+
+
+def calibration_file(path) -> Path:
+    """Where the calibration of a model lives: ``calibration.json`` in its run directory, or
+    ``<name>.calibration.json`` beside another .keras file."""
+    f = model_file(path)
+    return f.parent / CALIBRATION_FILE if f.name == MODEL_FILE else \
+        f.with_suffix(".calibration.json")
+
+
+def stamp(path) -> tuple:
+    """(size, mtime_ns) of the model file, its labels file and its calibration file ((0, 0)
+    for a missing one): what a cached model depends on."""
+    f = model_file(path)
+    labels = f.parent / "labels.json" if f.name == MODEL_FILE else f.with_suffix(".labels.json")
+    out = []
+    for p in (f, labels, calibration_file(path)):
+        try:
+            st = p.stat()
+            out.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((0, 0))
+    return tuple(out)
+
+
+def load_keras(path, compile: bool = False):
+    """The one reader of .keras files (safe_mode=True): a run dir (its model.keras) or a .keras
+    file. A missing, non-Keras, corrupt or unsafe file raises :class:`FerError` naming it."""
+    import keras
+
+    p = model_file(path)
+    if not p.exists():
+        raise FerError("model file not found (expected a run directory with model.keras "
+                       "or a .keras file)", where=str(p), status=404)
+    if p.suffix != ".keras":
+        raise FerError("not a Keras model file: expected a .keras file", where=str(p))
+    if not zipfile.is_zipfile(p):
+        raise FerError("not a valid .keras file (expected a Keras 3 zip archive)", where=str(p))
+    try:
+        return keras.saving.load_model(p, compile=compile, safe_mode=True)
+    except Exception as e:  # corrupt archive, unknown layer, unsafe lambda ...
+        raise FerError(f"cannot load model: {type(e).__name__}: {str(e)[:300]}",
+                       where=str(p)) from None
+
+
+def _check_shapes(model, where) -> None:
+    try:
+        ishape = tuple(model.inputs[0].shape)[1:]
+        oshape = tuple(model.outputs[0].shape)[1:]
+    except (AttributeError, IndexError, TypeError):
+        raise FerError("model has no single input/output", where=str(where)) from None
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise FerError("expected a model with one input and one output", where=str(where))
+    if ishape not in ((48, 48, 1), (48, 48)):
+        raise FerError(f"model expects input {ishape}; expected 48x48x1 grey faces",
+                       where=str(where))
+    if len(oshape) != 1 or not oshape[0] or oshape[0] < 2:
+        raise FerError(f"model output shape {oshape}; expected one score per class",
+                       where=str(where))
+
+
+def _file_id(f: Path) -> str:
+    st = f.stat()
+    key = f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()
+    name = f.parent.name if f.name == MODEL_FILE else f.stem
+    return f"{name}-{hashlib.sha1(key).hexdigest()[:8]}"
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("FER_CACHE_DIR", Path.home() / ".cache" / "fer-studio"))
+
+
+# --------------------------------------------------------------------------- calibration
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log(p) / T) row-wise: probabilities with the same argmax and order, sharper for
+    T < 1, softer for T > 1; T = 1 returns ``probs`` unchanged."""
+    probs = np.asarray(probs, dtype=np.float32)
+    t = float(temperature)
+    if t == 1.0 or probs.size == 0:
+        return probs
+    z = np.log(np.clip(probs, 1e-12, None)) / t
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Temperatures for plain and flip-TTA probabilities (1.0 = uncalibrated) and the record
+    they come from (``calibration.json``; empty when there is none or it is stale)."""
+
+    temperature: float = 1.0
+    temperature_tta: float = 1.0
+    tta_default: bool = DEFAULT_TTA
+    record: dict = field(default_factory=dict)
+    note: str = ""
+
+    def for_tta(self, tta: bool) -> float:
+        return self.temperature_tta if tta else self.temperature
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.record)
+
+
+def read_calibration(path) -> Calibration:
+    """The calibration of the model at ``path``. None is T=1; a file fitted for another
+    model file (its sha256 differs) is ignored, with ``note`` saying so; a malformed file
+    raises :class:`FerError` naming it."""
+    f = calibration_file(path)
+    if not f.is_file():
+        return Calibration()
+    try:
+        rec = json.loads(f.read_text(encoding="utf-8"))
+        t, t_tta = float(rec["temperature"]), float(rec.get("temperature_tta", rec["temperature"]))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        raise FerError(f"expected JSON with a numeric 'temperature' ({type(e).__name__})",
+                       where=str(f)) from None
+    if not (0.05 <= t <= 20 and 0.05 <= t_tta <= 20):
+        raise FerError(f"temperature must be in [0.05, 20], got {t} / {t_tta}", where=str(f))
+    sha = rec.get("model_sha256")
+    if sha and sha != file_sha256(model_file(path)):
+        return Calibration(note=f"{f.name} was fitted for another model file; using T=1 "
+                                "(run python -m fer_core calibrate again)")
+    return Calibration(t, t_tta, bool(rec.get("tta_default", DEFAULT_TTA)), rec)
+
+
+# --------------------------------------------------------------------------- backends
+
+def _bucket(n: int) -> int:
+    for b in BUCKETS:
+        if n <= b:
+            return b
+    return n
+
+
+class _KerasBackend:
+    name = "keras"
+
+    def __init__(self, model):
+        import tensorflow as tf
+        rank3 = len(model.inputs[0].shape) == 3
+
+        def call(x):
+            return model(x[..., 0] if rank3 else x, training=False)
+        self._fn = tf.function(call, reduce_retracing=True,
+                               input_signature=[tf.TensorSpec([None, 48, 48, 1], tf.float32)])
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._fn(x), dtype=np.float32)
+
+
+class _TFLiteBackend:
+    name = "tflite"
+
+    def __init__(self, blob: bytes):
+        self._blob = blob
+        self._pools: dict[int, queue.SimpleQueue] = {}
+        self._pools_lock = threading.Lock()
+        self._release(self._new(1))  # fails now if the flatbuffer is bad
+
+    def _pool(self, batch: int) -> queue.SimpleQueue:
+        with self._pools_lock:
+            return self._pools.setdefault(batch, queue.SimpleQueue())
+
+    def _new(self, batch: int):
+        import tensorflow as tf
+        with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated"
+            warnings.simplefilter("ignore", UserWarning)
+            it = tf.lite.Interpreter(model_content=self._blob, num_threads=TFLITE_THREADS)
+        inp = it.get_input_details()[0]
+        if tuple(inp["shape"])[0] != batch:
+            it.resize_tensor_input(inp["index"], [batch, 48, 48, 1], strict=False)
+        with native_logs.first_time("tflite-allocate"):  # the XNNPACK start-up line
+            it.allocate_tensors()
+        return batch, it, inp["index"], it.get_output_details()[0]["index"]
+
+    def _release(self, item):
+        self._pool(item[0]).put(item)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        b = x.shape[0]
+        try:
+            item = self._pool(b).get_nowait()
+        except queue.Empty:
+            item = self._new(b)
+        try:
+            _, it, i_in, i_out = item
+            it.set_tensor(i_in, x)
+            it.invoke()
+            return it.get_tensor(i_out).copy()
+        finally:
+            self._release(item)
+
+
+def _tflite_blob(model, cache_file: Path | None) -> bytes:
+    if cache_file is not None and cache_file.is_file():
+        return cache_file.read_bytes()
+    import tensorflow as tf
+    with tempfile.TemporaryDirectory(prefix="fer-export-") as d:
+        model.export(d, format="tf_saved_model", verbose=False)
+        blob = tf.lite.TFLiteConverter.from_saved_model(d).convert()
+    if cache_file is not None:
+        try:
+            atomic.write_bytes(cache_file, blob)
+        except OSError:
+            pass  # the cache is an optimisation only
+    return blob
+
+
+# --------------------------------------------------------------------------- the model
+
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_KEY_LOCKS: dict = {}
+CACHE_SIZE = 8
+
+
+class FerModel:
+    """A classifier of 48x48 grey faces with its labels, id, calibration and fastest backend.
+
+    Build with :meth:`load` (a saved model, cached) or :meth:`wrap` (a keras.Model in memory).
+    ``backend``: "auto" (TFLite, else Keras), "tflite" or "keras".
+    """
+
+    def __init__(self, model, labels, *, model_id: str, path: Path | None = None,
+                 label_set: str | None = None, calibration: Calibration | None = None,
+                 backend: str = "auto", tflite_cache: Path | None = None):
+        if backend not in ("auto", "tflite", "keras"):
+            raise FerError(f"unknown backend {backend!r}; expected auto, tflite or keras",
+                           where="backend")
+        where = str(path or model_id)
+        _check_shapes(model, where)
+        n_out = int(model.outputs[0].shape[-1])
+        self.model = model
+        self.path = path
+        self.model_id = model_id
+        self.labels = tuple(labels) if labels is not None else default_labels(n_out)
+        if len(self.labels) != n_out:
+            raise FerError(f"{len(self.labels)} labels for a model with {n_out} outputs",
+                           where=where)
+        if label_set is None:
+            try:
+                label_set = detect_label_set(self.labels)
+            except FerError:
+                label_set = "custom"
+        self.label_set = label_set
+        self.calibration = calibration or Calibration()
+        self.n_classes = n_out
+        self.calls = 0        # model invocations (for tests and stats)
+        self.faces_seen = 0
+        self._count_lock = threading.Lock()
+        self._logits = False
+        self.backend_error: str | None = None
+        self._keras = _KerasBackend(model)
+        self.backend = self._make_backend(backend, tflite_cache)
+        # bulk chunks run on Keras unless TFLite was asked for (it wins on small batches only)
+        self.bulk_backend = self.backend if backend == "tflite" else self._keras
+
+    # ---- construction ---------------------------------------------------------------------
+    @classmethod
+    def load(cls, path, backend: str = "auto") -> "FerModel":
+        """The model at ``path`` (run dir or .keras file), loaded once per (model file, its
+        size and mtime, the mtimes of its labels and calibration files, backend) and shared;
+        thread-safe."""
+        p = Path(os.path.expanduser(str(path)))
+        if p.is_dir() and not (p / MODEL_FILE).is_file():
+            raise FerError("run directory has no model.keras (not a run, or still training); "
+                           "train one (python -m fer_core train) or pass --model another run "
+                           "directory or .keras file", where=str(p))
+        f = model_file(p)
+        if not f.exists():
+            raise FerError("no such model (expected a run directory or a .keras file)",
+                           where=str(p), status=404)
+        key = (str(f.resolve()), stamp(p), backend)
+        with _CACHE_LOCK:
+            hit = _CACHE.get(key)
+            if hit is not None:
+                _CACHE.move_to_end(key)
+                return hit
+            key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+        with key_lock:  # one load per key; other threads wait for it
+            with _CACHE_LOCK:
+                if key in _CACHE:
+                    return _CACHE[key]
+            obj = cls._from_file(p, f, backend)
+            with _CACHE_LOCK:
+                _CACHE[key] = obj
+                _KEY_LOCKS.pop(key, None)
+                while len(_CACHE) > CACHE_SIZE:
+                    _CACHE.popitem(last=False)
+        return obj
+
+    @classmethod
+    def _from_file(cls, p: Path, f: Path, backend: str) -> "FerModel":
+        from fer_core import runs
+        model = load_keras(f)
+        names, lset = runs.read_labels(p)
+        model_id = _file_id(f)
+        return cls(model, names, model_id=model_id, path=f, label_set=lset,
+                   calibration=read_calibration(p), backend=backend,
+                   tflite_cache=_cache_dir() / "tflite" / f"{model_id}-v{TFLITE_FORMAT}.tflite")
+
+    @classmethod
+    def wrap(cls, model, labels=None, backend: str = "keras") -> "FerModel":
+        """A keras.Model in memory (uncalibrated); with the Keras backend it is cached on the
+        model object, so repeated calls reuse the traced function."""
+        if backend == "keras":
+            cached = model.__dict__.get("_fer_model")
+            if cached is not None and (labels is None or tuple(labels) == cached.labels):
+                return cached
+        obj = cls(model, labels, model_id=f"{model.name}-mem{id(model) & 0xffffff:06x}",
+                  backend=backend)
+        if backend == "keras":
+            object.__setattr__(model, "_fer_model", obj)  # bypass Keras' attribute tracking
+        return obj
+
+    @classmethod
+    def of(cls, model, labels=None) -> "FerModel":
+        """A FerModel from a FerModel, a keras.Model or a path (run dir, .keras file)."""
+        if isinstance(model, FerModel):
+            return model
+        if hasattr(model, "inputs") and hasattr(model, "outputs"):
+            return cls.wrap(model, labels)
+        if not isinstance(model, (str, os.PathLike)):
+            raise FerError(f"expected a model path or keras.Model, got {type(model).__name__}",
+                           where="model")
+        return cls.load(model)
+
+    def _make_backend(self, backend: str, cache_file: Path | None):
+        probe = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype(np.float32)
+        keras_be = self._keras
+        ref = keras_be(probe)  # also traces the Keras function, so a first call pays no trace
+        if not np.all(np.isfinite(ref)):
+            raise FerError("model outputs NaN/inf", where=str(self.path or self.model_id))
+        if ref.min() < -1e-6 or not np.allclose(ref.sum(1), 1.0, atol=1e-3):
+            self._logits = True  # logits: normalised in _finish
+        if backend == "keras":
+            return keras_be
+        try:
+            tfl = _TFLiteBackend(_tflite_blob(self.model, cache_file))
+            got = np.concatenate([tfl(probe[i:i + 1]) for i in range(4)])
+            if np.abs(got - ref).max() > 1e-3:
+                raise ValueError(f"TFLite differs from Keras by {np.abs(got - ref).max():.2g}")
+            return tfl
+        except Exception as e:  # noqa: BLE001 - conversion is an optimisation
+            if cache_file is not None:
+                cache_file.unlink(missing_ok=True)
+            if backend == "tflite":
+                raise FerError(f"cannot run the model with TFLite ({e})",
+                               where=str(self.path or self.model_id)) from None
+            self.backend_error = str(e)
+            return keras_be
+
+    # ---- properties -----------------------------------------------------------------------
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def backend_for(self, batch: int):
+        """The backend that runs a chunk of ``batch`` faces: :attr:`backend` for live-sized
+        batches, :attr:`bulk_backend` from ``BULK_BATCH`` faces on."""
+        return self.bulk_backend if batch >= BULK_BATCH else self.backend
+
+    @property
+    def name(self) -> str:
+        """Readable name: the run directory, the .keras file's stem, or the model's name."""
+        if self.path is None:
+            return getattr(self.model, "name", "model")
+        return self.path.parent.name if self.path.name == MODEL_FILE else self.path.stem
+
+    @property
+    def default_tta(self) -> bool:
+        return self.calibration.tta_default
+
+    def info(self) -> dict:
+        cal = self.calibration
+        return {"model_id": self.model_id, "model_path": str(self.path or ""),
+                "labels": list(self.labels), "label_set": self.label_set,
+                "backend": self.backend_name, "temperature": cal.temperature,
+                "temperature_tta": cal.temperature_tta, "calibrated": cal.fitted,
+                "tta_default": cal.tta_default}
+
+    # ---- faces -> probabilities -----------------------------------------------------------
+    def forward(self, faces, tta: bool = False, batch_size: int = BUCKETS[-1],
+                progress=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Uncalibrated probabilities of the faces and (``tta``) of their mirror images:
+        ``(plain, mirrored or None)``, each float32 (N, C). Faces and mirrors share model calls.
+        ``progress(done, total)`` is called after each chunk, in faces."""
+        x = vision.as_face_batch(faces)
+        n_faces = x.shape[0]
+        if n_faces == 0:
+            empty = np.empty((0, self.n_classes), dtype=np.float32)
+            return empty, (empty if tta else None)
+        if tta:
+            x = np.concatenate([x, x[:, :, ::-1]])
+        n = x.shape[0]
+        out = np.empty((n, self.n_classes), dtype=np.float32)
+        step = max(1, int(batch_size))
+        for start in range(0, n, step):
+            chunk = x[start:start + step]
+            m = chunk.shape[0]
+            b = _bucket(m)
+            if b != m:
+                chunk = np.concatenate([chunk, np.zeros((b - m, 48, 48, 1), np.float32)])
+            out[start:start + m] = self.backend_for(b)(np.ascontiguousarray(chunk))[:m]
+            with self._count_lock:
+                self.calls += 1
+                self.faces_seen += m
+            if progress is not None:
+                progress((start + m) * n_faces // n, n_faces)
+        if self._logits:
+            out -= out.max(1, keepdims=True)
+            np.exp(out, out=out)
+        out /= out.sum(1, keepdims=True)
+        return (out[:n_faces], out[n_faces:]) if tta else (out, None)
+
+    def finish(self, plain: np.ndarray, mirrored: np.ndarray | None = None,
+               calibrated: bool = True) -> np.ndarray:
+        """The probabilities the product shows: the mean of ``plain`` and ``mirrored`` (when
+        given), scaled by the calibration's temperature for that TTA setting."""
+        p = plain if mirrored is None else 0.5 * (plain + mirrored)
+        if calibrated:
+            p = apply_temperature(p, self.calibration.for_tta(mirrored is not None))
+        return np.asarray(p, dtype=np.float32)
+
+    def predict_proba(self, faces, tta: bool | None = None, calibrated: bool = True,
+                      batch_size: int = BUCKETS[-1], progress=None) -> np.ndarray:
+        """Probabilities float32 (N, C) for uint8 faces (N, 48, 48) or (N, 48, 48, 1).
+        ``tta`` (default :attr:`default_tta`): average each face with its mirror image;
+        ``calibrated``: apply the temperature of ``calibration.json`` (T=1 without one)."""
+        tta = self.default_tta if tta is None else bool(tta)
+        return self.finish(*self.forward(faces, tta, batch_size, progress), calibrated=calibrated)
+
+    # ---- probabilities -> results ---------------------------------------------------------
+    def describe(self, probs: np.ndarray, boxes=None, top_k: int = 3) -> list[FacePrediction]:
+        """One :class:`FacePrediction` per row of ``probs`` (``boxes`` default [0, 0, 48, 48]);
+        ``top_k`` labels by falling probability, ties in label order."""
+        probs = np.asarray(probs)
+        if boxes is None:
+            boxes = [[0, 0, 48, 48]] * len(probs)
+        k = max(1, min(int(top_k), self.n_classes))
+        out = []
+        for box, p in zip(boxes, probs):
+            order = top_k_order(p)
+            out.append(FacePrediction(
+                box=[int(v) for v in box], emotion=self.labels[int(order[0])],
+                scores={name: float(v) for name, v in zip(self.labels, p)},
+                top_k=[(self.labels[int(i)], float(p[i])) for i in order[:k]]))
+        return out
+
+
+def clear_cache() -> None:
+    """Forget every loaded model (tests; freeing memory)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
