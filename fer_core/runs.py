@@ -409,6 +409,33 @@ def _hardware_lines(machines: list[dict]) -> list[str]:
     return lines
 
 
+def _calibration_lines(run_dir: Path) -> list[str]:
+    """The card's Calibration section from the run's calibration.json (none when absent)."""
+    try:
+        rec = _read_json(run_dir / "calibration.json", None)
+    except FerError:
+        return []
+    if not isinstance(rec, dict) or not isinstance(rec.get("no_tta"), dict):
+        return []
+    lines = ["", "## Calibration",
+             f"- Temperature scaling fitted on split '{rec.get('split')}' ({rec.get('n')} faces) "
+             "and stored in `calibration.json`; every path (app, CLI, API, webcam, video) "
+             "applies it."]
+    for key, name in (("no_tta", "single pass"), ("tta", "flip TTA")):
+        c = rec.get(key)
+        if isinstance(c, dict):
+            lines.append(f"- {name}: T = {c['temperature']:.3f}, expected calibration error "
+                         f"{c['ece_before']:.3f} -> {c['ece_after']:.3f}, accuracy "
+                         f"{c['accuracy']:.4f} (unchanged)")
+    boot = rec.get("tta_bootstrap")
+    if isinstance(boot, dict):
+        lines.append(f"- Flip TTA minus single pass: {100 * boot['delta']:+.2f} points, "
+                     f"{round(100 * boot['level'])} % paired-bootstrap interval "
+                     f"[{100 * boot['lo']:+.2f}, {100 * boot['hi']:+.2f}]; TTA "
+                     f"{'on' if rec.get('tta_default') else 'off'} by default")
+    return lines
+
+
 def write_model_card(run_dir, config: dict, metrics: dict, data: dict) -> str:
     """Write model_card.md from a run's config, metrics and data summary; returns the text."""
     run_dir = Path(run_dir)
@@ -457,6 +484,7 @@ def write_model_card(run_dir, config: dict, metrics: dict, data: dict) -> str:
                   "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         lines += [f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | "
                   f"{c['support']} |" for name, c in report["per_class"].items()]
+    lines += _calibration_lines(run_dir)
     if "fer2013" in str(data.get("source", "")).lower() and not data.get("synthetic"):
         lines += ["", "## Known limits and biases (FER2013)", *FER2013_LIMITS]
     lines += [

@@ -1,5 +1,7 @@
 """Evaluate: where and how a model fails on a split of the active dataset."""
 
+import ui  # noqa: F401 - first: see ui/__init__.py (a fresh server's deep link, import order)
+
 import pandas as pd
 import streamlit as st
 

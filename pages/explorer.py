@@ -1,5 +1,7 @@
 """Dataset Explorer: class balance, sample faces, mean faces, intensities and flagged images."""
 
+import ui  # noqa: F401 - first: see ui/__init__.py (a fresh server's deep link, import order)
+
 import plotly.graph_objects as go
 import streamlit as st
 

@@ -1,5 +1,7 @@
 """Home: what FER Studio does, what is active, and a link to every page."""
 
+import ui  # noqa: F401 - first: see ui/__init__.py (a fresh server's deep link, import order)
+
 from pathlib import Path
 
 import streamlit as st

@@ -1,5 +1,7 @@
 """Models: the shipped model and every run, with model card, metrics and curves; rename/delete."""
 
+import ui  # noqa: F401 - first: see ui/__init__.py (a fresh server's deep link, import order)
+
 import pandas as pd
 import streamlit as st
 

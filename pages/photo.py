@@ -1,5 +1,7 @@
 """Photo: find every face in a photo and read its emotion (boxes or the mememoji overlay)."""
 
+import ui  # noqa: F401 - first: see ui/__init__.py (a fresh server's deep link, import order)
+
 import pandas as pd
 import streamlit as st
 

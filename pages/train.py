@@ -1,5 +1,7 @@
 """Train: configure a run, start it as a job (its own process), and watch it learn live."""
 
+import ui  # noqa: F401 - first: see ui/__init__.py (a fresh server's deep link, import order)
+
 import json
 from pathlib import Path
 

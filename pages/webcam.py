@@ -1,5 +1,7 @@
 """Webcam: live emotions from the browser's camera (streamlit-webrtc). Frames are never stored."""
 
+import ui  # noqa: F401 - first: see ui/__init__.py (a fresh server's deep link, import order)
+
 import av
 import streamlit as st
 from streamlit_webrtc import webrtc_streamer

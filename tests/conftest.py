@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pylibsrtp  # noqa: F401, I001 - before TensorFlow: app pages import it (see ui/__init__.py)
+
 import os
 import socket
 import subprocess

@@ -216,3 +216,42 @@ def test_journey_visits_every_page_in_sidebar_order():
     steps = [f"pages/{s.__name__}.py" for s in STEPS]
     assert steps == [f for f in files if f in steps]
     assert set(files) - set(steps) <= {"pages/video.py"}, "a page of the router has no step"
+
+
+def test_deep_link_on_a_fresh_server_then_webcam(playwright_instance, tmp_path):
+    """A fresh server whose first request is a deep link to a page that loads TensorFlow (the
+    page file runs alone before the router ever ran), then the Webcam page: the server lives."""
+    video = write_y4m(tmp_path / "faces.y4m")
+    browser = launch_chromium(playwright_instance, [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video.resolve()}"])
+    env = {"FER_RUNS_DIR": str(tmp_path / "runs"), "PYTHONFAULTHANDLER": "1"}
+    try:
+        with StreamlitServer(env=env) as server:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(90_000)
+            journey = Journey(page, server, tmp_path)
+            page.goto(f"{server.url}/train")
+            from playwright.sync_api import expect
+            expect(journey.main.get_by_role("heading", name="Train").first).to_be_visible(
+                timeout=120_000)
+            journey.wait_idle()
+            server_ok(journey, "deep-link-train")
+            journey.open("Webcam")
+            journey.wait_idle()
+            server_ok(journey, "deep-link-then-webcam")
+    finally:
+        browser.close()
+
+
+def test_every_page_imports_ui_first():
+    """The guard of the deep-link test above, for every page: its first import is ``ui``."""
+    import ast
+
+    from tests.conftest import ROOT
+
+    for path in sorted((ROOT / "pages").glob("*.py")):
+        first = next(n for n in ast.parse(path.read_text()).body
+                     if isinstance(n, (ast.Import, ast.ImportFrom)))
+        assert isinstance(first, ast.Import) and first.names[0].name == "ui", (
+            f"{path.name}: the first import must be 'import ui' (see ui/__init__.py)")

@@ -159,3 +159,26 @@ def test_load_model_rejects_missing_and_non_keras_files(tmp_path):
         runs.load_model(broken)
     with pytest.raises(FerError, match="not found"):
         runs.load_model(tmp_path)  # a folder without model.keras
+
+
+def test_model_card_states_the_calibration(tmp_path):
+    """A regenerated card keeps the Calibration section (from calibration.json)."""
+    import json
+    import shutil
+
+    from fer_core import runs
+    from tests.conftest import ROOT
+
+    src = ROOT / "models" / "fer2013-default"
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(src / "calibration.json", run / "calibration.json")
+    config = json.loads((src / "config.json").read_text())
+    metrics = runs.read_metrics(src)
+    text = runs.write_model_card(run, config, metrics, metrics.get("data") or {})
+    cal = json.loads((src / "calibration.json").read_text())
+    assert "## Calibration" in text
+    assert f"T = {cal['no_tta']['temperature']:.3f}" in text
+    assert f"{cal['no_tta']['ece_before']:.3f} -> {cal['no_tta']['ece_after']:.3f}" in text
+    (run / "calibration.json").unlink()
+    assert "## Calibration" not in runs.write_model_card(run, config, metrics, {})

@@ -1,7 +1,15 @@
 """Streamlit-only helpers shared by the pages (cached resources, pickers, live charts).
 
 Imports flow pages -> ui -> fer_core; fer_core never imports this package.
+
+Every page imports this package first. On a fresh server a deep link (``/train``) runs the page
+file alone, before the router has ever run; importing ``ui`` first sends that run through the
+router (:func:`_use_the_router`) before the page imports anything that loads TensorFlow, and
+imports pylibsrtp here as well, so that it is loaded before TensorFlow however a run starts
+(see streamlit_app.py: loaded after TensorFlow, pylibsrtp crashes the process).
 """
+
+import pylibsrtp  # noqa: F401, I001 - before anything that may import TensorFlow
 
 import streamlit as st
 

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from fer_core import runs, swa
 from fer_core.errors import FerError
+from fer_core.model import load_keras
 from fer_core.training import summary
 from fer_core.training.config import TrainConfig
 from fer_core.training.pipeline import (choose_strategy, class_weights, current_lr,
@@ -237,15 +238,6 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
                        "(CLI --resume) or choose a new directory", where=str(run_dir))
 
 
-def _load_checkpoint(path: Path):
-    import keras
-    try:
-        return keras.saving.load_model(path, compile=True, safe_mode=True)
-    except Exception as e:
-        raise FerError(f"cannot load checkpoint: {type(e).__name__}: {str(e)[:300]}",
-                       where=str(path)) from None
-
-
 def _build_model(config: TrainConfig, n_classes: int, run_dir: Path, resume: bool,
                  planned_epochs, steps: int):
     """(model, augmenter, mixer) in the distribution strategy's scope: a new compiled model
@@ -257,7 +249,7 @@ def _build_model(config: TrainConfig, n_classes: int, run_dir: Path, resume: boo
     with choose_strategy().scope():
         augmenter = make_augmenter(config)
         if resume:
-            model = _load_checkpoint(run_dir / runs.LAST_FILE)
+            model = load_keras(run_dir / runs.LAST_FILE, compile=True)
             if planned_epochs != config.epochs and config.schedule == "cosine":
                 model.optimizer.learning_rate = make_schedule(config, steps)
         else:
