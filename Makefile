@@ -4,12 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
 
-.PHONY: run test install install-dev chromium demo serve clean
+.PHONY: run test install install-dev chromium postgresql demo serve clean
 
 run: install demo
 	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --browser.gatherUsageStats false
 
-test: install-dev chromium demo
+test: install-dev chromium postgresql demo
 	$(PY) -m ruff check --quiet .
 	$(PY) -m pytest
 
@@ -31,6 +31,14 @@ chromium:
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji) >/dev/null; \
 	  else echo "chromium missing and apt-get unavailable: browser tests will skip (fail under CI=true)"; fi; \
+	fi
+
+# Debian's PostgreSQL server for the feedback-store tests (a throwaway cluster per test session).
+postgresql:
+	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null; \
+	  else echo "PostgreSQL missing and apt-get unavailable: PostgreSQL tests will skip (fail under CI=true)"; fi; \
 	fi
 
 # The embedded synthetic demo dataset (generated once, in seconds).

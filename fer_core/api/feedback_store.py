@@ -1,36 +1,62 @@
-"""SQLite feedback store (WAL mode, one connection per thread, busy timeout).
+"""Feedback store on SQLAlchemy Core: SQLite (WAL, the embedded default) or PostgreSQL (psycopg 3).
+
+``FER_FEEDBACK_DB`` is a file path (SQLite) or a SQLAlchemy URL such as
+``postgresql+psycopg://user@host:5432/db``. Several processes may write to one database: ids,
+counts and ordering always come from the database, never from process memory.
 
 Each row keeps the 48x48 face crop as raw bytes, the true label (canonical emotion name), and what
 the model had predicted. :meth:`FeedbackStore.export_csv` writes FER2013-format CSV
 (``emotion,pixels,Usage`` with FER2013-7 label indices and ``Usage=Training``), so the feedback can
 be loaded by ``fer_core.data.load`` as an extra dataset.
+
+The schema is created, or upgraded, when the store is first reached (under a lock, so that
+processes starting together agree). A database that cannot be reached makes every call raise a 503
+:class:`FerError` naming the store without credentials; the next call tries again, so writes
+resume when the database is back.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import logging
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
 
 from fer_core.errors import FerError
 from fer_core.labels import FER7, _FOLD, canonical
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS feedback (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at    REAL    NOT NULL,
-    label         TEXT    NOT NULL,
-    pixels        BLOB    NOT NULL,
-    prediction_id TEXT,
-    predicted     TEXT,
-    model_id      TEXT,
-    note          TEXT
-);
-"""
+log = logging.getLogger("fer_core.api.feedback")
+
+SCHEMA_VERSION = 1
+RETRY_AFTER_S = 1.0          # after a failed connection, calls fail fast for this long
+_PG_LOCK_KEY = 0x46455231    # advisory lock id for schema changes ("FER1")
+
+metadata = sa.MetaData()
+feedback = sa.Table(
+    "feedback", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("pixels", sa.LargeBinary, nullable=False),
+    sa.Column("prediction_id", sa.Text),
+    sa.Column("predicted", sa.Text),
+    sa.Column("model_id", sa.Text),
+    sa.Column("note", sa.Text),
+    sqlite_autoincrement=True,   # ids are never reused, as in earlier versions of the file
+)
+schema_table = sa.Table("fer_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
+
+# version -> tables it adds (upgrades run in order, each in the start-up transaction)
+MIGRATIONS = {1: [feedback]}
+
 _FER7_CANON = [canonical(n) for n in FER7]
+_KINDS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
+WHERE = "FER_FEEDBACK_DB"
 
 
 def fer7_index(label: str) -> int:
@@ -40,78 +66,262 @@ def fer7_index(label: str) -> int:
     return _FER7_CANON.index(c)
 
 
+def store_url(value: Path | str) -> URL:
+    """The SQLAlchemy URL of ``FER_FEEDBACK_DB``: a path means SQLite; ``postgresql://`` and
+    ``postgres://`` use psycopg 3. Errors never repeat the value (it may hold a password)."""
+    if isinstance(value, Path) or "://" not in str(value):
+        return URL.create("sqlite", database=str(Path(value).expanduser()))
+    scheme = str(value).split("://", 1)[0].lower()
+    try:
+        url = make_url(str(value))
+        url.port  # noqa: B018 - parsed lazily: a bad port raises here
+    except (sa_exc.ArgumentError, ValueError):
+        raise FerError(f"not a valid database URL (scheme {scheme!r}); expected a file path or "
+                       "postgresql+psycopg://user@host:port/database", where=WHERE) from None
+    kind = _KINDS.get(url.get_backend_name())
+    if kind is None or url.get_driver_name() not in ("psycopg", "postgresql", "pysqlite",
+                                                     "sqlite", "postgres"):
+        raise FerError(f"unsupported database {scheme!r}; expected a file path (SQLite) or "
+                       "postgresql+psycopg://user@host:port/database", where=WHERE)
+    if kind == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def describe_url(url: URL) -> str:
+    """Where the store is, without user name or password."""
+    if url.get_backend_name() == "sqlite":
+        return f"sqlite {url.database}"
+    host = url.host or "localhost"
+    return f"postgresql {host}{':' + str(url.port) if url.port else ''}/{url.database or ''}"
+
+
+def check_location(value: Path | str) -> None:
+    """Start-up check of a SQLite location: its folder exists or can be created (FerError, naming
+    the folder, otherwise). Server URLs are not contacted here: a server that is down only
+    disables feedback until it is back."""
+    url = store_url(value)
+    if url.get_backend_name() != "sqlite":
+        return
+    folder = Path(url.database).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FerError(f"cannot create the folder of the feedback database {folder} "
+                       f"({e.strerror or type(e).__name__})", where=WHERE) from None
+
+
 class FeedbackStore:
-    """Thread-safe: each thread gets its own connection; SQLite serialises writers (WAL)."""
+    """Thread-safe and multi-process safe store of feedback rows (a SQLAlchemy engine pool)."""
 
-    def __init__(self, path: Path | str, busy_timeout_ms: int = 10_000):
-        self.path = Path(path)
-        self.busy_timeout_ms = busy_timeout_ms
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+    def __init__(self, location: Path | str, busy_timeout_ms: int = 10_000,
+                 connect_timeout_s: int = 5):
+        self.url = store_url(location)
+        self.kind = _KINDS[self.url.get_backend_name()]
+        self.where = describe_url(self.url)
+        self._ready = False
+        self._failed_at = 0.0
         self._lock = threading.Lock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._conn()
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
-        except sqlite3.Error as e:
-            raise FerError(f"cannot open the feedback database ({e})", where=str(self.path),
-                           status=503) from None
+        if self.kind == "sqlite":
+            check_location(location)
+            self.path = Path(self.url.database)
+            self.engine = sa.create_engine(
+                self.url, connect_args={"timeout": busy_timeout_ms / 1000,
+                                        "check_same_thread": False})
+            sa.event.listen(self.engine, "connect", self._sqlite_pragmas(busy_timeout_ms))
+            sa.event.listen(self.engine, "begin", self._sqlite_begin)
+        else:
+            self.path = None
+            args = {} if "connect_timeout" in self.url.query else \
+                {"connect_timeout": connect_timeout_s}
+            self.engine = sa.create_engine(self.url, connect_args=args, pool_pre_ping=True,
+                                           hide_parameters=True)
+        self._ensure()  # a down server is not fatal here (the next call tries again)
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000,
-                                   isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
+    @staticmethod
+    def _sqlite_pragmas(busy_timeout_ms: int):
+        def on_connect(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+            dbapi_conn.isolation_level = None  # transactions are begun by _sqlite_begin
+        return on_connect
+
+    @staticmethod
+    def _sqlite_begin(conn) -> None:
+        """Explicit BEGIN (the sqlite3 module would defer it to the first write); IMMEDIATE
+        (take the write lock now, waiting for it) when asked with ``immediate=True``."""
+        immediate = conn.get_execution_options().get("immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    # ---- errors and the schema -------------------------------------------------------------
+    def _unavailable(self, e: Exception) -> FerError:
+        self._failed_at = time.monotonic()
+        reason = type(getattr(e, "orig", None) or e).__name__
+        log.warning("feedback database %s unreachable (%s)", self.where, reason)
+        return FerError(f"feedback database unavailable ({self.where}: {reason}); "
+                        "try again later", where=WHERE, status=503)
+
+    def _ensure(self, raise_errors: bool = False) -> bool:
+        """Create or upgrade the schema once; False (or a 503 FerError) when unreachable."""
+        if self._ready:
+            return True
+        with self._lock:
+            if self._ready:
+                return True
+            try:
+                self._fail_fast()
+            except FerError:
+                if raise_errors:
+                    raise
+                return False
+            try:
+                with self.engine.connect() as conn:
+                    conn.execution_options(immediate=True)
+                    with conn.begin():
+                        self._migrate(conn)
+            except sa_exc.SQLAlchemyError as e:
+                err = self._unavailable(e)
+                if raise_errors:
+                    raise err from None
+                return False
+            self._ready, self._failed_at = True, 0.0
+            return True
+
+    def _migrate(self, conn) -> None:
+        if self.kind == "postgresql":  # one process at a time changes the schema
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+        schema_table.create(conn, checkfirst=True)
+        row = conn.execute(sa.select(schema_table.c.version)).first()
+        current = 0 if row is None else int(row[0])
+        if current == 0 and sa.inspect(conn).has_table("feedback"):
+            current = 1  # a file written before the schema was versioned
+        if current > SCHEMA_VERSION:
+            raise FerError(f"the feedback database has schema version {current}, newer than "
+                           f"this FER Studio understands ({SCHEMA_VERSION}); upgrade FER Studio",
+                           where=WHERE, status=503)
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for table in MIGRATIONS[version]:
+                table.create(conn, checkfirst=True)
+            log.info("feedback database %s: schema version %d", self.where, version)
+        if row is None:
+            conn.execute(schema_table.insert().values(version=SCHEMA_VERSION))
+        elif current != SCHEMA_VERSION or int(row[0]) != SCHEMA_VERSION:
+            conn.execute(schema_table.update().values(version=SCHEMA_VERSION))
+
+    def _fail_fast(self) -> None:
+        """Right after a failed connection, answer 503 at once instead of waiting for a timeout
+        in every request (a host that drops packets would otherwise hold a thread each)."""
+        if self._failed_at and time.monotonic() - self._failed_at < RETRY_AFTER_S:
+            raise FerError(f"feedback database unavailable ({self.where}); try again later",
+                           where=WHERE, status=503)
+
+    def _run(self, fn):
+        """``fn(connection)`` in one transaction; unreachable database -> 503 FerError."""
+        self._ensure(raise_errors=True)
+        self._fail_fast()
+        try:
+            with self.engine.begin() as conn:
+                out = fn(conn)
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as e:
+            raise self._unavailable(e) from None
+        except sa_exc.DBAPIError as e:
+            if e.connection_invalidated:
+                raise self._unavailable(e) from None
+            raise
+        self._failed_at = 0.0
+        return out
+
+    # ---- API -------------------------------------------------------------------------------
+    def ping(self) -> bool:
+        """Whether the database answers now (health)."""
+        try:
+            if not self._ensure():
+                return False
+            self._fail_fast()
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except FerError:
+            return False
+        except sa_exc.SQLAlchemyError as e:
+            self._unavailable(e)
+            return False
+        self._failed_at = 0.0
+        return True
+
+    def schema_version(self) -> int:
+        return int(self._run(lambda c: c.execute(sa.select(schema_table.c.version)).scalar_one()))
 
     def add(self, pixels: np.ndarray, label: str, *, prediction_id: str | None = None,
             predicted: str | None = None, model_id: str | None = None,
             note: str | None = None) -> int:
-        """Store one correction; returns its id. ``pixels`` is a uint8 48x48 face."""
+        """Store one correction (committed when this returns); returns its id from the database.
+        ``pixels`` is a uint8 48x48 face."""
+        stmt = self._insert(pixels, label, prediction_id=prediction_id, predicted=predicted,
+                            model_id=model_id, note=note)
+        return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+
+    def add_and_count(self, pixels: np.ndarray, label: str, **kw) -> tuple[int, int]:
+        """:meth:`add`, and the number of stored rows seen by the same transaction."""
+        stmt = self._insert(pixels, label, **kw)
+        count = sa.select(sa.func.count()).select_from(feedback)
+
+        def both(c):
+            fid = c.execute(stmt).scalar_one()
+            return int(fid), int(c.execute(count).scalar_one())
+        return self._run(both)
+
+    @staticmethod
+    def _insert(pixels, label, *, prediction_id=None, predicted=None, model_id=None, note=None):
         pixels = np.asarray(pixels)
         if pixels.shape != (48, 48) or pixels.dtype != np.uint8:
             raise FerError(f"expected a uint8 48x48 face, got {pixels.dtype} {pixels.shape}",
                            where="feedback.pixels")
         label = canonical(label)
         fer7_index(label)  # must be exportable
-        conn = self._conn()
-        cur = conn.execute(
-            "INSERT INTO feedback (created_at, label, pixels, prediction_id, predicted, model_id,"
-            " note) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (time.time(), label, pixels.tobytes(), prediction_id, predicted, model_id, note))
-        return int(cur.lastrowid)
+        return feedback.insert().values(
+            created_at=time.time(), label=label, pixels=pixels.tobytes(),
+            prediction_id=prediction_id, predicted=predicted, model_id=model_id, note=note,
+        ).returning(feedback.c.id)
 
     def count(self) -> int:
-        return int(self._conn().execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+        return int(self._run(lambda c: c.execute(
+            sa.select(sa.func.count()).select_from(feedback)).scalar_one()))
 
     def get(self, feedback_id: int) -> dict | None:
-        row = self._conn().execute(
-            "SELECT id, created_at, label, prediction_id, predicted, model_id, note FROM feedback"
-            " WHERE id = ?", (feedback_id,)).fetchone()
-        if row is None:
-            return None
-        keys = ("id", "created_at", "label", "prediction_id", "predicted", "model_id", "note")
-        return dict(zip(keys, row))
+        cols = [feedback.c[k] for k in ("id", "created_at", "label", "prediction_id",
+                                        "predicted", "model_id", "note")]
+        row = self._run(lambda c: c.execute(
+            sa.select(*cols).where(feedback.c.id == feedback_id)).first())
+        return None if row is None else dict(row._mapping)
 
     def iter_csv(self, batch: int = 500):
-        """FER2013-format CSV lines (header first), streamed from one read transaction."""
-        yield "emotion,pixels,Usage\n"
-        # its own connection: the generator may be advanced from different threads
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000,
-                               check_same_thread=False)
+        """FER2013-format CSV lines (header first) in id order, streamed from one query.
+
+        Connects and runs the query now (so an unreachable database raises here, before any line
+        is sent), then returns the generator of lines; rows are fetched ``batch`` at a time.
+        """
+        self._ensure(raise_errors=True)
+        self._fail_fast()
         try:
-            conn.execute("BEGIN")  # one consistent snapshot
-            cur = conn.execute("SELECT label, pixels FROM feedback ORDER BY id")
-            while True:
-                rows = cur.fetchmany(batch)
-                if not rows:
-                    break
+            conn = self.engine.connect()
+        except sa_exc.SQLAlchemyError as e:
+            raise self._unavailable(e) from None
+        try:
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(
+                sa.select(feedback.c.label, feedback.c.pixels).order_by(feedback.c.id))
+        except sa_exc.SQLAlchemyError as e:
+            conn.close()
+            raise self._unavailable(e) from None
+        return self._lines(conn, result, batch)
+
+    @staticmethod
+    def _lines(conn, result, batch):
+        try:
+            yield "emotion,pixels,Usage\n"
+            for rows in result.partitions(batch):
                 out = []
                 for label, blob in rows:
                     px = " ".join(map(str, np.frombuffer(blob, dtype=np.uint8).tolist()))
@@ -124,11 +334,4 @@ class FeedbackStore:
         return "".join(self.iter_csv())
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    pass
-            self._all.clear()
-        self._local = threading.local()
+        self.engine.dispose()

@@ -72,6 +72,11 @@ class Versions(BaseModel):
     fastapi: str | None = None
 
 
+class FeedbackStoreHealth(BaseModel):
+    kind: str = Field(..., description="'sqlite' or 'postgresql'")
+    reachable: bool = Field(..., description="the feedback database answers now")
+
+
 class Health(BaseModel):
     status: str
     model_loaded: bool
@@ -83,6 +88,7 @@ class Health(BaseModel):
     versions: Versions
     batches: int
     batched_faces: int
+    feedback_store: FeedbackStoreHealth | None = None
 
 
 class ModelInfo(BaseModel):

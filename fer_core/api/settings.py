@@ -1,7 +1,9 @@
 """API settings: a plain dataclass read from the environment (no pydantic-settings).
 
 ``FER_MODEL``          model run dir or .keras file (default: the shipped ``fer_core.DEFAULT_MODEL``)
-``FER_FEEDBACK_DB``    SQLite file for feedback (default ``<repo>/data/feedback.sqlite3``)
+``FER_FEEDBACK_DB``    feedback store: a SQLite file path (default ``<repo>/data/feedback.sqlite3``)
+                       or a SQLAlchemy URL, ``postgresql+psycopg://user:password@host:port/db``
+                       (several API instances share one PostgreSQL database)
 ``FER_API_KEY``        when set, ``X-API-Key`` must carry it for feedback and export
 ``FER_MAX_UPLOAD_MB``  request body limit in MB (default 10)
 ``FER_MAX_PIXELS``     decoded image limit in pixels (default 40 million: decompression bombs);
@@ -62,10 +64,24 @@ def _num(env: dict, name: str, default, kind=float, minimum=None):
     return value
 
 
+def _feedback_db(raw: str | None) -> Path | str:
+    """A path (SQLite) or a database URL, checked now; errors never repeat the value."""
+    if not raw or not raw.strip():
+        return DATA_DIR / "feedback.sqlite3"
+    raw = raw.strip()
+    if "://" not in raw:
+        return Path(raw).expanduser()
+    from fer_core.api.feedback_store import store_url
+    store_url(raw)
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     model: str | None = None                  # None = fer_core.DEFAULT_MODEL
-    feedback_db: Path = field(default_factory=lambda: DATA_DIR / "feedback.sqlite3")
+    # a path (SQLite) or a database URL; kept out of repr() as a URL may hold a password
+    feedback_db: Path | str = field(default_factory=lambda: DATA_DIR / "feedback.sqlite3",
+                                    repr=False)
     api_key: str | None = None
     max_upload_mb: float = 10.0
     max_pixels: int = 40_000_000
@@ -99,8 +115,7 @@ class Settings:
         env = dict(os.environ if environ is None else environ)
         s = cls(
             model=env.get("FER_MODEL") or None,
-            feedback_db=Path(env["FER_FEEDBACK_DB"]).expanduser() if env.get("FER_FEEDBACK_DB")
-            else DATA_DIR / "feedback.sqlite3",
+            feedback_db=_feedback_db(env.get("FER_FEEDBACK_DB")),
             api_key=env.get("FER_API_KEY") or None,
             max_upload_mb=_num(env, "FER_MAX_UPLOAD_MB", 10.0, float, 0.001),
             max_pixels=_num(env, "FER_MAX_PIXELS", 40_000_000, int, 48 * 48),

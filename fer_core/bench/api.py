@@ -1,13 +1,17 @@
 """REST API load test over loopback: requests/s and p50/p99 latency (bounded in time).
 
-Starts ``python -m fer_core serve`` in a subprocess on a free 127.0.0.1 port, then drives it with
-keep-alive HTTP clients in threads for (a) 48x48 face crops with ``detect=false`` and (b) 640x480
-photos with one drawn face, at 1 and 8 concurrent clients. Targets on a 2-core CPU: (a) >= 300
-req/s at 8 clients, (b) p50 <= 25 ms at 1 client.
+Starts ``python -m fer_core serve`` in a subprocess on a free 127.0.0.1 port (``--instances N``:
+N processes sharing one feedback database), then drives it with keep-alive HTTP clients in threads
+(client i talks to instance i mod N) for (a) 48x48 face crops with ``detect=false``, (b) 640x480
+photos with one drawn face and (c) feedback writes (a 48x48 crop with its label, committed to the
+feedback database: SQLite by default, or ``--feedback-db postgresql+psycopg://...``), at 1 and 8
+concurrent clients. Targets on a 2-core CPU: (a) >= 300 req/s at 8 clients, (b) p50 <= 25 ms at 1
+client.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -32,6 +36,13 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default=None, help="model to serve (default: the shipped model, "
                    "else an untrained default-architecture model)")
     p.add_argument("--startup-timeout", type=float, default=180.0)
+    p.add_argument("--scenarios", default="crop,photo,feedback",
+                   help="comma-separated subset of crop,photo,feedback (default all)")
+    p.add_argument("--instances", type=int, default=1,
+                   help="API processes sharing the feedback database (default 1)")
+    p.add_argument("--feedback-db", default=None,
+                   help="feedback store: SQLite path or postgresql+psycopg:// URL (default: a "
+                        "temporary SQLite file); feedback writes are added to it")
 
 
 def face_photo(width: int = 640, height: int = 480) -> np.ndarray:
@@ -103,14 +114,20 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def _load(port: int, path: str, body: bytes, ctype: str, clients: int, seconds: float,
-          pid: int | None = None) -> dict:
+def _cpu_total(pids: list[int] | None) -> float | None:
+    values = [_cpu_seconds(p) for p in pids or []]
+    return None if not values or None in values else sum(values)
+
+
+def _load(ports: list[int], path: str, body: bytes, ctype: str, clients: int, seconds: float,
+          pids: list[int] | None = None) -> dict:
     stop_at = [0.0]
     lat: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
     start = threading.Barrier(clients + 1)
 
     def client(i):
+        port = ports[i % len(ports)]
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         headers = {"Content-Type": ctype, "Content-Length": str(len(body))}
         for _ in range(3):  # warm-up, not counted
@@ -123,7 +140,7 @@ def _load(port: int, path: str, body: bytes, ctype: str, clients: int, seconds: 
                 conn.request("POST", path, body, headers)
                 resp = conn.getresponse()
                 resp.read()
-                ok = resp.status == 200
+                ok = 200 <= resp.status < 300
             except (OSError, http.client.HTTPException):
                 ok = False
                 conn.close()
@@ -139,14 +156,14 @@ def _load(port: int, path: str, body: bytes, ctype: str, clients: int, seconds: 
         t.start()
     stop_at[0] = time.perf_counter() + 1e9
     start.wait()
-    cpu0 = _cpu_seconds(pid) if pid else None
+    cpu0 = _cpu_total(pids)
     own0 = time.process_time()
     t_start = time.perf_counter()
     stop_at[0] = t_start + seconds
     for t in threads:
         t.join(timeout=seconds + 60)
     elapsed = time.perf_counter() - t_start
-    cpu1 = _cpu_seconds(pid) if pid else None
+    cpu1 = _cpu_total(pids)
     own = time.process_time() - own0
     all_lat = np.asarray([x for li in lat for x in li]) * 1000
     return {"clients": clients, "requests": int(len(all_lat)), "errors": int(sum(errors)),
@@ -173,57 +190,92 @@ def run(args) -> dict:
     if not 0.2 <= seconds <= 120:
         raise FerError(f"expected 0.2..120 seconds, got {seconds}", where="--seconds")
 
+    wanted = [w.strip() for w in str(args.scenarios).split(",") if w.strip()]
+    if not wanted or set(wanted) - {"crop", "photo", "feedback"}:
+        raise FerError(f"expected a subset of crop,photo,feedback, got {args.scenarios!r}",
+                       where="--scenarios")
+    if not 1 <= args.instances <= 8:
+        raise FerError(f"expected 1..8, got {args.instances}", where="--instances")
+
     load_before = round(os.getloadavg()[0], 2)
     rng = np.random.default_rng(0)
     crop = cv2.imencode(".png", rng.integers(0, 256, (48, 48), dtype=np.uint8))[1].tobytes()
     photo = cv2.imencode(".jpg", face_photo(), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-    scenarios = {"crop_48x48_detect_false": ("/v1/predict?detect=false", crop, "face.png",
-                                             "image/png"),
-                 "photo_640x480_one_face": ("/v1/predict?detect=true", photo, "photo.jpg",
-                                            "image/jpeg")}
+    fb = json.dumps({"label": "happy", "detect": False, "note": "bench",
+                     "image_base64": base64.b64encode(crop).decode()}).encode()
+    scenarios = {}
+    if "crop" in wanted:
+        scenarios["crop_48x48_detect_false"] = ("/v1/predict?detect=false",
+                                                *_multipart("file", "face.png", crop, "image/png"))
+    if "photo" in wanted:
+        scenarios["photo_640x480_one_face"] = ("/v1/predict?detect=true",
+                                               *_multipart("file", "photo.jpg", photo,
+                                                           "image/jpeg"))
+    if "feedback" in wanted:
+        scenarios["feedback_write_48x48"] = ("/v1/feedback", fb, "application/json")
+    procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="fer-bench-api-") as tmp:
         tmp = Path(tmp)
         model, model_note = _prepare_model(args.model, tmp)
-        port = _free_port()
+        from fer_core.api.feedback_store import FeedbackStore
+        feedback_db = args.feedback_db or str(tmp / "fb.sqlite3")
+        store = FeedbackStore(feedback_db)  # schema now, once; reports the kind
+        store_kind, stored_before = store.kind, store.count()
+        store.close()
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "FER_API_KEY": ""}
-        cmd = [sys.executable, "-m", "fer_core", "serve", "--host", "127.0.0.1",
-               "--port", str(port), "--model", model, "--feedback-db",
-               str(tmp / "fb.sqlite3"), "--log-level", "warning"]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
+        ports = [_free_port() for _ in range(args.instances)]
+        for port in ports:
+            cmd = [sys.executable, "-m", "fer_core", "serve", "--host", "127.0.0.1",
+                   "--port", str(port), "--model", model, "--feedback-db", feedback_db,
+                   "--log-level", "warning"]
+            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE))
+        pids = [p.pid for p in procs]
         try:
             t0 = time.perf_counter()
-            health = _wait_ready(port, proc, args.startup_timeout)
+            health = [_wait_ready(port, proc, args.startup_timeout)
+                      for port, proc in zip(ports, procs)][0]
             startup = time.perf_counter() - t0
             # photo scenario: check the face is found (else it would measure an empty answer)
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn = http.client.HTTPConnection("127.0.0.1", ports[0], timeout=30)
             body, ctype = _multipart("file", "photo.jpg", photo, "image/jpeg")
             conn.request("POST", "/v1/predict", body, {"Content-Type": ctype})
             n_faces = len(json.loads(conn.getresponse().read()).get("faces", []))
             conn.close()
             table = {}
-            for name, (path, data, fname, itype) in scenarios.items():
-                body, ctype = _multipart("file", fname, data, itype)
-                table[name] = [_load(port, path, body, ctype, c, seconds, proc.pid) for c in counts]
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/v1/health")
-            after = json.loads(conn.getresponse().read())
-            conn.close()
+            for name, (path, body, ctype) in scenarios.items():
+                table[name] = [_load(ports, path, body, ctype, c, seconds, pids) for c in counts]
+            after = {"batches": 0, "batched_faces": 0}
+            for port in ports:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/v1/health")
+                h = json.loads(conn.getresponse().read())
+                conn.close()
+                after["batches"] += h.get("batches") or 0
+                after["batched_faces"] += h.get("batched_faces") or 0
         except RuntimeError as e:
-            proc.terminate()
-            err = proc.communicate(timeout=20)[1].decode(errors="replace")[-2000:]
+            for proc in procs:
+                proc.terminate()
+            err = "".join(proc.communicate(timeout=20)[1].decode(errors="replace")[-2000:]
+                          for proc in procs)
             raise FerError(f"{e}\n{err}", where="bench api") from None
         finally:
-            if proc.poll() is None:
-                proc.terminate()
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in procs:
                 try:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+        if "feedback" in wanted:
+            store = FeedbackStore(feedback_db)
+            stored_after = store.count()
+            store.close()
 
     def row(name, clients):
-        return next((r for r in table[name] if r["clients"] == clients), None)
+        return next((r for r in table.get(name, ()) if r["clients"] == clients), None)
 
     a8, b1 = row("crop_48x48_detect_false", 8), row("photo_640x480_one_face", 1)
     checks = {}
@@ -246,4 +298,9 @@ def run(args) -> dict:
             "model_calls": after.get("batches"), "faces_predicted": after.get("batched_faces"),
             "mean_batch": round(after["batched_faces"] / after["batches"], 2)
             if after.get("batches") else None,
+            "instances": args.instances, "feedback_store": store_kind,
+            "feedback_writes_per_s": {f"{r['clients']}_clients": r["rps"]
+                                      for r in table.get("feedback_write_48x48", [])},
+            "feedback_rows_added": stored_after - stored_before if "feedback" in wanted
+            else None,
             "results": table, "targets": checks}

@@ -14,8 +14,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=None,
                    help="run directory or .keras file (default: FER_MODEL or the shipped model)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--feedback-db", default=None, help="SQLite file (default FER_FEEDBACK_DB or "
-                                                       "data/feedback.sqlite3)")
+    p.add_argument("--feedback-db", default=None,
+                   help="SQLite file or postgresql+psycopg://user@host:port/db URL "
+                        "(default FER_FEEDBACK_DB or data/feedback.sqlite3)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
@@ -34,9 +35,11 @@ def run(args) -> int:
     if args.model:
         os.environ["FER_MODEL"] = str(os.path.abspath(os.path.expanduser(args.model)))
     if args.feedback_db:
-        os.environ["FER_FEEDBACK_DB"] = str(os.path.abspath(os.path.expanduser(args.feedback_db)))
+        os.environ["FER_FEEDBACK_DB"] = args.feedback_db if "://" in args.feedback_db else \
+            str(os.path.abspath(os.path.expanduser(args.feedback_db)))
+    from fer_core.api.feedback_store import check_location
     from fer_core.api.settings import Settings
-    Settings.from_env()  # bad FER_* values fail here with a clear message
+    check_location(Settings.from_env().feedback_db)  # bad FER_* values fail here, clearly
     check_port(args.host, args.port)  # uvicorn would load the model first, then fail to bind
 
     kwargs = dict(host=args.host, port=args.port, log_level=args.log_level,

@@ -187,12 +187,19 @@ def train(dataset, config: TrainConfig, run_dir, callbacks=(), stop_event=None,
     :mod:`fer_core.training`), ``keras.callbacks.Callback`` instances go to ``fit``.
     ``stop_event``: anything with ``is_set()``; training ends within a batch once it is set.
     """
-    import keras
-
     if isinstance(config, dict):
         config = TrainConfig.from_dict(config)
     config.validate(dataset)
-    run_dir = Path(run_dir) if _is_chief() else _scratch_dir()
+    if not _is_chief():  # a non-chief worker's copy of the run is deleted when it ends
+        with _scratch_dir() as scratch:
+            return _train(dataset, config, Path(scratch), callbacks, stop_event, resume, command)
+    return _train(dataset, config, Path(run_dir), callbacks, stop_event, resume, command)
+
+
+def _train(dataset, config: TrainConfig, run_dir: Path, callbacks, stop_event, resume: bool,
+           command: str) -> dict:
+    import keras
+
     _check_run_dir(run_dir, resume)
     sinks = [c for c in callbacks if not isinstance(c, keras.callbacks.Callback)]
     keras_callbacks = [c for c in callbacks if isinstance(c, keras.callbacks.Callback)]
@@ -221,10 +228,11 @@ def _is_chief() -> bool:
                                                    and task.get("index", 0) == 0)
 
 
-def _scratch_dir() -> Path:
-    """Where a non-chief worker (MultiWorkerMirrored) writes its copy of the run."""
+def _scratch_dir():
+    """Where a non-chief worker (MultiWorkerMirrored) writes its copy of the run: a temporary
+    folder, removed on leaving the ``with`` block."""
     import tempfile
-    return Path(tempfile.mkdtemp(prefix="fer-worker-"))
+    return tempfile.TemporaryDirectory(prefix="fer-worker-", ignore_cleanup_errors=True)
 
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:

@@ -19,10 +19,32 @@ def choose_strategy():
     import tensorflow as tf
 
     if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy()
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def _multi_worker_strategy():
+    """``MultiWorkerMirroredStrategy`` whose ``reduce`` accepts what Keras 3's ``fit`` passes it.
+
+    Keras 3 reduces a whole ``(x, y[, w])`` batch in one ``reduce`` call and per-replica scalars
+    with ``axis=0`` (keras-team/keras#20585); the strategy takes one tensor at a time and no axis
+    on a scalar. This reduces each element of the structure, scalars across replicas only.
+    """
+    import tensorflow as tf
+
+    class MultiWorkerMirrored(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis=None):
+            def one(v):
+                local = (self.experimental_local_results(v)[0]
+                         if isinstance(v, tf.distribute.DistributedValues) else v)
+                scalar = getattr(getattr(local, "shape", None), "rank", None) == 0
+                return super(MultiWorkerMirrored, self).reduce(
+                    reduce_op, v, None if scalar else axis)
+            return tf.nest.map_structure(one, value)
+
+    return MultiWorkerMirrored()
 
 
 def make_augmenter(config: TrainConfig, seed: int | None = None):

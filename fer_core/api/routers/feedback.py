@@ -17,6 +17,7 @@ from fer_core.api.imaging import b64decode, declared_pixels
 from fer_core.api.schemas import FeedbackJSON, FeedbackResponse
 from fer_core.api.service import ModelService
 from fer_core.api.settings import FALSE_WORDS, TRUE_WORDS
+from fer_core.errors import FerError
 
 router = APIRouter(tags=["feedback"], dependencies=[Depends(require_api_key)])
 
@@ -33,6 +34,19 @@ FEEDBACK_BODY = {"requestBody": {"required": True, "content": {
     "application/x-www-form-urlencoded": {"schema": {
         **_FORM, "properties": {k: v for k, v in _FORM["properties"].items() if k != "file"}}},
 }}}
+
+
+@contextlib.contextmanager
+def _unavailable_as_503():
+    """The store's "database unreachable" error as 503 ``feedback_unavailable``."""
+    try:
+        yield
+    except ApiError:
+        raise
+    except FerError as e:
+        if e.status != 503:
+            raise
+        raise ApiError("feedback_unavailable", str(e), 503) from None
 
 
 def _form_bool(value, field: str) -> bool:
@@ -98,9 +112,9 @@ async def feedback(request: Request, service: ModelService = Depends(get_service
                            "detect=false", 422)
         areas = [b[2] * b[3] for b in boxes]
         crop = faces[max(range(len(areas)), key=areas.__getitem__)]
-    fid = await run_in_threadpool(store.add, crop, label, prediction_id=pid,
-                                  predicted=predicted, model_id=model_id, note=note)
-    stored = await run_in_threadpool(store.count)
+    with _unavailable_as_503():
+        fid, stored = await run_in_threadpool(store.add_and_count, crop, label, prediction_id=pid,
+                                              predicted=predicted, model_id=model_id, note=note)
     return {"id": fid, "label": label, "prediction_id": pid, "predicted": predicted,
             "stored": stored}
 
@@ -111,6 +125,8 @@ async def feedback(request: Request, service: ModelService = Depends(get_service
                        **errors.responses(401, 503)},
             summary="All feedback as a FER2013-format CSV (loadable as a dataset)")
 async def export(store: FeedbackStore = Depends(get_store)):
-    return StreamingResponse(iterate_in_threadpool(store.iter_csv()), media_type="text/csv",
+    with _unavailable_as_503():
+        lines = await run_in_threadpool(store.iter_csv)  # query runs now: 503 before any byte
+    return StreamingResponse(iterate_in_threadpool(lines), media_type="text/csv",
                              headers={"Content-Disposition":
                                       'attachment; filename="feedback.csv"'})

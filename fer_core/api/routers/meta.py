@@ -6,7 +6,8 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from fer_core import DEFAULT_MODEL, __version__, runs
 from fer_core.api.deps import get_service
@@ -39,14 +40,28 @@ def versions() -> dict:
     return _VERSIONS
 
 
+async def feedback_store_health(request: Request) -> dict:
+    """Kind of the feedback store and whether it answers now (no location, no credentials)."""
+    store = request.app.state.store
+    if store is None:
+        from fer_core.api.feedback_store import store_url
+        try:
+            kind = store_url(request.app.state.settings.feedback_db).get_backend_name()
+        except FerError:
+            kind = "unknown"
+        return {"kind": kind, "reachable": False}
+    return {"kind": store.kind, "reachable": await run_in_threadpool(store.ping)}
+
+
 @router.get("/health", response_model=Health, summary="Is a model loaded; versions")
-async def health(service: ModelService = Depends(get_service)):
+async def health(request: Request, service: ModelService = Depends(get_service)):
     b = service.batcher
     return {"status": "ok" if service.loaded else "degraded", "model_loaded": service.loaded,
             "model_id": service.model_id, "model_error": service.error,
             "labels": service.labels if service.loaded else None, "versions": versions(),
             "detector": service.settings.detector, "tta": service.settings.tta,
-            "batches": b.calls if b else 0, "batched_faces": b.faces if b else 0}
+            "batches": b.calls if b else 0, "batched_faces": b.faces if b else 0,
+            "feedback_store": await feedback_store_health(request)}
 
 
 def _labels_of(path: Path) -> list[str] | None:
