@@ -18,6 +18,7 @@ LINKS = [  # (page file, label, icon, what it does)
     ("pages/evaluate.py", "Evaluate", "📊", "confusion matrix, per-class scores, failure cases"),
     ("pages/photo.py", "Photo", "🖼️", "find faces in a photo and read their emotions"),
     ("pages/webcam.py", "Webcam", "🎥", "live emotions from your webcam, in the browser"),
+    ("pages/video.py", "Video", "🎞️", "emotions over time for every face in a video file"),
     ("pages/models.py", "Models", "📦", "every trained run: compare, rename, delete"),
 ]
 
@@ -25,7 +26,7 @@ st.title("😀 FER Studio")
 st.markdown(
     "A workbench for **facial emotion recognition**: explore a FER dataset (FER2013, FER+, image "
     "folders or the built-in synthetic demo), train a Keras CNN and watch it learn, analyse where "
-    "it fails, then use it on photos, a live webcam or through the REST API "
+    "it fails, then use it on photos, video files, a live webcam or through the REST API "
     "(`python -m fer_core serve`).")
 
 choice = active_choice()
