@@ -118,3 +118,23 @@ def test_openapi_documents_the_video_endpoints(tmp_path, model_dir):
     assert "multipart/form-data" in post["requestBody"]["content"]
     assert "404" in spec["paths"]["/v1/videos/{vid}"]["get"]["responses"]
     assert "409" in spec["paths"]["/v1/videos/{vid}/frames.csv"]["get"]["responses"]
+
+
+def test_video_uploads_have_their_own_size_limit(tmp_path, model_dir, clip):
+    """FER_VIDEO_MAX_MB, not the API's smaller request-body limit, bounds a video upload; other
+    routes keep the API's limit."""
+    size_mb = clip.stat().st_size / 1024 / 1024
+    app = create_app(Settings(model=str(model_dir), feedback_db=tmp_path / "fb.sqlite3",
+                              max_upload_mb=size_mb / 4))
+    app.state.video_settings = VideoSettings(root=tmp_path / "videos", max_mb=size_mb * 4)
+    with TestClient(app) as c:
+        with open(clip, "rb") as f:
+            r = c.post("/v1/videos", files={"file": ("talk.mp4", f, "video/mp4")})
+        assert r.status_code == 202, r.text
+        wait_done(c, r.json()["id"])
+        r = c.post("/v1/predict", files={"file": ("talk.png", clip.read_bytes(), "image/png")})
+        assert r.status_code == 413 and r.json()["error"] == "too_large"
+        app.state.video_settings = VideoSettings(root=tmp_path / "videos", max_mb=size_mb / 8)
+        with open(clip, "rb") as f:
+            r = c.post("/v1/videos", files={"file": ("talk.mp4", f, "video/mp4")})
+        assert r.status_code == 413 and r.json()["error"] in ("too_large", "video_too_large"), r.text

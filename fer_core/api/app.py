@@ -31,17 +31,20 @@ log = logging.getLogger("uvicorn.error")
 
 class BodyLimit:
     """Pure ASGI middleware: 413 JSON for bodies over ``max_bytes``, by Content-Length up front
-    and by counting while the body is read (chunked uploads)."""
+    and by counting while the body is read (chunked uploads). ``path_limits`` maps a path to a
+    function giving that route's own limit (video uploads)."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, path_limits: dict | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = self.max_bytes
-        mb = f"{limit / 1024 / 1024:g} MB"
+        route_limit = self.path_limits.get(scope.get("path", "").rstrip("/"))
+        limit = route_limit() if route_limit else self.max_bytes
+        mb = f"{limit / 1024 / 1024:.3g} MB"
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -104,7 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = None
     app.state.store_error = "not started"
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes,
+                       path_limits={"/v1/videos": lambda: videos.upload_limit_bytes(app)})
     for r in (predict.router, feedback.router, meta.router, videos.router):
         app.include_router(r, prefix="/v1")
     return app

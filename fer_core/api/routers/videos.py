@@ -7,8 +7,8 @@ by :mod:`fer_core.jobs`, one job root per video under ``FER_VIDEO_DIR``, so the 
 streams the upload to disk and reads the job's state and events. Limits (environment):
 
 ``FER_VIDEO_DIR``          where uploads and results live (default ``<tmp>/fer-api-videos``)
-``FER_VIDEO_MAX_MB``       largest upload (default 200; the request-body limit
-                           ``FER_MAX_UPLOAD_MB`` of the whole API applies too: raise both)
+``FER_VIDEO_MAX_MB``       largest upload (default 200; it replaces the API's request-body limit
+                           ``FER_MAX_UPLOAD_MB`` on this route)
 ``FER_VIDEO_MAX_SECONDS``  longest video accepted (default 600)
 ``FER_VIDEO_MAX_JOBS``     video jobs running at once (default 1; more answer 429)
 ``FER_VIDEO_TTL_HOURS``    finished jobs (files included) are deleted after this, checked at each
@@ -95,10 +95,20 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
 
 
 def settings_of(request: Request) -> VideoSettings:
-    s = getattr(request.app.state, "video_settings", None)
+    return app_settings(request.app)
+
+
+def app_settings(app) -> VideoSettings:
+    """The app's video settings (from the environment on first use)."""
+    s = getattr(app.state, "video_settings", None)
     if s is None:
-        s = request.app.state.video_settings = VideoSettings.from_env()
+        s = app.state.video_settings = VideoSettings.from_env()
     return s
+
+
+def upload_limit_bytes(app) -> int:
+    """The request-body limit of a video upload (``FER_VIDEO_MAX_MB``)."""
+    return int(app_settings(app).max_mb * 1024 * 1024)
 
 
 def _dir(s: VideoSettings, vid: str) -> Path:
