@@ -48,3 +48,21 @@ def test_models_list_ids_and_names_not_server_paths(client, model_dir, tmp_path)
 def test_non_finite_upload_limit_is_a_clear_error(value):
     with pytest.raises(FerError, match="FER_MAX_UPLOAD_MB"):
         Settings.from_env({"FER_MAX_UPLOAD_MB": value})
+
+
+@pytest.mark.parametrize("kind", ["missing", "not-a-model"])
+def test_model_errors_name_no_server_paths(tmp_path, kind):
+    """/v1/health and the 503 of /v1/predict say why the model is missing without the
+    server's folders (the server log keeps the full path)."""
+    model = tmp_path / "secret-folder" / "my-run"
+    if kind == "not-a-model":
+        model.mkdir(parents=True)
+        (model / "model.keras").write_bytes(b"not a zip")
+    with make_client(tmp_path, model) as c:
+        health = c.get("/v1/health").json()
+        assert health["model_loaded"] is False and health["model_error"]
+        r = c.post("/v1/predict", files={"file": ("a.png", b"x", "image/png")})
+        assert r.status_code == 503
+        for text in (health["model_error"], r.json()["detail"]):
+            assert str(tmp_path) not in text and "secret-folder" not in text, text
+        assert c.app.state.service.error and str(tmp_path) in c.app.state.service.error

@@ -3,6 +3,7 @@ recent-prediction crop cache used by feedback."""
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections import OrderedDict
@@ -45,6 +46,9 @@ class CropCache:
         return len(self._data)
 
 
+_ABS_PATH = re.compile(r"(?<![^\s'\"(=])(?:[A-Za-z]:)?[/\\][^\s:'\"]+")
+
+
 class ModelService:
     """Owns the Predictor (loaded in the app's lifespan) and everything the routers need."""
 
@@ -83,6 +87,13 @@ class ModelService:
         return np.asarray(self.predictor.predict_faces(faces), dtype=np.float32)
 
     @property
+    def public_error(self) -> str | None:
+        """The load error as clients may see it: server paths reduced to their last part."""
+        if self.error is None:
+            return None
+        return _ABS_PATH.sub(lambda m: Path(m.group(0)).name or "/", self.error)
+
+    @property
     def loaded(self) -> bool:
         return self.predictor is not None
 
@@ -96,7 +107,7 @@ class ModelService:
 
     def require_model(self) -> None:
         if self.predictor is None:
-            raise ApiError("model_not_loaded", f"no model loaded: {self.error}", 503)
+            raise ApiError("model_not_loaded", f"no model loaded: {self.public_error}", 503)
 
     # ---- labels ----------------------------------------------------------------------------
     def check_label(self, label: str) -> str:

@@ -57,7 +57,7 @@ async def feedback_store_health(request: Request) -> dict:
 async def health(request: Request, service: ModelService = Depends(get_service)):
     b = service.batcher
     return {"status": "ok" if service.loaded else "degraded", "model_loaded": service.loaded,
-            "model_id": service.model_id, "model_error": service.error,
+            "model_id": service.model_id, "model_error": service.public_error,
             "labels": service.labels if service.loaded else None, "versions": versions(),
             "detector": service.settings.detector, "tta": service.settings.tta,
             "batches": b.calls if b else 0, "batched_faces": b.faces if b else 0,
