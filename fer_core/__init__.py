@@ -1,6 +1,7 @@
 """FER Studio core: data, models, training, evaluation, vision, prediction and the REST API.
 
-UI-free: never imports streamlit, streamlit_webrtc or av.
+UI-free: never imports streamlit or streamlit_webrtc. PyAV (``av``) is imported only inside
+``fer_core.video``'s functions, to read and write video files.
 """
 
 from pathlib import Path
