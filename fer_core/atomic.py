@@ -41,3 +41,23 @@ def write_bytes(path, data: bytes) -> Path:
 
 def write_text(path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
+
+
+def json_default(o, fallback=None):
+    """``json.dumps(default=...)`` for the project's files: numpy scalars and arrays, sets and
+    tuples, paths; anything else goes to ``fallback`` (TypeError when there is none)."""
+    try:
+        import numpy as np
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    if fallback is not None:
+        return fallback(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -44,6 +44,7 @@ from collections import deque
 from pathlib import Path
 
 from fer_core import ROOT, atomic
+from fer_core.atomic import json_default
 from fer_core.errors import FerError
 
 JOB_FILE, STATE_FILE, EVENTS_FILE, LOG_FILE, STOP_FILE = (
@@ -375,6 +376,12 @@ class JobRunner:
 
 # ----------------------------------------------------------------------------- child side
 
+
+def _lenient(o):
+    """JSON for events and results: numpy values, paths and sets as JSON; anything else as text."""
+    return json_default(o, fallback=str)
+
+
 class JobContext:
     """What a job function gets in the child: where to write, how to report, when to stop."""
 
@@ -386,7 +393,7 @@ class JobContext:
 
     def emit(self, event: dict) -> None:
         """Append ``event`` (a JSON-able dict) to events.jsonl, flushed."""
-        self._events.write(json.dumps(event, default=_json_default) + "\n")
+        self._events.write(json.dumps(event, default=_lenient) + "\n")
         self._events.flush()
 
     def progress(self, done, total, **extra) -> None:
@@ -404,18 +411,6 @@ class JobContext:
 
     def close(self) -> None:
         self._events.close()
-
-
-def _json_default(o):
-    try:
-        import numpy as np
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    return str(o)
 
 
 def child_main(job_dir) -> int:
@@ -450,7 +445,7 @@ def child_main(job_dir) -> int:
     try:
         json.dumps(state)
     except (TypeError, ValueError):
-        state["result"] = json.loads(json.dumps(state.get("result"), default=_json_default))
+        state["result"] = json.loads(json.dumps(state.get("result"), default=_lenient))
     _write_json(job_dir / STATE_FILE, state)
     print(f"job {state['status']}", flush=True)
     return state["exit_code"]

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fer_core import MODELS_DIR, atomic
+from fer_core.atomic import json_default
 from fer_core.errors import FerError
 
 METRICS_FILE = "metrics.json"
@@ -75,7 +76,7 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def atomic_write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
 def append_jsonl(path, row: dict) -> None:
@@ -84,7 +85,7 @@ def append_jsonl(path, row: dict) -> None:
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     if old and not old.endswith("\n"):
         old += "\n"
-    atomic_write_text(path, old + json.dumps(row, default=_json_default) + "\n")
+    atomic_write_text(path, old + json.dumps(row, default=json_default) + "\n")
 
 
 def read_jsonl(path) -> list[dict]:
@@ -100,22 +101,6 @@ def read_jsonl(path) -> list[dict]:
             except json.JSONDecodeError:
                 continue  # a torn last line from an old writer; skip it
     return rows
-
-
-def _json_default(o):
-    try:
-        import numpy as np
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def save_model_atomic(model, path, include_optimizer: bool = True) -> Path:
