@@ -11,6 +11,8 @@ alive, answers /_stcore/health, and the page shows no exception box.
 
 from __future__ import annotations
 
+import contextlib
+
 import re
 import time
 import urllib.request
@@ -190,7 +192,9 @@ def models(j: Journey):
 STEPS = [home, explorer, train, evaluate, photo, webcam, video, models]
 
 
-def test_user_journey_through_every_page_on_one_server(playwright_instance, tmp_path):
+@contextlib.contextmanager
+def fresh_journey(playwright_instance, tmp_path):
+    """A new server and a Chromium with the fake camera: the :class:`Journey` of one user."""
     video = write_y4m(tmp_path / "faces.y4m")
     browser = launch_chromium(playwright_instance, [
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
@@ -200,20 +204,25 @@ def test_user_journey_through_every_page_on_one_server(playwright_instance, tmp_
         with StreamlitServer(env=env) as server:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.set_default_timeout(90_000)  # clicks and uploads on a busy 2-core machine
-            journey = Journey(page, server, tmp_path)
-            for step in STEPS:
-                try:
-                    step(journey)
-                except Exception:
-                    server_alive(server, step.__name__)   # a dead server explains the failure
-                    page.screenshot(path=str(ARTIFACTS_DIR() / f"journey-FAILED-{step.__name__}.png"),
-                                    full_page=True)
-                    raise
-                server_ok(journey, step.__name__)
-            # one browser document all the way: no step reloaded the page (and the session)
-            assert page.evaluate("window.__journey") == 1
+            yield Journey(page, server, tmp_path)
     finally:
         browser.close()
+
+
+def test_user_journey_through_every_page_on_one_server(playwright_instance, tmp_path):
+    with fresh_journey(playwright_instance, tmp_path) as journey:
+        page, server = journey.page, journey.server
+        for step in STEPS:
+            try:
+                step(journey)
+            except Exception:
+                server_alive(server, step.__name__)   # a dead server explains the failure
+                page.screenshot(path=str(ARTIFACTS_DIR() / f"journey-FAILED-{step.__name__}.png"),
+                                full_page=True)
+                raise
+            server_ok(journey, step.__name__)
+        # one browser document all the way: no step reloaded the page (and the session)
+        assert page.evaluate("window.__journey") == 1
 
 
 def test_journey_visits_every_page_in_sidebar_order():
@@ -234,27 +243,17 @@ def test_journey_visits_every_page_in_sidebar_order():
 def test_deep_link_on_a_fresh_server_then_webcam(playwright_instance, tmp_path):
     """A fresh server whose first request is a deep link to a page that loads TensorFlow (the
     page file runs alone before the router ever ran), then the Webcam page: the server lives."""
-    video = write_y4m(tmp_path / "faces.y4m")
-    browser = launch_chromium(playwright_instance, [
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={video.resolve()}"])
-    env = {"FER_RUNS_DIR": str(tmp_path / "runs"), "PYTHONFAULTHANDLER": "1"}
-    try:
-        with StreamlitServer(env=env) as server:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(90_000)
-            journey = Journey(page, server, tmp_path)
-            page.goto(f"{server.url}/train")
-            from playwright.sync_api import expect
-            expect(journey.main.get_by_role("heading", name="Train").first).to_be_visible(
-                timeout=120_000)
-            journey.wait_idle()
-            server_ok(journey, "deep-link-train")
-            journey.open("Webcam")
-            journey.wait_idle()
-            server_ok(journey, "deep-link-then-webcam")
-    finally:
-        browser.close()
+    from playwright.sync_api import expect
+
+    with fresh_journey(playwright_instance, tmp_path) as journey:
+        journey.page.goto(f"{journey.server.url}/train")
+        expect(journey.main.get_by_role("heading", name="Train").first).to_be_visible(
+            timeout=120_000)
+        journey.wait_idle()
+        server_ok(journey, "deep-link-train")
+        journey.open("Webcam")
+        journey.wait_idle()
+        server_ok(journey, "deep-link-then-webcam")
 
 
 def test_every_page_imports_ui_first():
