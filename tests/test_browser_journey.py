@@ -44,8 +44,13 @@ class Journey:
         from playwright.sync_api import expect
 
         nav = self.page.get_by_test_id("stSidebarNav")
+        heading = self.main.get_by_role("heading", name=title).first
         nav.get_by_role("link", name=title).click()
-        expect(self.main.get_by_role("heading", name=title).first).to_be_visible(timeout=90_000)
+        try:
+            expect(heading).to_be_visible(timeout=30_000)
+        except AssertionError:  # a click that landed while a rerun was ending: click again
+            nav.get_by_role("link", name=title).click()
+            expect(heading).to_be_visible(timeout=90_000)
 
     def wait_idle(self, timeout: float = 120):
         """Wait until the script run ends (Streamlit's status widget disappears)."""
@@ -164,6 +169,7 @@ def webcam(j: Journey):
     assert seen >= 3, "no annotated frames came back from the webcam callback"
     assert frame.locator("video").first.evaluate("v => v.videoWidth") > 0
     frame.get_by_role("button", name="STOP").click(timeout=30_000)
+    j.wait_idle()
 
 
 def video(j: Journey):
