@@ -132,6 +132,15 @@ def assert_no_secret(instances_, text_parts, secret):
         assert secret not in inst.log_path.read_text()
 
 
+def run_clients(client, n: int = 8) -> None:
+    """``client(t)`` for t in range(n), each in its own thread, until all are done."""
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+
+
 def test_two_instances_400_concurrent_writes(pg_db, model, instances):
     a, b = instances(model, pg_db, n=2)
     acks, failures = [], []
@@ -146,11 +155,7 @@ def test_two_instances_400_concurrent_writes(pg_db, model, instances):
         for c in conns:
             c.close()
 
-    threads = [threading.Thread(target=client, args=(t,)) for t in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_clients(client)
     assert failures == [] and len(acks) == 400
     assert len({r["id"] for r in acks}) == 400
     # each count runs in its write's transaction: at most the 7 other clients' writes are unseen
@@ -198,11 +203,7 @@ def test_killed_instance_loses_no_acknowledged_write(pg_db, model, instances):
         for c in conns:
             c.close()
 
-    threads = [threading.Thread(target=client, args=(t,)) for t in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_clients(client)
     assert errors == []
     assert killed.is_set() and b.proc.wait(timeout=10) == -signal.SIGKILL
     assert len(after_kill_on_a) > 50
@@ -263,11 +264,7 @@ def test_serve_two_workers(kind, model, instances, tmp_path, request):
             status, body = inst.request("POST", "/v1/feedback", write(FER7[i % 7], f"{t}-{i}"))
             (acks if status == 201 else failures).append(body)
 
-    threads = [threading.Thread(target=client, args=(t,)) for t in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_clients(client)
     assert failures == [] and len({r["id"] for r in acks}) == 200
     assert len(inst.export_rows()) == 200
     assert inst.request("GET", "/v1/health")[1]["feedback_store"] == {"kind": kind,

@@ -20,16 +20,24 @@ TRACES = ("(Array.from(document.querySelectorAll('.js-plotly-plot'))"
           ".map(p => (p.data || []).length))")
 
 
+def start_analysis(page, server, clip):
+    """Open the Video page, upload ``clip`` and press Analyse; returns the page's main area."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.url}/video")
+    main = page.get_by_test_id("stMain")
+    expect(main.get_by_role("heading", name="Video").first).to_be_visible(timeout=90_000)
+    main.locator("input[type=file]").set_input_files(str(clip))
+    expect(main.get_by_text(clip.name)).to_be_visible(timeout=30_000)
+    main.get_by_role("button", name="▶ Analyse", exact=True).click()
+    return main
+
+
 def test_upload_analyse_timeline_download_and_play(streamlit_server, page, tmp_path):
     from playwright.sync_api import expect
 
     clip = video.synthetic_clip(tmp_path / "two faces.mp4", seconds=2.0)
-    page.goto(f"{streamlit_server.url}/video")
-    main = page.get_by_test_id("stMain")
-    expect(main.get_by_role("heading", name="Video").first).to_be_visible(timeout=90_000)
-    main.locator("input[type=file]").set_input_files(str(clip))
-    expect(main.get_by_text("two faces.mp4")).to_be_visible(timeout=30_000)
-    main.get_by_role("button", name="▶ Analyse", exact=True).click()
+    main = start_analysis(page, streamlit_server, clip)
 
     done = main.get_by_role("heading", name="Last video")
     expect(done).to_be_visible(timeout=240_000)
@@ -71,12 +79,7 @@ def test_the_job_survives_leaving_the_page_and_cancel_keeps_partial_results(stre
 
     clip = video.synthetic_clip(tmp_path / "long.mp4", seconds=300, size=(320, 240), faces=1,
                                 face_size=50)
-    page.goto(f"{streamlit_server.url}/video")
-    main = page.get_by_test_id("stMain")
-    expect(main.get_by_role("heading", name="Video").first).to_be_visible(timeout=90_000)
-    main.locator("input[type=file]").set_input_files(str(clip))
-    expect(main.get_by_text("long.mp4")).to_be_visible(timeout=30_000)
-    main.get_by_role("button", name="▶ Analyse", exact=True).click()
+    main = start_analysis(page, streamlit_server, clip)
     expect(main.get_by_text("Analysing")).to_be_visible(timeout=60_000)
     expect(main.get_by_test_id("stProgress")).to_contain_text(ANALYSED, timeout=120_000)
 
