@@ -7,7 +7,7 @@ import streamlit as st
 
 from fer_core import runs
 from fer_core.errors import FerError
-from ui.figures import curves_figure
+from ui.figures import history_curves_figure
 from ui.models import model_choices, no_model_message, run_details
 from ui.text import md
 
@@ -66,7 +66,7 @@ with curves_tab:
     for keys, title in ((("loss", "val_loss"), "Loss"),
                         (("accuracy", "val_accuracy"), "Accuracy"),
                         (("lr", "learning_rate"), "Learning rate")):
-        fig = curves_figure(details["history"], keys, title)
+        fig = history_curves_figure(details["history"], keys, title)
         if fig is not None:
             st.plotly_chart(fig, key=f"curve_{title}")
             shown += 1

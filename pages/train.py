@@ -12,7 +12,8 @@ from fer_core.errors import FerError
 from fer_core.labels import LABEL_SETS
 from fer_core.training import OPTIMIZERS, SCHEDULES, TrainConfig
 from ui.data import active_choice, dataset_label, get_active_dataset
-from ui.jobs import (current_job, curves_figure, fmt_seconds, resume_job, snapshot,
+from ui.figures import training_curves_figure
+from ui.jobs import (current_job, fmt_seconds, resume_job, snapshot,
                      start_training_job)
 from ui.text import md
 
@@ -37,7 +38,7 @@ def live_view():
     m[1].metric("train accuracy (batch)", pct(snap["accuracy"]))
     m[2].metric("best val accuracy", pct(snap["best_val_accuracy"]))
     m[3].metric("elapsed", fmt_seconds(snap["elapsed"]))
-    st.plotly_chart(curves_figure(snap["history"], snap["batch_rows"]), key="live_curves")
+    st.plotly_chart(training_curves_figure(snap["history"], snap["batch_rows"]), key="live_curves")
     if st.button("⏹ Stop", type="primary"):
         snap["job"].stop()
         st.toast("Stopping after this batch; the best model so far is kept.")
@@ -69,7 +70,7 @@ def ended(snap):
             st.session_state["train_error"] = f"Cannot resume: {exc}"
         st.rerun()
     if snap["history"]:
-        st.plotly_chart(curves_figure(snap["history"], snap["batch_rows"]), key="last_curves")
+        st.plotly_chart(training_curves_figure(snap["history"], snap["batch_rows"]), key="last_curves")
     if snap["has_model"] and st.session_state.get("my_run") == snap["run_dir"]:
         st.session_state["active_model"] = snap["run_dir"]  # Evaluate opens this run
     if snap["has_model"] and (ROOT / "pages/evaluate.py").exists():
@@ -160,6 +161,6 @@ else:
                     f"{pct(r.metrics.get('best_val_accuracy'))}" for r in past}
     chosen = st.selectbox("Run", list(labels), format_func=labels.get, key="past_run")
     run = next(r for r in past if r.id == chosen)
-    st.plotly_chart(curves_figure(run.history), key="past_curves")
+    st.plotly_chart(training_curves_figure(run.history), key="past_curves")
     st.caption(f"{md(run.path)} · {run.metrics.get('epochs_done', len(run.history))} epochs · "
                f"{fmt_seconds(run.metrics.get('train_time_sec'))}")

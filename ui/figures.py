@@ -92,7 +92,7 @@ def face_gallery(items: list[dict], columns: int = 8, size: int = 96, key: str =
                                              f"({it['confidence']:.0%})", width=size)
 
 
-def curves_figure(history: list[dict], keys: tuple[str, ...], title: str):
+def history_curves_figure(history: list[dict], keys: tuple[str, ...], title: str):
     """Learning curves (per epoch) of the given history keys that exist."""
     import plotly.graph_objects as go
 
@@ -150,3 +150,38 @@ def reliability_figure(report: dict, before: bool = False):
     return fig.update_layout(title=f"Reliability, {what} (ECE {src['ece']:.3f})", height=400,
                              xaxis=dict(title="confidence", range=[0, 1]),
                              yaxis=dict(title="accuracy", range=[0, 1]), showlegend=False)
+
+
+TRAINING_MAX_POINTS = 1500  # batch points drawn per training chart (the feed keeps them all)
+
+
+def training_curves_figure(epochs: list[dict], batches: list[dict] = (), height: int = 340):
+    """Train vs val loss and accuracy against the epoch.
+
+    ``epochs``: per-epoch rows (epoch 1-based, loss, accuracy, val_loss, val_accuracy).
+    ``batches``: optional per-batch rows (epoch 1-based, batch 1-based, batches, loss, accuracy)
+    drawn as a thin line at fractional epochs, so the chart moves within an epoch.
+    """
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
+    colors = {"train": "#1f77b4", "val": "#ff7f0e"}
+    if batches:
+        step = max(1, len(batches) // TRAINING_MAX_POINTS)
+        rows = list(batches)[::step]
+        x = [r["epoch"] - 1 + r["batch"] / max(r["batches"] or 1, 1) for r in rows]
+        for col, key in ((1, "loss"), (2, "accuracy")):
+            fig.add_scatter(x=x, y=[r[key] for r in rows], mode="lines", row=1, col=col,
+                            name="train (per batch)", legendgroup="batches",
+                            showlegend=col == 1, opacity=0.45,
+                            line=dict(color=colors["train"], width=1))
+    ex = [e["epoch"] for e in epochs]
+    for col, key in ((1, "loss"), (2, "accuracy")):
+        for who, k in (("train", key), ("val", f"val_{key}")):
+            fig.add_scatter(x=ex, y=[e.get(k) for e in epochs], mode="lines+markers",
+                            row=1, col=col, name=f"{who} (epoch)", legendgroup=who,
+                            showlegend=col == 1, line=dict(color=colors[who]))
+    fig.update_xaxes(title_text="epoch", rangemode="tozero")
+    fig.update_layout(height=height, margin=dict(t=40, b=10, l=10, r=10),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig

@@ -12,16 +12,13 @@ import threading
 import time
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from fer_core import runs
 from fer_core.jobs import JobHandle, JobRunner
 from fer_core.training import TrainConfig, resume_spec, start_training, train_spec
 from ui.text import fmt_seconds  # noqa: F401 - the pages take it from here
 
-MAX_POINTS = 1500  # batch points drawn per chart (the feed keeps them all)
 RESUMABLE = ("stopped", "crashed", "interrupted")
 
 
@@ -128,33 +125,3 @@ def snapshot(job: JobHandle | None) -> dict | None:
         "batch_rows": list(feed.batch_rows),
         "has_model": (job.job_dir / runs.MODEL_FILE).exists(),
     }
-
-
-def curves_figure(epochs: list[dict], batches: list[dict] = (), height: int = 340) -> go.Figure:
-    """Train vs val loss and accuracy against the epoch.
-
-    ``epochs``: per-epoch rows (epoch 1-based, loss, accuracy, val_loss, val_accuracy).
-    ``batches``: optional per-batch rows (epoch 1-based, batch 1-based, batches, loss, accuracy)
-    drawn as a thin line at fractional epochs, so the chart moves within an epoch.
-    """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
-    colors = {"train": "#1f77b4", "val": "#ff7f0e"}
-    if batches:
-        step = max(1, len(batches) // MAX_POINTS)
-        rows = list(batches)[::step]
-        x = [r["epoch"] - 1 + r["batch"] / max(r["batches"] or 1, 1) for r in rows]
-        for col, key in ((1, "loss"), (2, "accuracy")):
-            fig.add_scatter(x=x, y=[r[key] for r in rows], mode="lines", row=1, col=col,
-                            name="train (per batch)", legendgroup="batches",
-                            showlegend=col == 1, opacity=0.45,
-                            line=dict(color=colors["train"], width=1))
-    ex = [e["epoch"] for e in epochs]
-    for col, key in ((1, "loss"), (2, "accuracy")):
-        for who, k in (("train", key), ("val", f"val_{key}")):
-            fig.add_scatter(x=ex, y=[e.get(k) for e in epochs], mode="lines+markers",
-                            row=1, col=col, name=f"{who} (epoch)", legendgroup=who,
-                            showlegend=col == 1, line=dict(color=colors[who]))
-    fig.update_xaxes(title_text="epoch", rangemode="tozero")
-    fig.update_layout(height=height, margin=dict(t=40, b=10, l=10, r=10),
-                      legend=dict(orientation="h", y=-0.25))
-    return fig
