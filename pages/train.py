@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from fer_core import models, runs
+from fer_core import architectures, runs
 from fer_core.errors import FerError
 from fer_core.labels import LABEL_SETS
 from fer_core.training import OPTIMIZERS, SCHEDULES, TrainConfig
@@ -19,7 +19,7 @@ from ui.text import md
 
 ROOT = Path(__file__).resolve().parent.parent
 D = TrainConfig()  # defaults
-ARCHS = list(models.ARCHITECTURES)
+ARCHS = list(architectures.ARCHITECTURES)
 
 
 def pct(x):
@@ -96,7 +96,7 @@ if err := st.session_state.pop("train_error", None):
     st.error(md(err))
 with st.form("train_config"):
     c = st.columns(4)
-    arch = c[0].selectbox("Architecture", ARCHS, ARCHS.index(models.DEFAULT_ARCH), key="tr_arch")
+    arch = c[0].selectbox("Architecture", ARCHS, ARCHS.index(architectures.DEFAULT_ARCH), key="tr_arch")
     epochs = c[1].number_input("Epochs", 1, 1000, D.epochs, key="tr_epochs")
     batch_size = c[2].number_input("Batch size", 1, 4096, D.batch_size, key="tr_batch")
     max_train = c[3].number_input("Max training images (0 = all)", 0, 10**7, 0, 500,
@@ -128,7 +128,7 @@ with st.form("train_config"):
         arch_params = st.text_input("Architecture parameters (JSON)", "{}", key="tr_params",
                                     help="Builder parameters, e.g. {\"width\": 16} for vgg; "
                                          "the defaults of each architecture are listed below.")
-        st.caption(" · ".join(f"{a}: {json.dumps(models.arch_params(a))}" for a in ARCHS))
+        st.caption(" · ".join(f"{a}: {json.dumps(architectures.arch_params(a))}" for a in ARCHS))
     submitted = st.form_submit_button("▶ Start training", type="primary", disabled=ds is None)
 
 if submitted:

@@ -49,8 +49,8 @@ def test_atomic_writes_leave_no_temp_files(tmp_path):
 
 
 def _tiny_model():
-    from fer_core import models
-    return models.build("vgg", n_classes=7, width=4, depth=1)
+    from fer_core import architectures
+    return architectures.build("vgg", n_classes=7, width=4, depth=1)
 
 
 def _fake_run(root, run_id):

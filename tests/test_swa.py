@@ -31,10 +31,10 @@ def swa_run(faces, tmp_path_factory):
 
 
 def _model(seed=0):
-    from fer_core import models
+    from fer_core import architectures
     import keras
     keras.utils.set_random_seed(seed)
-    return models.build("vgg", input_shape=(48, 48, 1), n_classes=7, width=8, depth=1)
+    return architectures.build("vgg", input_shape=(48, 48, 1), n_classes=7, width=8, depth=1)
 
 
 def test_training_keeps_last_epochs_and_records_the_average(swa_run, faces):

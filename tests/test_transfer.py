@@ -70,9 +70,9 @@ def test_training_with_mixing_learns(faces, tmp_path, setting):
 
 
 def test_init_weights_copies_every_weight(teacher):
-    from fer_core import models
+    from fer_core import architectures
 
-    model = models.build("vgg", input_shape=(48, 48, 1), n_classes=7,
+    model = architectures.build("vgg", input_shape=(48, 48, 1), n_classes=7,
                          **TINY["arch_params"])
     transfer.init_weights(model, teacher)
     source = runs.load_model(teacher)

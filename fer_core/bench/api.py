@@ -73,10 +73,10 @@ def _prepare_model(requested: str | None, tmp: Path) -> tuple[str, str]:
         return str(DEFAULT_MODEL), f"shipped default {DEFAULT_MODEL.name}"
     import keras
 
-    from fer_core import models
+    from fer_core import architectures
     from fer_core.labels import FER7
-    arch = models.DEFAULT_ARCH
-    model = models.build(arch, n_classes=7)
+    arch = architectures.DEFAULT_ARCH
+    model = architectures.build(arch, n_classes=7)
     run = tmp / f"untrained-{arch}"
     run.mkdir()
     model.save(run / "model.keras")

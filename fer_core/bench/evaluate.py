@@ -67,9 +67,9 @@ def _model(model_arg):
         return evaluation.load(model_arg), f"{model_arg}"
     if Path(fer_core.DEFAULT_MODEL).exists():
         return evaluation.load(fer_core.DEFAULT_MODEL), f"shipped {fer_core.DEFAULT_MODEL.name}"
-    from fer_core import models
-    arch = getattr(models, "DEFAULT_ARCH", "vgg")
-    return evaluation.load(models.build(arch)), f"default architecture {arch!r}, untrained"
+    from fer_core import architectures
+    arch = getattr(architectures, "DEFAULT_ARCH", "vgg")
+    return evaluation.load(architectures.build(arch)), f"default architecture {arch!r}, untrained"
 
 
 def _median_time(fn, repeat):

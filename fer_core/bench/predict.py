@@ -65,10 +65,10 @@ def _model(requested):
     if (Path(DEFAULT_MODEL) / "model.keras").is_file():
         return str(DEFAULT_MODEL), f"shipped default {Path(DEFAULT_MODEL).name}"
     try:
-        from fer_core import models
-        arch = models.DEFAULT_ARCH
-        model = models.build(arch, n_classes=7)
-    except ImportError:  # pragma: no cover - models.py is part of the project
+        from fer_core import architectures
+        arch = architectures.DEFAULT_ARCH
+        model = architectures.build(arch, n_classes=7)
+    except ImportError:  # pragma: no cover - architectures.py is part of the project
         import keras
         arch = "tiny"
         inp = keras.Input((48, 48, 1))

@@ -27,7 +27,7 @@ def measure(arch: str, params: dict | None = None, batch_size: int = 64, steps: 
     import keras
     import numpy as np
 
-    from fer_core import models
+    from fer_core import architectures
     from fer_core.training import TrainConfig, make_augmenter, make_dataset, make_optimizer
 
     config = TrainConfig(arch=arch, arch_params=dict(params or {}), batch_size=batch_size)
@@ -49,7 +49,7 @@ def measure(arch: str, params: dict | None = None, batch_size: int = 64, steps: 
         next(it)
     pipe_sec = time.perf_counter() - t0
 
-    model = models.build(arch, n_classes=7, **config.arch_params)
+    model = architectures.build(arch, n_classes=7, **config.arch_params)
     model.compile(optimizer=make_optimizer(config, steps + warmup),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
@@ -65,7 +65,7 @@ def measure(arch: str, params: dict | None = None, batch_size: int = 64, steps: 
     ips = batch_size / step_sec
     pipe_ips = batch_size * steps / pipe_sec
     return {"arch": arch, "params": int(model.count_params()),
-            "mflops_per_image": round(models.count_flops(model) / 1e6, 1),
+            "mflops_per_image": round(architectures.count_flops(model) / 1e6, 1),
             "batch_size": batch_size, "steps": len(timed) - 1,
             "images_per_sec": round(ips, 1), "step_ms": round(step_sec * 1000, 1),
             "input_pipeline_images_per_sec": round(pipe_ips, 1),
@@ -74,7 +74,7 @@ def measure(arch: str, params: dict | None = None, batch_size: int = 64, steps: 
 
 
 def run(args) -> dict:
-    from fer_core import models
+    from fer_core import architectures
     from fer_core.errors import FerError
 
     params = {}
@@ -88,11 +88,11 @@ def run(args) -> dict:
             params[key] = value
     if args.all:
         rows = [measure(a, None, args.batch_size, args.steps, args.warmup)
-                for a in models.ARCHITECTURES]
+                for a in architectures.ARCHITECTURES]
         return {"architectures": rows} if args.json else {
             r["arch"]: (f"{r['images_per_sec']:7.1f} img/s  {r['step_ms']:7.1f} ms/step  "
                         f"pipeline {r['input_pipeline_images_per_sec']:8.1f} img/s  "
                         f"{r['params']:>9,} params  {r['mflops_per_image']:6.1f} MFLOPs  "
                         f"FER2013 epoch {r['fer2013_epoch_min']} min") for r in rows}
-    return measure(args.arch or models.DEFAULT_ARCH, params, args.batch_size, args.steps,
+    return measure(args.arch or architectures.DEFAULT_ARCH, params, args.batch_size, args.steps,
                    args.warmup)

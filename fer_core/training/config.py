@@ -83,7 +83,7 @@ class TrainConfig:
 
     def validate(self, dataset=None) -> None:
         """Raise :class:`FerError` naming the field if the config (or the data for it) is bad."""
-        from fer_core import models
+        from fer_core import architectures
 
         def bad(fld, msg):
             raise FerError(msg, where=fld)
@@ -97,12 +97,12 @@ class TrainConfig:
             if v < lo or v > hi or (lo_open and v == lo):
                 bad(fld, f"must be {'>' if lo_open else '>='} {lo} and <= {hi}, got {v!r}")
 
-        if self.arch not in models.ARCHITECTURES:
+        if self.arch not in architectures.ARCHITECTURES:
             bad("arch", f"unknown architecture {self.arch!r}; expected one of "
-                        f"{sorted(models.ARCHITECTURES)}")
+                        f"{sorted(architectures.ARCHITECTURES)}")
         if not isinstance(self.arch_params, dict):
             bad("arch_params", f"expected a dict, got {type(self.arch_params).__name__}")
-        allowed = models.arch_params(self.arch)
+        allowed = architectures.arch_params(self.arch)
         unknown = sorted(set(self.arch_params) - set(allowed))
         if unknown:
             bad("arch_params", f"unknown parameter(s) {unknown} for {self.arch}; expected "

@@ -252,7 +252,7 @@ def _build_model(config: TrainConfig, n_classes: int, run_dir: Path, resume: boo
     (optionally from ``init_from``'s weights), or the resume checkpoint."""
     import keras
 
-    from fer_core import models
+    from fer_core import architectures
 
     with choose_strategy().scope():
         augmenter = make_augmenter(config)
@@ -261,7 +261,7 @@ def _build_model(config: TrainConfig, n_classes: int, run_dir: Path, resume: boo
             if planned_epochs != config.epochs and config.schedule == "cosine":
                 model.optimizer.learning_rate = make_schedule(config, steps)
         else:
-            model = models.build(config.arch, input_shape=(48, 48, 1), n_classes=n_classes,
+            model = architectures.build(config.arch, input_shape=(48, 48, 1), n_classes=n_classes,
                                  **config.arch_params)
             if config.init_from:
                 from fer_core import transfer
@@ -280,7 +280,7 @@ def _setup(dataset, config: TrainConfig, run_dir: Path, resume: bool, emit,
     import keras
     import tensorflow as tf
 
-    from fer_core import models
+    from fer_core import architectures
 
     ds = dataset.remap(config.label_set) if config.label_set != dataset.label_set else dataset
     train_ds, val_ds = ds.subset("train"), ds.subset("val")
@@ -305,7 +305,7 @@ def _setup(dataset, config: TrainConfig, run_dir: Path, resume: bool, emit,
     return Loop(config=config, run_dir=run_dir, model=model, state=state, ds=ds,
                 train_ds=train_ds, val_ds=val_ds, train_data=train_data, val_data=val_data,
                 emit=emit, command=command,
-                info={"params": int(model.count_params()), "flops": models.count_flops(model)},
+                info={"params": int(model.count_params()), "flops": architectures.count_flops(model)},
                 data_info={"source": ds.source, "synthetic": bool(ds.synthetic),
                            "n_train": len(train_ds), "n_val": len(val_ds)})
 
