@@ -7,9 +7,12 @@ datasets, caches and exports alike. No heavy imports (``fer_core.data`` uses it)
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
+
+from fer_core.errors import FerError
 
 
 @contextlib.contextmanager
@@ -61,3 +64,15 @@ def json_default(o, fallback=None):
     if fallback is not None:
         return fallback(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path, default):
+    """The JSON in ``path``, ``default`` when the file does not exist; a file that is not JSON
+    raises :class:`FerError` naming it."""
+    path = Path(path)
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FerError(f"corrupt JSON ({e})", where=str(path)) from None

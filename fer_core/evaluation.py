@@ -398,7 +398,7 @@ def calibrate(model_or_path, dataset, split: str = "val", n_boot: int = 10_000,
     record = {"split": split, "n": int(len(idx)), "data": str(getattr(ds, "source", "")),
               "model": fm.name, "method": method, "bins": N_BINS}
     if fm.path is not None:
-        from fer_core.model import file_sha256
+        from fer_core.model_files import file_sha256
         record["model_sha256"] = file_sha256(fm.path)
     held = np.flatnonzero(ds.mask(check_split)) if check_split and check_split in ds.splits \
         else np.empty(0, int)
@@ -435,7 +435,7 @@ def calibrate(model_or_path, dataset, split: str = "val", n_boot: int = 10_000,
 def write_calibration(model_path, record: dict):
     """Store ``record`` as the model's calibration file (atomic); returns its path."""
     from fer_core import atomic
-    from fer_core.model import calibration_file
+    from fer_core.model_files import calibration_file
 
     f = calibration_file(model_path)
     atomic.write_text(f, json.dumps(record, indent=2) + "\n")

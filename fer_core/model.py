@@ -26,13 +26,11 @@ live, so a model that is still training can be evaluated between epochs.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import queue
 import tempfile
 import threading
 import warnings
-import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,23 +40,21 @@ import numpy as np
 from fer_core import atomic, native_logs, vision
 from fer_core.errors import FerError
 from fer_core.labels import FER7, FERPLUS8, MERGED6, detect_label_set
+from fer_core.model_files import (MODEL_FILE, Calibration, load_keras, model_file,
+                                  read_calibration, read_labels, stamp)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated",
                         category=UserWarning)
 
-__all__ = ["FerModel", "FacePrediction", "default_labels", "load_keras", "apply_temperature",
-           "top_k_order", "BUCKETS", "CALIBRATION_FILE", "DEFAULT_TTA"]
+__all__ = ["FerModel", "FacePrediction", "default_labels", "apply_temperature", "top_k_order",
+           "BUCKETS"]
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 TFLITE_FORMAT = 1  # bump to invalidate cached conversions
 TFLITE_THREADS = int(os.environ.get("FER_TFLITE_THREADS", "2"))
 BULK_BATCH = 32  # chunks of at least this many faces go to the bulk backend
-MODEL_FILE = "model.keras"
-CALIBRATION_FILE = "calibration.json"
-# Flip TTA for a model whose calibration.json does not decide it (see ``tta_default`` there).
-DEFAULT_TTA = False
 _OUTPUTS_TO_LABELS = {7: FER7, 6: MERGED6, 8: FERPLUS8}
 
 
@@ -91,7 +87,7 @@ def top_k_order(p: np.ndarray, k: int | None = None) -> np.ndarray:
     return order if k is None else order[:k]
 
 
-# --------------------------------------------------------------------------- labels, files
+# --------------------------------------------------------------------------- labels
 
 def default_labels(n_outputs: int) -> tuple[str, ...]:
     """Label names for a model without labels.json, from its number of outputs."""
@@ -99,55 +95,6 @@ def default_labels(n_outputs: int) -> tuple[str, ...]:
         raise FerError(f"model has {n_outputs} outputs and no labels.json; expected 7 (fer7), "
                        "6 (merged6) or 8 (ferplus8) outputs", where="labels")
     return _OUTPUTS_TO_LABELS[n_outputs]
-
-
-def model_file(path) -> Path:
-    """The .keras file of a run directory or .keras path."""
-    p = Path(os.path.expanduser(str(path)))
-    return p / MODEL_FILE if p.is_dir() else p
-
-
-def calibration_file(path) -> Path:
-    """Where the calibration of a model lives: ``calibration.json`` in its run directory, or
-    ``<name>.calibration.json`` beside another .keras file."""
-    f = model_file(path)
-    return f.parent / CALIBRATION_FILE if f.name == MODEL_FILE else \
-        f.with_suffix(".calibration.json")
-
-
-def stamp(path) -> tuple:
-    """(size, mtime_ns) of the model file, its labels file and its calibration file ((0, 0)
-    for a missing one): what a cached model depends on."""
-    f = model_file(path)
-    labels = f.parent / "labels.json" if f.name == MODEL_FILE else f.with_suffix(".labels.json")
-    out = []
-    for p in (f, labels, calibration_file(path)):
-        try:
-            st = p.stat()
-            out.append((st.st_size, st.st_mtime_ns))
-        except OSError:
-            out.append((0, 0))
-    return tuple(out)
-
-
-def load_keras(path, compile: bool = False):
-    """The one reader of .keras files (safe_mode=True): a run dir (its model.keras) or a .keras
-    file. A missing, non-Keras, corrupt or unsafe file raises :class:`FerError` naming it."""
-    import keras
-
-    p = model_file(path)
-    if not p.exists():
-        raise FerError("model file not found (expected a run directory with model.keras "
-                       "or a .keras file)", where=str(p), status=404)
-    if p.suffix != ".keras":
-        raise FerError("not a Keras model file: expected a .keras file", where=str(p))
-    if not zipfile.is_zipfile(p):
-        raise FerError("not a valid .keras file (expected a Keras 3 zip archive)", where=str(p))
-    try:
-        return keras.saving.load_model(p, compile=compile, safe_mode=True)
-    except Exception as e:  # corrupt archive, unknown layer, unsafe lambda ...
-        raise FerError(f"cannot load model: {type(e).__name__}: {str(e)[:300]}",
-                       where=str(p)) from None
 
 
 def _check_shapes(model, where) -> None:
@@ -173,14 +120,6 @@ def _file_id(f: Path) -> str:
     return f"{name}-{hashlib.sha1(key).hexdigest()[:8]}"
 
 
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _cache_dir() -> Path:
     return Path(os.environ.get("FER_CACHE_DIR", Path.home() / ".cache" / "fer-studio"))
 
@@ -199,47 +138,6 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     np.exp(z, out=z)
     z /= z.sum(axis=1, keepdims=True)
     return z.astype(np.float32)
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Temperatures for plain and flip-TTA probabilities (1.0 = uncalibrated) and the record
-    they come from (``calibration.json``; empty when there is none or it is stale)."""
-
-    temperature: float = 1.0
-    temperature_tta: float = 1.0
-    tta_default: bool = DEFAULT_TTA
-    record: dict = field(default_factory=dict)
-    note: str = ""
-
-    def for_tta(self, tta: bool) -> float:
-        return self.temperature_tta if tta else self.temperature
-
-    @property
-    def fitted(self) -> bool:
-        return bool(self.record)
-
-
-def read_calibration(path) -> Calibration:
-    """The calibration of the model at ``path``. None is T=1; a file fitted for another
-    model file (its sha256 differs) is ignored, with ``note`` saying so; a malformed file
-    raises :class:`FerError` naming it."""
-    f = calibration_file(path)
-    if not f.is_file():
-        return Calibration()
-    try:
-        rec = json.loads(f.read_text(encoding="utf-8"))
-        t, t_tta = float(rec["temperature"]), float(rec.get("temperature_tta", rec["temperature"]))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
-        raise FerError(f"expected JSON with a numeric 'temperature' ({type(e).__name__})",
-                       where=str(f)) from None
-    if not (0.05 <= t <= 20 and 0.05 <= t_tta <= 20):
-        raise FerError(f"temperature must be in [0.05, 20], got {t} / {t_tta}", where=str(f))
-    sha = rec.get("model_sha256")
-    if sha and sha != file_sha256(model_file(path)):
-        return Calibration(note=f"{f.name} was fitted for another model file; using T=1 "
-                                "(run python -m fer_core calibrate again)")
-    return Calibration(t, t_tta, bool(rec.get("tta_default", DEFAULT_TTA)), rec)
 
 
 # --------------------------------------------------------------------------- backends
@@ -410,9 +308,8 @@ class FerModel:
 
     @classmethod
     def _from_file(cls, p: Path, f: Path, backend: str) -> "FerModel":
-        from fer_core import runs
         model = load_keras(f)
-        names, lset = runs.read_labels(p)
+        names, lset = read_labels(p)
         model_id = _file_id(f)
         return cls(model, names, model_id=model_id, path=f, label_set=lset,
                    calibration=read_calibration(p), backend=backend,

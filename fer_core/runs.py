@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fer_core import MODELS_DIR, atomic
-from fer_core.atomic import json_default
+from fer_core.atomic import json_default, read_json
 from fer_core.errors import FerError
+from fer_core.model_files import MODEL_FILE, load_keras, read_labels
 
 METRICS_FILE = "metrics.json"
 METRICS_SCHEMA = 1  # the version of metrics.json this code writes and reads
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,119}$")
-MODEL_FILE = "model.keras"
 LAST_FILE = "last.keras"
 
 
@@ -133,41 +133,8 @@ def has_model(path) -> bool:
     return p.is_file() if p.suffix == ".keras" else (p / MODEL_FILE).is_file()
 
 
-def read_labels(path) -> tuple[tuple[str, ...] | None, str | None]:
-    """(label names, label set) a model carries: ``labels.json`` of a run dir (or of the run
-    dir of a model.keras), or ``<name>.labels.json`` beside another .keras file; either a
-    list of names or ``{"labels": [...], "label_set": "fer7"}``. (None, None) when there is
-    none; a malformed file raises :class:`FerError`. The set is None for unknown label lists.
-    """
-    from fer_core.labels import detect_label_set
-
-    p = Path(path)
-    if p.is_dir():
-        f = p / "labels.json"
-    elif p.name == MODEL_FILE:
-        f = p.parent / "labels.json"
-    else:
-        f = p.with_suffix(".labels.json")
-    if not f.is_file():
-        return None, None
-    data = _read_json(f, None)
-    names = data.get("labels") if isinstance(data, dict) else data
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise FerError('expected a list of label names or {"labels": [...], "label_set": ...}',
-                       where=str(f))
-    lset = data.get("label_set") if isinstance(data, dict) else None
-    if lset is None:
-        try:
-            lset = detect_label_set(names)
-        except FerError:
-            lset = None
-    return tuple(names), lset
-
-
 def load_model(path, compile: bool = False):
-    """The keras.Model of a run dir, .keras file or run id: :func:`fer_core.model.load_keras`."""
-    from fer_core.model import load_keras
-
+    """The keras.Model of a run dir, .keras file or run id: :func:`fer_core.model_files.load_keras`."""
     p = Path(path) if not isinstance(path, str) or os.sep in path or "/" in path \
         or path.endswith(".keras") else run_path(path)
     return load_keras(p, compile=compile)
@@ -186,7 +153,7 @@ def read_metrics(run_dir) -> dict:
     """A run's ``metrics.json`` ({} when there is none). A file of another schema version,
     or one that is not a JSON object, raises :class:`FerError` naming it."""
     path = Path(run_dir) / METRICS_FILE
-    metrics = _read_json(path, {})
+    metrics = read_json(path, {})
     if not isinstance(metrics, dict):
         raise FerError("expected a JSON object", where=str(path))
     version = metrics.get("schema_version", METRICS_SCHEMA)
@@ -223,22 +190,13 @@ class Run:
         return load_model(self.path)
 
 
-def _read_json(path: Path, default):
-    if not path.exists():
-        return default
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FerError(f"corrupt JSON ({e})", where=str(path)) from None
-
-
 def load_run(run) -> Run:
     """Read a run (id or path). A missing directory raises :class:`FerError`."""
     p = run_path(run)
     if not p.is_dir():
         raise FerError("no such run directory", where=str(p), status=404)
     card = p / "model_card.md"
-    return Run(path=p, config=_read_json(p / "config.json", {}),
+    return Run(path=p, config=read_json(p / "config.json", {}),
                history=read_jsonl(p / "history.jsonl"),
                metrics=read_metrics(p),
                labels=list(read_labels(p)[0] or ()),
@@ -397,7 +355,7 @@ def _hardware_lines(machines: list[dict]) -> list[str]:
 def _calibration_lines(run_dir: Path) -> list[str]:
     """The card's Calibration section from the run's calibration.json (none when absent)."""
     try:
-        rec = _read_json(run_dir / "calibration.json", None)
+        rec = read_json(run_dir / "calibration.json", None)
     except FerError:
         return []
     if not isinstance(rec, dict) or not isinstance(rec.get("no_tta"), dict):

@@ -13,7 +13,8 @@ import pytest
 
 from fer_core import evaluation, vision
 from fer_core.labels import FER7
-from fer_core.model import FerModel, apply_temperature, clear_cache, read_calibration
+from fer_core.model import FerModel, apply_temperature, clear_cache
+from fer_core.model_files import read_calibration
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -64,7 +64,7 @@ class ModelChoice:
 def model_stamp(path) -> tuple:
     """Sizes and mtimes of the model file, its labels and its calibration: part of every
     cache key, so a retrained or recalibrated model is picked up."""
-    from fer_core.model import stamp
+    from fer_core.model_files import stamp
     return stamp(path)
 
 

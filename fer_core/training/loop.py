@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from fer_core import runs, swa
 from fer_core.errors import FerError
-from fer_core.model import load_keras
+from fer_core.model_files import load_keras
 from fer_core.training import summary
 from fer_core.training.config import TrainConfig
 from fer_core.training.pipeline import (choose_strategy, class_weights, current_lr,

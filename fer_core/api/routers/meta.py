@@ -15,6 +15,7 @@ from fer_core.api.schemas import Health, LabelsResponse, ModelsResponse
 from fer_core.api.service import ModelService
 from fer_core.errors import FerError
 from fer_core.labels import EMOJI, LABEL_SETS
+from fer_core.model_files import read_labels
 
 router = APIRouter(tags=["meta"])
 
@@ -66,7 +67,7 @@ async def health(request: Request, service: ModelService = Depends(get_service))
 
 def _labels_of(path: Path) -> list[str] | None:
     try:
-        names, _ = runs.read_labels(path)
+        names, _ = read_labels(path)
     except FerError:
         return None
     return list(names) if names else None
