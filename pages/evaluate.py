@@ -5,7 +5,7 @@ import ui  # noqa: F401 - first: see ui/__init__.py (a fresh server's deep link,
 import pandas as pd
 import streamlit as st
 
-from fer_core import evaluation
+from fer_core import evaluation, explain
 from fer_core.errors import FerError
 from ui.data import dataset_label, get_active_dataset
 from ui.figures import (confusion_figure, delta_figure, face_gallery, per_class_figure,
@@ -136,7 +136,7 @@ with tabs[2]:
 # --- feature maps and Grad-CAM -----------------------------------------------------------------
 with tabs[3]:
     loaded = get_model(model_path)
-    layers = evaluation.conv_layers(loaded.model)
+    layers = explain.conv_layers(loaded.model)
     if not layers:
         st.info("This model has no convolutional layer to show.")
     else:
@@ -145,7 +145,7 @@ with tabs[3]:
                                    report["n"] - 1, 0, key="fm_face"))
         layer = f2.selectbox("Layer", layers, key="fm_layer")
         it = evaluation.gallery_items(preds, [face])[0]
-        maps = evaluation.feature_maps(loaded.model, it["image"], layer)
+        maps = explain.feature_maps(loaded.model, it["image"], layer)
         a, b, c = st.columns(3)
         a.image(it["image"], width=192, caption=f"true {it['true']}, predicted {it['pred']} "
                                                 f"({it['confidence']:.0%})")
@@ -153,17 +153,17 @@ with tabs[3]:
         if tuple(loaded.labels) == tuple(names):
             for col, (cls, what) in zip((b, c), ((p_idx, "predicted"), (t_idx, "true"))):
                 try:
-                    cam = evaluation.grad_cam(loaded.model, it["image"], cls)
+                    cam = explain.grad_cam(loaded.model, it["image"], cls)
                 except Exception as exc:  # noqa: BLE001 - an odd user model must not crash
                     col.warning(f"Grad-CAM is not available for this model: {md(exc)}")
                     continue
-                col.image(evaluation.overlay(it["image"], cam, size=192),
+                col.image(explain.overlay(it["image"], cam, size=192),
                           caption=f"Grad-CAM for the {what} class ({names[cls]})")
         else:
             b.info("Grad-CAM needs the model's own label set (the data was remapped).")
         st.markdown(f"**Feature maps of {md(layer)}** ({maps.shape[-1]} channels, "
                     f"{maps.shape[0]}×{maps.shape[1]})")
-        st.image(evaluation.feature_grid(maps, max_maps=64), clamp=True, width=640)
+        st.image(explain.feature_grid(maps, max_maps=64), clamp=True, width=640)
 
 # --- calibration ------------------------------------------------------------------------------
 with tabs[4]:

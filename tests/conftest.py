@@ -33,6 +33,30 @@ def _isolated_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def eval_faces():
+    """Pattern faces with train, val and test splits (20 per class each), seed 3."""
+    from tests.factories import pattern_faces
+    return pattern_faces(n_per_class=20, splits=("train", "val", "test"), seed=3)
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(eval_faces, tmp_path_factory):
+    """(keras model, run dir): ``conv_pool_cnn`` fitted 10 epochs on ``eval_faces`` (over 80 %
+    test accuracy), saved with FER7 labels. Built once per session; treat both as read-only."""
+    import keras
+
+    from tests.factories import FER7_LABELS, conv_pool_cnn, save_model_dir
+    keras.utils.set_random_seed(0)
+    model = conv_pool_cnn()
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    tr = eval_faces.subset("train")
+    model.fit(tr.images[..., None].astype("float32"), tr.labels, epochs=10, batch_size=32,
+              verbose=0)
+    run = save_model_dir(tmp_path_factory.mktemp("runs") / "tiny-run", model, FER7_LABELS)
+    return model, run
+
+
+@pytest.fixture(scope="session")
 def fer2013_path() -> Path:
     if not FER2013.exists():
         pytest.skip(f"FER2013 copy not present at {FER2013} (only on the dev machines)")

@@ -1,12 +1,26 @@
-"""Small data the tests make themselves."""
+"""Builders the tests share: data, images and clips, tiny models and run dirs, API clients, app
+and browser helpers. Tests import these (or the fixtures in conftest.py), never another test
+module; a builder used by two test files lives here.
+
+Keras is imported inside the model builders only, so importing this module stays cheap.
+"""
 
 from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
 
 import numpy as np
 
 from fer_core.data.dataset import Dataset
 from fer_core.labels import FER7
 
+ROOT = Path(__file__).resolve().parent.parent
+USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+
+
+# ----------------------------------------------------------------------------- data
 
 def pattern_faces(n_per_class: int = 40, n_classes: int = 7, seed: int = 0,
                   splits=("train", "val")) -> Dataset:
@@ -29,6 +43,17 @@ def pattern_faces(n_per_class: int = 40, n_classes: int = 7, seed: int = 0,
                    if n_classes != 7 else FER7, source="pattern_faces", label_set="fer7")
 
 
+def write_fer_csv(ds, path: Path) -> Path:
+    """A FER2013-format CSV (emotion,pixels,Usage) of a Dataset."""
+    lines = ["emotion,pixels,Usage"]
+    for img, lab, sp in zip(ds.images, ds.labels, ds.split):
+        lines.append(f"{lab},{' '.join(map(str, img.ravel().tolist()))},{USAGE[str(sp)]}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------- images, clips
+
 def face_image(size: int = 200, smile: bool = True) -> np.ndarray:
     """A drawn cartoon face on a plain background, BGR uint8, for detector tests."""
     import cv2
@@ -47,3 +72,186 @@ def face_image(size: int = 200, smile: bool = True) -> np.ndarray:
     cv2.ellipse(img, (c[0], c[1] + int(size * 0.22)), (int(size * 0.14), int(size * 0.06)), 0,
                 start, end, (60, 60, 140), 4)
     return img
+
+
+def png(img) -> bytes:
+    """``img`` (grey or BGR uint8) encoded as PNG."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", img)
+    assert ok
+    return buf.tobytes()
+
+
+def write_y4m(path: Path, n_frames: int = 30, width: int = 320, height: int = 240) -> Path:
+    """A looping fake-camera video for Chromium (``--use-file-for-fake-video-capture``): a drawn
+    face drifting slightly on a plain background."""
+    import cv2
+
+    face = face_image(size=110)                      # 220x220, face ~110 px wide
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F15:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(n_frames):
+            frame = np.full((height, width, 3), 200, np.uint8)
+            dx = int(10 * np.sin(2 * np.pi * i / n_frames))
+            x0, y0 = (width - 220) // 2 + dx, (height - 220) // 2
+            frame[y0:y0 + 220, x0:x0 + 220] = face
+            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
+    return path
+
+
+# ----------------------------------------------------------------------------- tiny models
+
+def tiny_cnn(n_classes: int = 7, *, width: int = 4, strides: int = 1, softmax: bool = True,
+             bias=None, seed: int = 0):
+    """An untrained one-conv FER model: Rescaling -> Conv2D(width, 3) -> global average pooling
+    -> Dense(n_classes). ``bias`` with a zero kernel makes its output constant; ``softmax``
+    False gives logits."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((48, 48, 1))
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    x = keras.layers.Conv2D(width, 3, strides=strides, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    kw = {} if bias is None else {"kernel_initializer": "zeros",
+                                  "bias_initializer": keras.initializers.Constant(bias)}
+    out = keras.layers.Dense(n_classes, activation="softmax" if softmax else None, **kw)(x)
+    return keras.Model(inp, out)
+
+
+def conv_pool_cnn(n_classes: int = 7, head: str = "flatten", nested: bool = False):
+    """Two conv + pool blocks (conv1, pool1, conv2, pool2) and a ``head`` ("flatten" or "gap");
+    ``nested`` puts one conv + pool inside a Sequential "backbone" (layers backbone/ic,
+    backbone/ip). Global pooling cannot tell pattern-face bar heights apart, so a model meant
+    to learn them flattens."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((48, 48, 1))
+    x = layers.Rescaling(1 / 255)(inp)
+    if nested:
+        backbone = keras.Sequential([keras.Input((48, 48, 1)),
+                                     layers.Conv2D(4, 3, padding="same", activation="relu",
+                                                   name="ic"),
+                                     layers.MaxPooling2D(name="ip")], name="backbone")
+        x = backbone(x)
+    else:
+        x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
+        x = layers.MaxPooling2D(name="pool1")(x)
+        x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
+        x = layers.MaxPooling2D(name="pool2")(x)
+    x = layers.Flatten()(x) if head == "flatten" else layers.GlobalAveragePooling2D()(x)
+    out = layers.Dense(n_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inp, out)
+
+
+def save_model_dir(path: Path, model, labels=None) -> Path:
+    """``model`` saved as ``path/model.keras`` with ``labels`` (a list of names or a
+    ``{"labels": ..., "label_set": ...}`` dict) as ``labels.json``; no labels file for None."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save(path / "model.keras")
+    if labels is not None:
+        (path / "labels.json").write_text(json.dumps(labels))
+    return path
+
+
+FER7_LABELS = {"labels": list(FER7), "label_set": "fer7"}
+
+
+def tiny_model_dir(root: Path) -> Path:
+    """A real (untrained) Keras model saved as a run dir: model.keras + labels.json."""
+    return save_model_dir(root, tiny_cnn(), FER7_LABELS)
+
+
+def make_tiny_run(root: Path, name: str = "tiny-run", epochs: int = 0, seed: int = 0) -> Path:
+    """Save a tiny FER7 CNN as a run dir (model.keras, labels.json, config, history, metrics,
+    model card). ``epochs`` > 0 fits it on :func:`pattern_faces` first."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv1")(x)
+    x = keras.layers.MaxPooling2D(4, name="pool1")(x)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv2")(x)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x), name=name)
+    history = []
+    if epochs:
+        ds = pattern_faces(n_per_class=20, seed=seed)
+        tr = ds.split == "train"
+        model.compile(optimizer=keras.optimizers.Adam(0.01),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        h = model.fit(ds.images[tr][..., None].astype("float32"), ds.labels[tr],
+                      validation_data=(ds.images[~tr][..., None].astype("float32"),
+                                       ds.labels[~tr]),
+                      epochs=epochs, batch_size=32, verbose=0)
+        history = [{"epoch": e + 1, **{k: float(v[e]) for k, v in h.history.items()}}
+                   for e in range(epochs)]
+    run = save_model_dir(Path(root) / name, model, FER7_LABELS)
+    (run / "config.json").write_text(json.dumps({"arch": "tiny", "epochs": epochs}))
+    (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    val_acc = history[-1]["val_accuracy"] if history else 0.0
+    (run / "metrics.json").write_text(json.dumps({"val_accuracy": val_acc}))
+    (run / "model_card.md").write_text(f"# Model card: {name}\n\nTiny test CNN.\n\n"
+                                       "## Known limits\n\nTrained on drawn bars only.\n")
+    return run
+
+
+# ----------------------------------------------------------------------------- REST API
+
+def make_client(tmp_path, model_dir=None, **kw):
+    """A TestClient of the API app on ``model_dir`` (or a missing model), feedback DB in
+    ``tmp_path``; use it as a context manager."""
+    from fastapi.testclient import TestClient
+
+    from fer_core.api.app import create_app
+    from fer_core.api.settings import Settings
+
+    settings = Settings(model=str(model_dir) if model_dir else str(tmp_path / "no-such-model"),
+                        feedback_db=tmp_path / "fb.sqlite3", **kw)
+    return TestClient(create_app(settings))
+
+
+def assert_error(r, status, code):
+    """``r`` is the API's JSON error: ``status``, ``{"error": code, "detail": ...}``."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error", "detail"}, body
+    assert body["error"] == code, body
+    assert body["detail"]
+    return body
+
+
+# ----------------------------------------------------------------------------- app and browser
+
+def explorer_app():
+    """AppTest of the router switched to the Dataset Explorer, run once."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/explorer.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric_value(at, label):
+    """The value of the AppTest metric called ``label``."""
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def pick_typed_path(at, path):
+    """Choose "Type a path…" in the dataset picker and type ``path``."""
+    at.selectbox(key="ds_pick").select("Type a path…").run()
+    at.text_input(key="ds_path").input(str(path)).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def faces_seen(page) -> int:
+    """The "faces seen: N" count the Webcam page shows (Playwright page)."""
+    text = page.get_by_text(re.compile(r"faces seen: \d+")).first.inner_text(timeout=5000)
+    return int(re.search(r"faces seen: (\d+)", text).group(1))

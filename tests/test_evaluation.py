@@ -1,5 +1,5 @@
-"""fer_core.evaluation: metrics vs scikit-learn, calibration, label-set alignment, CLI vs API,
-feature maps, Grad-CAM and exports."""
+"""fer_core.evaluation: metrics vs scikit-learn, calibration, label-set alignment, CLI vs API
+and exports."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from fer_core import evaluation as ev
 from fer_core.errors import FerError
 from fer_core.labels import FER7, FERPLUS8, MERGED6
-from tests.factories import pattern_faces
+from tests.factories import conv_pool_cnn, pattern_faces
 
 # ------------------------------------------------------------------ fixed predictions
 
@@ -145,48 +145,14 @@ def test_compare_and_exports():
 
 # ------------------------------------------------------------------ trained model
 
-def _tiny_model(n_classes=7, head="flatten", nested=False):
-    import keras
-    from keras import layers
-    inp = keras.Input((48, 48, 1))
-    x = layers.Rescaling(1 / 255)(inp)
-    if nested:
-        backbone = keras.Sequential([keras.Input((48, 48, 1)),
-                                     layers.Conv2D(4, 3, padding="same", activation="relu",
-                                                   name="ic"),
-                                     layers.MaxPooling2D(name="ip")], name="backbone")
-        x = backbone(x)
-    else:
-        x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
-        x = layers.MaxPooling2D(name="pool1")(x)
-        x = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
-        x = layers.MaxPooling2D(name="pool2")(x)
-    # Global pooling cannot tell bar heights apart (pattern faces differ only by position),
-    # so the trained test model flattens.
-    x = layers.Flatten()(x) if head == "flatten" else layers.GlobalAveragePooling2D()(x)
-    out = layers.Dense(n_classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inp, out)
+@pytest.fixture(scope="module")
+def faces(eval_faces):
+    return eval_faces
 
 
 @pytest.fixture(scope="module")
-def faces():
-    return pattern_faces(n_per_class=20, splits=("train", "val", "test"), seed=3)
-
-
-@pytest.fixture(scope="module")
-def trained(faces, tmp_path_factory):
-    import keras
-    keras.utils.set_random_seed(0)
-    model = _tiny_model()
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-    tr = faces.subset("train")
-    model.fit(tr.images[..., None].astype("float32"), tr.labels, epochs=10, batch_size=32,
-              verbose=0)
-    run = tmp_path_factory.mktemp("runs") / "tiny-run"
-    run.mkdir()
-    model.save(run / "model.keras")
-    (run / "labels.json").write_text(json.dumps({"labels": list(FER7), "label_set": "fer7"}))
-    return model, run
+def trained(trained_cnn):
+    return trained_cnn
 
 
 def test_trained_model_learned_and_report_is_complete(trained, faces):
@@ -273,7 +239,7 @@ def test_default_split_rules(trained):
 # ------------------------------------------------------------------ label-set mismatch
 
 def test_merged6_model_on_fer7_data_is_remapped_explicitly(faces, tmp_path):
-    model6 = _tiny_model(n_classes=6)
+    model6 = conv_pool_cnn(n_classes=6)
     report = ev.evaluate(model6, faces)      # 6 outputs -> merged6 by size
     assert report["remapped"] == "fer7->merged6"
     assert report["labels"] == list(MERGED6) and len(report["confusion_matrix"]) == 6
@@ -295,7 +261,7 @@ def test_finer_model_on_coarser_data_folds_outputs(trained, faces):
 def test_an_8_output_model_without_labels_is_evaluated_as_ferplus8(faces, tmp_path):
     run = tmp_path / "eight"
     run.mkdir()
-    _tiny_model(n_classes=8).save(run / "model.keras")   # no labels.json
+    conv_pool_cnn(n_classes=8).save(run / "model.keras")   # no labels.json
     report = ev.evaluate(run, faces)
     assert report["model_labels"] == list(FERPLUS8)
     assert report["remapped"] == "ferplus8->fer7 (model outputs folded)"
@@ -305,154 +271,10 @@ def test_an_8_output_model_without_labels_is_evaluated_as_ferplus8(faces, tmp_pa
 def test_unmappable_mismatch_raises(faces, tmp_path):
     run = tmp_path / "odd"
     run.mkdir()
-    _tiny_model(n_classes=3).save(run / "model.keras")
+    conv_pool_cnn(n_classes=3).save(run / "model.keras")
     (run / "labels.json").write_text(json.dumps({"labels": ["x", "y", "z"]}))
     with pytest.raises(FerError, match="cannot be mapped|no mapping"):
         ev.evaluate(run, faces)
     (run / "labels.json").write_text(json.dumps({"labels": ["x", "y"]}))
     with pytest.raises(FerError, match="3 outputs"):
         ev.evaluate(run, faces)
-
-
-# ------------------------------------------------------------------ what the network sees
-
-def test_feature_maps_shapes_and_layers(trained, faces):
-    model, _ = trained
-    assert ev.conv_layers(model) == ["conv1", "pool1", "conv2", "pool2"]
-    assert ev.conv_layers(model, include_pool=False) == ["conv1", "conv2"]
-    img = faces.images[0]
-    a = ev.feature_maps(model, img, "conv1")
-    assert a.shape == (48, 48, 8) and a.dtype == np.float32 and a.max() > 0
-    assert ev.feature_maps(model, img, "pool2").shape == (12, 12, 8)
-    # same activations as an explicit sub-model
-    import keras
-    sub = keras.Model(model.inputs[0], model.get_layer("conv2").output)
-    ref = np.asarray(sub(img[None, ..., None].astype("float32")))[0]
-    assert np.allclose(ev.feature_maps(model, img, "conv2"), ref, atol=1e-5)
-    grid = ev.feature_grid(a, cell=20, pad=2)
-    assert grid.dtype == np.uint8 and grid.shape == (3 * 22 - 2, 3 * 22 - 2)
-    with pytest.raises(FerError, match="no layer"):
-        ev.feature_maps(model, img, "nope")
-    with pytest.raises(FerError):
-        ev.feature_maps(model, np.zeros((10, 10), np.uint8), "conv1")
-
-
-def test_nested_model_layers():
-    model = _tiny_model(nested=True)
-    assert ev.conv_layers(model) == ["backbone/ic", "backbone/ip"]
-    img = np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)
-    assert ev.feature_maps(model, img, "backbone/ic").shape == (48, 48, 4)
-    cam = ev.grad_cam(model, img, 2, "backbone/ic")
-    assert cam.shape == (48, 48) and 0 <= cam.min() and cam.max() <= 1
-
-
-def test_grad_cam_highlights_the_bar(trained, faces):
-    model, _ = trained
-    val = faces.subset("val")
-    inside, outside = [], []
-    for c in range(7):
-        row = 4 + c * (40 // 7)
-        for img in val.images[val.labels == c][:3]:
-            cam = ev.grad_cam(model, img, c, method="hirescam")
-            assert cam.shape == (48, 48) and cam.dtype == np.float32
-            assert cam.min() >= 0 and cam.max() == pytest.approx(1)
-            inside.append(cam[row:row + 5, 6:42].mean())
-            outside.append(np.delete(cam, range(max(row - 2, 0), row + 7), axis=0).mean())
-            plain = ev.grad_cam(model, img, c)        # classic Grad-CAM, last conv/pool layer
-            assert plain.shape == (48, 48) and 0 <= plain.min() and plain.max() <= 1
-    inside, outside = np.array(inside), np.array(outside)
-    assert (inside > 2 * outside).all()
-    assert inside.mean() > 5 * outside.mean()
-    with pytest.raises(FerError):
-        ev.grad_cam(model, val.images[0], 7)
-
-
-def test_reloaded_sequential_model_gets_the_same_maps(trained, faces, tmp_path):
-    """A user's keras.Sequential, saved and reloaded: feature maps and Grad-CAM as for the same
-    weights in a functional model (a reloaded Sequential's layer outputs are not connected to
-    its inputs, so the maps are computed by calling its layers in order)."""
-    import keras
-    from keras import layers
-    model, _ = trained
-    seq = keras.Sequential([
-        keras.Input((48, 48, 1)), layers.Rescaling(1 / 255),
-        layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1"),
-        layers.MaxPooling2D(name="pool1"),
-        layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2"),
-        layers.MaxPooling2D(name="pool2"), layers.Flatten(),
-        layers.Dense(7, activation="softmax", name="predictions")])
-    seq.set_weights(model.get_weights())
-    seq.save(tmp_path / "seq.keras")
-    reloaded = keras.saving.load_model(tmp_path / "seq.keras", safe_mode=True)
-    assert ev.conv_layers(reloaded) == ev.conv_layers(model)
-    val = faces.subset("val")
-    for c in range(7):
-        img = val.images[val.labels == c][0]
-        for method in ("gradcam", "hirescam"):
-            want = ev.grad_cam(model, img, c, method=method)
-            got = ev.grad_cam(reloaded, img, c, method=method)
-            assert np.allclose(got, want, atol=1e-4)
-            if method == "hirescam":  # (Grad-CAM's averaged weights may cancel on a Flatten head)
-                assert got.max() == pytest.approx(1)
-        assert np.allclose(ev.feature_maps(reloaded, img, "conv1"),
-                           ev.feature_maps(model, img, "conv1"), atol=1e-4)
-
-
-def _backbone(kind: str):
-    """The nested backbone of ``_tiny_model(nested=True)`` as a Sequential or functional model."""
-    import keras
-    from keras import layers
-    conv = layers.Conv2D(4, 3, padding="same", activation="relu", name="ic")
-    if kind == "sequential":
-        return keras.Sequential([keras.Input((48, 48, 1)), conv, layers.MaxPooling2D(name="ip")],
-                                name="backbone")
-    inp = keras.Input((48, 48, 1))
-    return keras.Model(inp, layers.MaxPooling2D(name="ip")(conv(inp)), name="backbone")
-
-
-@pytest.mark.parametrize("kind", ["sequential", "functional"])
-def test_reloaded_sequential_with_a_nested_backbone(tmp_path, kind):
-    import keras
-    from keras import layers
-    keras.utils.set_random_seed(2)
-    model = _tiny_model(nested=True)                      # functional, Sequential backbone inside
-    seq = keras.Sequential([
-        keras.Input((48, 48, 1)), layers.Rescaling(1 / 255), _backbone(kind),
-        layers.Flatten(), layers.Dense(7, activation="softmax", name="predictions")])
-    seq.set_weights(model.get_weights())
-    seq.save(tmp_path / "nested.keras")
-    reloaded = keras.saving.load_model(tmp_path / "nested.keras", safe_mode=True)
-    assert ev.conv_layers(reloaded) == ["backbone/ic", "backbone/ip"]
-    img = pattern_faces(n_per_class=1, splits=("val",)).images[2]
-    peaks = []
-    for c in range(7):
-        want = ev.grad_cam(model, img, c, "backbone/ic", method="hirescam")
-        got = ev.grad_cam(reloaded, img, c, "backbone/ic", method="hirescam")
-        assert np.allclose(got, want, atol=1e-4)
-        peaks.append(got.max())
-    assert max(peaks) == pytest.approx(1)                 # not all maps empty
-    assert np.allclose(ev.feature_maps(reloaded, img, "backbone/ip"),
-                       ev.feature_maps(model, img, "backbone/ip"), atol=1e-5)
-
-
-def test_grad_cam_equals_hirescam_before_global_pooling():
-    import keras
-    keras.utils.set_random_seed(1)
-    model = _tiny_model(head="gap")
-    img = pattern_faces(n_per_class=1, splits=("val",)).images[3]
-    for c in range(7):
-        g = ev.grad_cam(model, img, c)          # default layer pool2 feeds the global pooling
-        h = ev.grad_cam(model, img, c, method="hirescam")
-        assert np.allclose(g, h, atol=1e-4)
-    assert ev.last_conv_layer(model) == "pool2"
-
-
-def test_overlay():
-    heat = np.zeros((48, 48), np.float32)
-    heat[10:20] = 1
-    img = np.full((48, 48), 128, np.uint8)
-    out = ev.overlay(img, heat)
-    assert out.shape == (48, 48, 3) and out.dtype == np.uint8
-    assert not np.array_equal(out[15, 5], out[40, 5])      # hot rows are coloured differently
-    assert out[15, 5, 0] > out[15, 5, 2]                   # jet: hot = red in RGB
-    assert ev.overlay(img, heat, size=96).shape == (96, 96, 3)

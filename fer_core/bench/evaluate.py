@@ -83,7 +83,7 @@ def _median_time(fn, repeat):
 
 def run(args) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from fer_core import evaluation
+    from fer_core import evaluation, explain
 
     ds, split, data_desc = _faces(args.data)
     t = time.perf_counter()
@@ -99,7 +99,7 @@ def run(args) -> dict:
 
     model = lm.model
     face = ds.images[ds.mask(split)][0]
-    layers = evaluation.conv_layers(model)
+    layers = explain.conv_layers(model)
     fm_layer = layers[len(layers) // 2] if layers else None
     result = {
         "model": model_desc,
@@ -119,18 +119,18 @@ def run(args) -> dict:
     }
     if fm_layer:
         t = time.perf_counter()
-        evaluation.feature_maps(model, face, fm_layer)
+        explain.feature_maps(model, face, fm_layer)
         result["feature_maps_layer"] = fm_layer
         result["feature_maps_s_first_call"] = round(time.perf_counter() - t, 4)
         result["feature_maps_s_median"] = round(
-            _median_time(lambda: evaluation.feature_maps(model, face, fm_layer), args.repeat), 4)
+            _median_time(lambda: explain.feature_maps(model, face, fm_layer), args.repeat), 4)
         t = time.perf_counter()
         cls = 0
-        evaluation.grad_cam(model, face, cls)
-        result["grad_cam_layer"] = evaluation.last_conv_layer(model)
+        explain.grad_cam(model, face, cls)
+        result["grad_cam_layer"] = explain.last_conv_layer(model)
         result["grad_cam_s_first_call"] = round(time.perf_counter() - t, 4)
         result["grad_cam_s_median"] = round(
-            _median_time(lambda: evaluation.grad_cam(model, face, cls), args.repeat), 4)
+            _median_time(lambda: explain.grad_cam(model, face, cls), args.repeat), 4)
         result["target_one_face_s"] = TARGET_ONE_FACE_S
         result["one_face_ok"] = (result["feature_maps_s_first_call"] <= TARGET_ONE_FACE_S
                                  and result["grad_cam_s_first_call"] <= TARGET_ONE_FACE_S)
