@@ -46,7 +46,6 @@ from __future__ import annotations
 import csv
 import errno
 import json
-import math
 import os
 import time
 from fractions import Fraction
@@ -60,7 +59,7 @@ from fer_core.errors import FerError
 from fer_core.tracking import Tracker, find_faces
 from fer_core.vision import DetectorConfig, crop_faces
 
-__all__ = ["analyze", "probe", "run_job", "detector_config", "synthetic_clip", "DEFAULT_EVERY",
+__all__ = ["analyze", "probe", "run_job", "detector_config", "DEFAULT_EVERY",
            "WORK_SIDE", "FRAMES_CSV", "SUMMARY_JSON"]
 
 DEFAULT_EVERY = 5
@@ -648,62 +647,3 @@ def run_job(spec: dict, ctx) -> dict:
                       should_stop=ctx.stop_requested, name=spec.get("name"),
                       max_duration_s=spec.get("max_duration_s"))
     return summary
-
-
-# --------------------------------------------------------------------------- test clips
-
-def synthetic_clip(path, seconds: float = 2.0, fps: float = 30, size=(640, 480), faces: int = 2,
-                   codec: str = "libx264", rotation: int = 0, frame_times=None,
-                   face_size: int = 90, moving: bool = True) -> Path:
-    """Write a clip of drawn faces (the Haar-detectable :func:`vision.synthetic_face`) moving
-    over a still background, for tests and benchmarks. ``frame_times`` (seconds) makes a
-    variable-frame-rate clip; ``rotation`` (counter-clockwise degrees) stores the picture sideways
-    with a display-matrix rotation that shows it upright, as phones do (``size`` is the displayed
-    size). The container follows the suffix (.mp4, .mkv, .webm, .avi)."""
-    from fer_core import vision
-    av = _av()
-    path = Path(path)
-    w, h = size
-    bg = vision.synthetic_frame(w, h, face_size=8, centre=(-50, -50))
-    sprites = []
-    for k in range(faces):
-        f = vision.synthetic_face(face_size, smile=(k % 2 == 0), background=0)
-        m = vision.synthetic_face(face_size, smile=(k % 2 == 0), background=255)
-        sprites.append((f, ~((f.astype(np.int16) != m.astype(np.int16)).any(2))))
-    times = (list(frame_times) if frame_times is not None
-             else [i / fps for i in range(int(round(seconds * fps)))])
-    fmt = {".mkv": "matroska", ".webm": "webm", ".avi": "avi", ".mov": "mov"}.get(
-        path.suffix.lower(), "mp4")
-    quarter = (int(rotation) % 360) // 90
-    out = av.open(str(path), "w", format=fmt)
-    s = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-    s.width, s.height = (h, w) if quarter % 2 else (w, h)
-    s.pix_fmt = "yuv420p"
-    if codec == "libx264":
-        s.options = {"preset": "ultrafast", "crf": "20"}
-    s.codec_context.time_base = Fraction(1, 1000)
-    if rotation:
-        s.set_display_rotation(rotation)
-    for i, t in enumerate(times):
-        img = bg.copy()
-        for k, (sprite, alpha) in enumerate(sprites):
-            sh, sw = sprite.shape[:2]
-            cx = int((k + 0.5) * w / max(faces, 1))
-            cy = h // 2
-            if moving:
-                cx += int(0.08 * w * math.sin(t * 1.3 + k))
-                cy += int(0.05 * h * math.cos(t * 1.1 + k))
-            x0, y0 = max(0, cx - sw // 2), max(0, cy - sh // 2)
-            x1, y1 = min(w, x0 + sw), min(h, y0 + sh)
-            a = alpha[:y1 - y0, :x1 - x0]
-            img[y0:y1, x0:x1][a] = sprite[:y1 - y0, :x1 - x0][a]
-        if quarter:  # stored as a phone does: sideways, with the rotation that shows it upright
-            img = np.ascontiguousarray(np.rot90(img, -quarter))
-        frame = av.VideoFrame.from_ndarray(img, format="bgr24")
-        frame.pts, frame.time_base = int(round(t * 1000)), Fraction(1, 1000)
-        for p in s.encode(frame):
-            out.mux(p)
-    for p in s.encode():
-        out.mux(p)
-    out.close()
-    return path

@@ -36,7 +36,7 @@ HAAR_FILE = "haarcascade_frontalface_default.xml"
 
 __all__ = ["FACE_SIZE", "MAX_PIXELS", "DEFAULT_MARGIN", "as_face_batch", "decode_image", "to_grey", "to_bgr",
            "DetectorConfig", "FaceDetector", "detect_faces", "crop_face", "crop_faces",
-           "iou", "synthetic_face", "synthetic_frame"]
+           "iou"]
 
 
 # --------------------------------------------------------------------------- decoding
@@ -518,63 +518,3 @@ def whole_image_face(image: np.ndarray) -> np.ndarray:
     """The whole image taken as one face crop: uint8 (1, 48, 48)."""
     grey = to_grey(image)
     return cv2.resize(grey, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)[None]
-
-
-# --------------------------------------------------------------------------- synthetic faces
-
-def synthetic_face(size: int = 160, smile: bool = True, background: int = 200) -> np.ndarray:
-    """A shaded cartoon face (hair, eye sockets, brows, nose, mouth) that the Haar cascade
-    detects, BGR uint8 of shape (3*size, 2*size, 3), face centred. For benchmarks and tests."""
-    S = int(size)
-    img = np.full((S * 3, S * 2, 3), background, np.uint8)
-    H, W = img.shape[:2]
-    cx, cy = W // 2, H // 2
-    cv2.ellipse(img, (cx, cy - int(.12 * S)), (int(.46 * S), int(.56 * S)), 0, 0, 360,
-                (40, 45, 60), -1)
-    cv2.rectangle(img, (cx - int(.15 * S), cy + int(.4 * S)), (cx + int(.15 * S), H),
-                  (120, 145, 185), -1)
-    cv2.ellipse(img, (cx, cy), (int(.38 * S), int(.5 * S)), 0, 0, 360, (140, 165, 205), -1)
-    for dx in (-1, 1):
-        ex, ey = cx + dx * int(.16 * S), cy - int(.08 * S)
-        cv2.ellipse(img, (ex, ey), (int(.11 * S), int(.06 * S)), 0, 0, 360, (95, 110, 140), -1)
-        cv2.ellipse(img, (ex, ey), (int(.07 * S), int(.03 * S)), 0, 0, 360, (235, 235, 235), -1)
-        cv2.circle(img, (ex, ey), max(1, int(.028 * S)), (30, 30, 30), -1)
-        cv2.line(img, (ex - int(.09 * S), ey - int(.09 * S)), (ex + int(.09 * S), ey - int(.1 * S)),
-                 (40, 45, 60), max(2, S // 30))
-    cv2.line(img, (cx, cy - int(.05 * S)), (cx, cy + int(.12 * S)), (120, 140, 180),
-             max(2, S // 40))
-    cv2.ellipse(img, (cx, cy + int(.13 * S)), (int(.06 * S), int(.025 * S)), 0, 0, 360,
-                (100, 120, 160), -1)
-    start, end = (0, 180) if smile else (180, 360)
-    cv2.ellipse(img, (cx, cy + int(.27 * S) + (0 if smile else int(.04 * S))),
-                (int(.14 * S), int(.06 * S)), 0, start, end, (70, 70, 150), max(3, S // 25))
-    return cv2.GaussianBlur(img, (0, 0), max(S / 80, 0.5))
-
-
-def synthetic_frame(width: int = 640, height: int = 480, face_size: int = 160,
-                    centre: tuple[int, int] | None = None, smile: bool = True,
-                    seed: int = 0) -> np.ndarray:
-    """A BGR webcam-like frame (shaded wall, a shelf, a lamp) with one synthetic face."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    wall = (70 + 90 * xx / width + 40 * yy / height).astype(np.uint8)
-    frame = cv2.merge([wall, (wall * 0.95).astype(np.uint8), (wall * 0.9).astype(np.uint8)])
-    cv2.rectangle(frame, (10, int(height * .62)), (int(width * .28), height - 5), (50, 60, 80), -1)
-    cv2.circle(frame, (int(width * .87), int(height * .2)), max(10, width // 13),
-               (200, 220, 235), -1)
-    cv2.line(frame, (0, int(height * .42)), (width, int(height * .54)), (210, 210, 210), 3)
-    face = synthetic_face(face_size, smile=smile, background=0)
-    mask = synthetic_face(face_size, smile=smile, background=255)
-    alpha = (face.astype(np.int16) != mask.astype(np.int16)).any(axis=2)
-    alpha = ~alpha  # pixels that do not depend on the background belong to the face
-    fh, fw = face.shape[:2]
-    cx, cy = centre or (width // 2, height // 2)
-    x0, y0 = cx - fw // 2, cy - fh // 2
-    sx0, sy0 = max(0, -x0), max(0, -y0)
-    dx0, dy0 = max(0, x0), max(0, y0)
-    dx1, dy1 = min(width, x0 + fw), min(height, y0 + fh)
-    region = frame[dy0:dy1, dx0:dx1]
-    sub_a = alpha[sy0:sy0 + dy1 - dy0, sx0:sx0 + dx1 - dx0]
-    region[sub_a] = face[sy0:sy0 + dy1 - dy0, sx0:sx0 + dx1 - dx0][sub_a]
-    noise = rng.integers(0, 4, frame.shape, dtype=np.uint8)
-    return cv2.add(frame, noise)

@@ -142,7 +142,7 @@ def test_predict_json_base64_same_result_as_multipart(client):
 
 
 def test_predict_detects_face_in_photo(client):
-    from fer_core.vision import synthetic_frame
+    from fer_core.synthetic import synthetic_frame
     img = synthetic_frame(640, 480, face_size=160, centre=(400, 200))
     r = client.post("/v1/predict", files={"file": ("p.jpg", cv2.imencode(".jpg", img)[1].tobytes())})
     assert r.status_code == 200, r.text

@@ -12,13 +12,13 @@ PAGE = str(ROOT / "pages" / "video.py")
 
 
 def test_video_page_analyses_a_clip_from_data(tmp_path, monkeypatch):
-    from fer_core import video
+    from fer_core import synthetic
     from ui import video as uv
 
     monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path / "runs"))
     data = tmp_path / "data"
     data.mkdir()
-    video.synthetic_clip(data / "two faces.mp4", seconds=1.0)
+    synthetic.synthetic_clip(data / "two faces.mp4", seconds=1.0)
     monkeypatch.setattr(uv, "DATA_DIR", data)
 
     at = AppTest.from_file(PAGE, default_timeout=120).run()

@@ -175,7 +175,7 @@ def webcam(j: Journey):
 def video(j: Journey):
     from playwright.sync_api import expect
 
-    from fer_core.video import synthetic_clip
+    from fer_core.synthetic import synthetic_clip
 
     j.open("Video")
     clip = synthetic_clip(j.tmp / "interview.mp4", seconds=2.0)

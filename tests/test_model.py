@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_core import evaluation, vision
+from fer_core import evaluation, synthetic, vision
 from fer_core.labels import FER7
 from fer_core.model import FerModel, apply_temperature, clear_cache
 from fer_core.model_files import read_calibration
@@ -240,7 +240,7 @@ def test_api_and_photo_page_give_the_same_top_k_for_a_tie(tmp_path):
     from fer_core.predict import Predictor
 
     r = save_run(tmp_path / "tie", bias=[0.0, 1.0, 1.0, 0.0, 0.0, 0.5, 0.0])
-    frame = vision.synthetic_frame(640, 480, face_size=160)
+    frame = synthetic.synthetic_frame(640, 480, face_size=160)
     ok, buf = cv2.imencode(".png", frame)
     data = buf.tobytes()
     app_res = analyse_photo("f.png", data, Predictor(r, vision.DetectorConfig.preset("photo")))

@@ -13,7 +13,8 @@ import pytest
 from fer_core.errors import FerError
 from fer_core.labels import FER7, MERGED6
 from fer_core.predict import FacePrediction, Predictor, annotate
-from fer_core.vision import DetectorConfig, synthetic_frame
+from fer_core.vision import DetectorConfig
+from fer_core.synthetic import synthetic_frame
 
 
 def tiny_model(n_classes: int = 7, softmax: bool = True, seed: int = 0):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_core import DEFAULT_MODEL, runs, vision
+from fer_core import DEFAULT_MODEL, runs, synthetic
 from fer_core.labels import FER7
 
 pytestmark = pytest.mark.skipif(not runs.has_model(DEFAULT_MODEL),
@@ -29,7 +29,7 @@ def test_shipped_model_loads_with_its_card_and_labels():
 def test_shipped_model_predicts_seven_probabilities_on_a_face():
     from fer_core.predict import Predictor
 
-    faces = Predictor().predict_image(vision.synthetic_frame())   # the default model
+    faces = Predictor().predict_image(synthetic.synthetic_frame())   # the default model
     assert len(faces) == 1
     scores = faces[0].scores
     assert list(scores) == list(FER7)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_core import video
+from fer_core import synthetic, video
 from fer_core.errors import FerError
 from fer_core.labels import FER7
 from fer_core.predict import Predictor
@@ -31,7 +31,7 @@ def predictor() -> Predictor:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """2 s, 30 fps, 640x480, two drawn faces moving."""
-    return video.synthetic_clip(tmp_path_factory.mktemp("clip") / "two.mp4", seconds=2.0)
+    return synthetic.synthetic_clip(tmp_path_factory.mktemp("clip") / "two.mp4", seconds=2.0)
 
 
 def rows(path: Path) -> list[dict]:
@@ -92,7 +92,7 @@ def test_smoothed_columns_follow_the_raw_ones(clip, predictor, tmp_path):
 
 def test_variable_frame_rate_times_come_from_timestamps(predictor, tmp_path):
     times = [0.0, 0.1, 0.15, 0.5, 0.52, 1.3, 1.35, 2.0]
-    clip = video.synthetic_clip(tmp_path / "vfr.mkv", frame_times=times, faces=1)
+    clip = synthetic.synthetic_clip(tmp_path / "vfr.mkv", frame_times=times, faces=1)
     s = video.analyze(clip, tmp_path / "out", predictor=predictor, every=1)
     got = [float(r["time_s"]) for r in rows(tmp_path / "out" / "frames.csv")]
     assert got == pytest.approx(times, abs=2e-3)
@@ -103,7 +103,7 @@ def test_variable_frame_rate_times_come_from_timestamps(predictor, tmp_path):
 
 def test_phone_rotation_is_honoured(predictor, tmp_path):
     # stored sideways (240x320) with a 90 degree display rotation: upright faces only if rotated
-    clip = video.synthetic_clip(tmp_path / "phone.mp4", seconds=0.5, size=(320, 480), faces=1,
+    clip = synthetic.synthetic_clip(tmp_path / "phone.mp4", seconds=0.5, size=(320, 480), faces=1,
                                 rotation=90, face_size=70, moving=False)
     s = video.analyze(clip, tmp_path / "out", predictor=predictor, every=3)
     assert (s["video"]["width"], s["video"]["height"], s["video"]["rotation"]) == (320, 480, 90)
@@ -115,7 +115,7 @@ def test_phone_rotation_is_honoured(predictor, tmp_path):
 
 
 def test_no_face_gives_a_header_only_csv_and_says_so(predictor, tmp_path):
-    clip = video.synthetic_clip(tmp_path / "empty.mp4", seconds=0.5, faces=0)
+    clip = synthetic.synthetic_clip(tmp_path / "empty.mp4", seconds=0.5, faces=0)
     s = video.analyze(clip, tmp_path / "out", predictor=predictor)
     assert (tmp_path / "out" / "frames.csv").read_text().splitlines() == [",".join(HEAD)]
     assert s["faces"] == [] and s["video"]["frames"] == 15
@@ -123,7 +123,7 @@ def test_no_face_gives_a_header_only_csv_and_says_so(predictor, tmp_path):
 
 
 def test_4k_frames_are_downscaled_and_boxes_mapped_back(predictor, tmp_path):
-    clip = video.synthetic_clip(tmp_path / "uhd.mp4", seconds=0.1, fps=30, size=(3840, 2160),
+    clip = synthetic.synthetic_clip(tmp_path / "uhd.mp4", seconds=0.1, fps=30, size=(3840, 2160),
                                 faces=1, face_size=500, moving=False)
     s = video.analyze(clip, tmp_path / "out", predictor=predictor)
     assert (s["video"]["width"], s["video"]["height"]) == (3840, 2160)
@@ -188,7 +188,7 @@ def test_not_a_video_an_image_an_empty_file_and_a_folder(tmp_path):
 
 
 def test_truncated_file_keeps_what_was_decoded_and_says_where_it_stopped(predictor, tmp_path):
-    full = video.synthetic_clip(tmp_path / "full.mkv", seconds=4, faces=1)
+    full = synthetic.synthetic_clip(tmp_path / "full.mkv", seconds=4, faces=1)
     data = full.read_bytes()
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(data[:len(data) // 2])
@@ -199,7 +199,7 @@ def test_truncated_file_keeps_what_was_decoded_and_says_where_it_stopped(predict
     assert any(f"stopped at frame {stop['frame']}" in w for w in s["warnings"])
     assert len(rows(tmp_path / "out" / "frames.csv")) >= stop["frame"] // 5 - 1
     # an MP4 cut before its index was written cannot be decoded at all: said so
-    mp4 = video.synthetic_clip(tmp_path / "full.mp4", seconds=1, faces=1)
+    mp4 = synthetic.synthetic_clip(tmp_path / "full.mp4", seconds=1, faces=1)
     (tmp_path / "cut.mp4").write_bytes(mp4.read_bytes()[:mp4.stat().st_size // 2])
     with pytest.raises(FerError, match="truncated or unfinished MP4"):
         video.analyze(tmp_path / "cut.mp4", tmp_path / "out2", predictor=predictor)

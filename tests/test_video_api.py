@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from fer_core import video
+from fer_core import synthetic
 from fer_core.api.app import create_app
 from fer_core.api.routers.videos import VideoSettings, cleanup
 from fer_core.api.settings import Settings
@@ -26,7 +26,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    return video.synthetic_clip(tmp_path_factory.mktemp("clip") / "talk.mp4", seconds=1.5)
+    return synthetic.synthetic_clip(tmp_path_factory.mktemp("clip") / "talk.mp4", seconds=1.5)
 
 
 def make_client(tmp_path, model_dir, **video_kw):

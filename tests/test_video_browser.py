@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from fer_core import video
+from fer_core import synthetic
 from fer_core.labels import FER7
 from tests.conftest import ARTIFACTS_DIR
 
@@ -36,7 +36,7 @@ def start_analysis(page, server, clip):
 def test_upload_analyse_timeline_download_and_play(streamlit_server, page, tmp_path):
     from playwright.sync_api import expect
 
-    clip = video.synthetic_clip(tmp_path / "two faces.mp4", seconds=2.0)
+    clip = synthetic.synthetic_clip(tmp_path / "two faces.mp4", seconds=2.0)
     main = start_analysis(page, streamlit_server, clip)
 
     done = main.get_by_role("heading", name="Last video")
@@ -77,7 +77,7 @@ def test_the_job_survives_leaving_the_page_and_cancel_keeps_partial_results(stre
                                                                            page, tmp_path):
     from playwright.sync_api import expect
 
-    clip = video.synthetic_clip(tmp_path / "long.mp4", seconds=300, size=(320, 240), faces=1,
+    clip = synthetic.synthetic_clip(tmp_path / "long.mp4", seconds=300, size=(320, 240), faces=1,
                                 face_size=50)
     main = start_analysis(page, streamlit_server, clip)
     expect(main.get_by_text("Analysing")).to_be_visible(timeout=60_000)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from fer_core import video
+from fer_core import synthetic, video
 from fer_core.labels import FER7
 from fer_core.predict import Predictor
 from tests.test_predict import tiny_model
@@ -15,7 +15,7 @@ from tests.test_predict import tiny_model
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("res")
-    clip = video.synthetic_clip(out / "c.mp4", seconds=1.0)
+    clip = synthetic.synthetic_clip(out / "c.mp4", seconds=1.0)
     video.analyze(clip, out, predictor=Predictor(tiny_model(), video.detector_config(),
                                                  labels=FER7), smoothing=0.5)
     return out

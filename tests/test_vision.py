@@ -13,7 +13,8 @@ import pytest
 
 from fer_core.errors import FerError
 from fer_core.vision import (DetectorConfig, as_face_batch, FaceDetector, crop_face, crop_faces, decode_image,
-                             detect_faces, iou, synthetic_face, synthetic_frame, to_grey)
+                             detect_faces, iou, to_grey)
+from fer_core.synthetic import synthetic_face, synthetic_frame
 from tests.factories import face_image
 
 

@@ -13,7 +13,8 @@ import pytest
 from fer_core.errors import FerError
 from fer_core.labels import FER7
 from fer_core.predict import Predictor
-from fer_core.vision import DetectorConfig, synthetic_frame
+from fer_core.vision import DetectorConfig
+from fer_core.synthetic import synthetic_frame
 from fer_core.webcam import FrameAnnotator
 from tests.test_predict import tiny_model
 

@@ -46,8 +46,8 @@ def add_arguments(p) -> None:
 
 
 def face_photo(width: int = 640, height: int = 480) -> np.ndarray:
-    """A BGR photo with one drawn face (``fer_core.vision.synthetic_frame``)."""
-    from fer_core.vision import synthetic_frame
+    """A BGR photo with one drawn face (``fer_core.synthetic.synthetic_frame``)."""
+    from fer_core.synthetic import synthetic_frame
     return synthetic_frame(width, height, face_size=160)
 
 

@@ -81,7 +81,7 @@ def _model(requested):
 
 
 def run(args) -> dict:
-    from fer_core import vision
+    from fer_core import synthetic, vision
     from fer_core.errors import FerError
     from fer_core.predict import Predictor
     from fer_core.webcam import FrameAnnotator
@@ -95,8 +95,8 @@ def run(args) -> dict:
         frame = vision.to_bgr(vision.decode_image(args.image))
         source = args.image
     else:
-        frame = vision.synthetic_frame(640, 480, face_size=160)
-        source = "drawn 640x480 frame, one 160 px face (vision.synthetic_frame)"
+        frame = synthetic.synthetic_frame(640, 480, face_size=160)
+        source = "drawn 640x480 frame, one 160 px face (synthetic.synthetic_frame)"
 
     model, model_desc = _model(args.model)
     t0 = time.perf_counter()

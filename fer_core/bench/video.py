@@ -88,10 +88,10 @@ print(json.dumps({"frames": s["video"]["frames"], "rows": s["processing"]["rows"
 
 
 def _memory(tmp: Path, model, every: int, fps: float) -> dict:
-    from fer_core import video
+    from fer_core import synthetic
     out = {}
     for minutes in (1, 10):
-        clip = video.synthetic_clip(tmp / f"mem{minutes}.mp4", seconds=60 * minutes, fps=fps)
+        clip = synthetic.synthetic_clip(tmp / f"mem{minutes}.mp4", seconds=60 * minutes, fps=fps)
         r = subprocess.run([sys.executable, "-c", _CHILD, str(clip), str(tmp / f"m{minutes}"),
                             str(model or ""), str(every)], capture_output=True, text=True,
                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -109,7 +109,7 @@ def _memory(tmp: Path, model, every: int, fps: float) -> dict:
 
 
 def run(args) -> dict:
-    from fer_core import video
+    from fer_core import synthetic, video
     from fer_core.bench.predict import _model
     from fer_core.errors import FerError
     from fer_core.predict import Predictor
@@ -121,7 +121,7 @@ def run(args) -> dict:
     predictor = Predictor(model, detector_config=video.detector_config())
     with tempfile.TemporaryDirectory(prefix="fer-bench-video-") as tmp:
         tmp = Path(tmp)
-        clip = video.synthetic_clip(tmp / "clip.mp4", seconds=args.seconds)
+        clip = synthetic.synthetic_clip(tmp / "clip.mp4", seconds=args.seconds)
         video.analyze(clip, tmp / "warm", predictor=predictor, every=every)  # warm caches
         ours = _ours(clip, tmp / "ours", predictor, every)
         ours1 = _ours(clip, tmp / "ours1", predictor, 1)
