@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -38,8 +37,6 @@ from fer_core import labels as labelsets
 from fer_core import vision
 from fer_core.errors import FerError
 from fer_core.model import BUCKETS, FerModel, apply_temperature
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 N_BINS = 15
 CONV_TYPES = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Conv2DTranspose")
