@@ -182,11 +182,22 @@ def test_installed_layout_uses_user_folders(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- refused at start
 
+@pytest.fixture(scope="module")
+def face_png(tmp_path_factory) -> Path:
+    from PIL import Image
+
+    from tests.factories import face_image
+    path = tmp_path_factory.mktemp("img") / "face.png"
+    Image.fromarray(face_image()).save(path)
+    return path
+
+
 @pytest.mark.parametrize("var, value", [("FER_TFLITE_THREADS", "nan"),
                                         ("FER_TFLITE_THREADS", "inf"),
                                         ("FER_TFLITE_THREADS", "abc")])
-def test_predict_refuses_bad_tflite_threads_at_start(tmp_path, var, value):
-    line = one_error_line(cli("predict", str(tmp_path / "face.png"), env={var: value}))
+def test_predict_refuses_bad_tflite_threads_at_start(face_png, var, value):
+    """Before: ``int()`` at import in model.py, a traceback and exit code 1."""
+    line = one_error_line(cli("predict", str(face_png), env={var: value}))
     assert var in line and repr(value) in line and "expected" in line
 
 
