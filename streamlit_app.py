@@ -15,11 +15,20 @@ from pathlib import Path
 
 import streamlit as st
 
+from fer_core.errors import FerError
 from fer_core.native_logs import quiet_tensorflow_startup
+from fer_core.settings import get_settings
 
 quiet_tensorflow_startup()  # the console shows no TensorFlow start-up lines
 
 st.set_page_config(page_title="FER Studio", page_icon="😀", layout="wide")
+
+try:  # every FER_* setting is checked before any page runs (fer_core.settings)
+    get_settings()
+except FerError as e:
+    st.error("FER Studio cannot start: a setting is not valid. Fix it and restart the app.")
+    st.code(str(e), language=None)  # shown literally: a value may hold Markdown
+    st.stop()
 
 HERE = Path(__file__).resolve().parent
 PAGES = [  # (file, title, icon); a page is listed once its file exists

@@ -15,4 +15,8 @@ DATA_DIR = ROOT / "data"
 MODELS_DIR = ROOT / "models"
 DEFAULT_MODEL = MODELS_DIR / "fer2013-default"
 
+from fer_core.settings import apply_env_defaults  # noqa: E402
+
+apply_env_defaults()  # TF_CPP_MIN_LOG_LEVEL, KERAS_BACKEND: once, before anything imports TF
+
 __all__ = ["FerError", "ROOT", "DATA_DIR", "MODELS_DIR", "DEFAULT_MODEL", "__version__"]

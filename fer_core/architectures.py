@@ -26,10 +26,6 @@ name               params     MFLOPs/image  use
 from __future__ import annotations
 
 import inspect
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 from keras import layers  # noqa: E402

@@ -3,7 +3,9 @@
 
 Each command lives in ``fer_core/commands/<name>.py`` with ``add_parser(subparsers)`` (which sets
 ``func``) so that commands import their heavy dependencies (TensorFlow) only when they run.
-A :class:`FerError` is printed on stderr with exit code 2; no user error shows a traceback.
+A :class:`FerError` is printed on stderr with exit code 2; no user error shows a traceback. The
+settings (:mod:`fer_core.settings`) are validated first, for every command, and handed to it as
+``args.settings``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from fer_core.settings import get_settings
+        args.settings = get_settings()  # every FER_* value is checked before any command runs
         return args.func(args) or 0
     except FerError as e:
         print(f"error: {e}", file=sys.stderr)

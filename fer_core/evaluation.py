@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +35,6 @@ from fer_core import labels as labelsets
 from fer_core import vision
 from fer_core.errors import FerError
 from fer_core.model import BUCKETS, FerModel, apply_temperature
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 N_BINS = 15
 

@@ -43,7 +43,7 @@ import traceback
 from collections import deque
 from pathlib import Path
 
-from fer_core import ROOT, atomic
+from fer_core import ROOT, atomic, settings
 from fer_core.atomic import json_default
 from fer_core.errors import FerError
 
@@ -352,10 +352,8 @@ class JobRunner:
         _write_json(job_dir / STATE_FILE, {"status": "running", "pid": None,
                                            "started_at": time.time()})
         _write_json(self.root / CURRENT_FILE, {"job_dir": str(job_dir)})
-        env = {**os.environ, _LOCK_FD_ENV: str(fd), "PYTHONUNBUFFERED": "1",
-               "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-               "PYTHONPATH": os.pathsep.join(
-                   p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+        env = settings.child_env({_LOCK_FD_ENV: str(fd), "PYTHONUNBUFFERED": "1"},
+                                 pythonpath=ROOT)
         try:
             with open(job_dir / LOG_FILE, "wb") as log:
                 proc = subprocess.Popen([sys.executable, "-m", "fer_core.jobs", str(job_dir)],
@@ -416,7 +414,7 @@ class JobContext:
 def child_main(job_dir) -> int:
     """Run the job of ``job_dir`` in this process (the child); returns the exit code."""
     job_dir = Path(job_dir)
-    fd = os.environ.pop(_LOCK_FD_ENV, None)
+    fd = settings.take_env(_LOCK_FD_ENV)
     if fd is not None:
         os.set_inheritable(int(fd), False)  # the lock is this process's alone
     faulthandler.enable(file=sys.stderr, all_threads=True)

@@ -42,9 +42,8 @@ from fer_core.errors import FerError
 from fer_core.labels import FER7, FERPLUS8, MERGED6, detect_label_set
 from fer_core.model_files import (MODEL_FILE, Calibration, load_keras, model_file,
                                   read_calibration, read_labels, stamp)
+from fer_core.settings import get_settings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated",
                         category=UserWarning)
 
@@ -53,7 +52,6 @@ __all__ = ["FerModel", "FacePrediction", "default_labels", "apply_temperature", 
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 TFLITE_FORMAT = 1  # bump to invalidate cached conversions
-TFLITE_THREADS = int(os.environ.get("FER_TFLITE_THREADS", "2"))
 BULK_BATCH = 32  # chunks of at least this many faces go to the bulk backend
 _OUTPUTS_TO_LABELS = {7: FER7, 6: MERGED6, 8: FERPLUS8}
 
@@ -121,7 +119,7 @@ def _file_id(f: Path) -> str:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("FER_CACHE_DIR", Path.home() / ".cache" / "fer-studio"))
+    return get_settings().cache_dir
 
 
 # --------------------------------------------------------------------------- calibration
@@ -182,7 +180,8 @@ class _TFLiteBackend:
         import tensorflow as tf
         with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated"
             warnings.simplefilter("ignore", UserWarning)
-            it = tf.lite.Interpreter(model_content=self._blob, num_threads=TFLITE_THREADS)
+            it = tf.lite.Interpreter(model_content=self._blob,
+                                     num_threads=get_settings().tflite_threads)
         inp = it.get_input_details()[0]
         if tuple(inp["shape"])[0] != batch:
             it.resize_tensor_input(inp["index"], [batch, 48, 48, 1], strict=False)

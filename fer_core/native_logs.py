@@ -29,7 +29,12 @@ _seen: set[str] = set()
 
 
 def filtering() -> bool:
-    return os.environ.get("FER_NATIVE_LOGS", "").strip() in ("", "0")
+    from fer_core.errors import FerError
+    from fer_core.settings import get_settings
+    try:
+        return not get_settings().native_logs
+    except FerError:  # a bad setting is refused by the entry point's own start-up check
+        return True
 
 
 @contextlib.contextmanager
@@ -107,8 +112,8 @@ class _QuietFirstImport(importlib.abc.MetaPathFinder):
 
 def quiet_tensorflow_startup() -> None:
     """For entry points, before anything imports TensorFlow: its C++ logs from warnings up
-    (TF_CPP_MIN_LOG_LEVEL=2 unless set) and its first import without the start-up lines."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    (TF_CPP_MIN_LOG_LEVEL=2 unless set: fer_core.settings) and its first import without the
+    start-up lines."""
     if (filtering() and "tensorflow" not in sys.modules
             and not any(isinstance(f, _QuietFirstImport) for f in sys.meta_path)):
         sys.meta_path.insert(0, _QuietFirstImport({"tensorflow"}))

@@ -25,10 +25,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fer_core import MODELS_DIR, atomic
+from fer_core import atomic
 from fer_core.atomic import json_default, read_json
 from fer_core.errors import FerError
 from fer_core.model_files import MODEL_FILE, load_keras, read_labels
+from fer_core.settings import get_settings
 
 METRICS_FILE = "metrics.json"
 METRICS_SCHEMA = 1  # the version of metrics.json this code writes and reads
@@ -37,8 +38,9 @@ LAST_FILE = "last.keras"
 
 
 def runs_dir() -> Path:
-    """Where runs live: env ``FER_RUNS_DIR`` or ``<repo>/models``."""
-    return Path(os.environ.get("FER_RUNS_DIR") or MODELS_DIR)
+    """Where runs live: ``FER_RUNS_DIR``, else ``<repo>/models`` (checkout) or the user data
+    folder (installed); see :mod:`fer_core.settings`."""
+    return get_settings().runs_dir
 
 
 def validate_run_id(run_id: str) -> str:
@@ -122,9 +124,7 @@ def save_model_atomic(model, path, include_optimizer: bool = True) -> Path:
 
 def default_model() -> Path:
     """The model used when none is named: env ``FER_MODEL`` or the shipped default."""
-    from fer_core import DEFAULT_MODEL
-    env = os.environ.get("FER_MODEL", "").strip()
-    return Path(os.path.expanduser(env)) if env else DEFAULT_MODEL
+    return get_settings().model_path
 
 
 def has_model(path) -> bool:

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from fer_core import synthetic
 from fer_core.api.app import create_app
-from fer_core.api.routers.videos import VideoSettings, cleanup
-from fer_core.api.settings import Settings
+from fer_core.api.routers.videos import cleanup
+from fer_core.settings import Settings
 from tests.test_api import tiny_model_dir
 
 
@@ -30,10 +30,9 @@ def clip(tmp_path_factory) -> Path:
 
 
 def make_client(tmp_path, model_dir, **video_kw):
-    app = create_app(Settings(model=str(model_dir), feedback_db=tmp_path / "fb.sqlite3",
-                              max_upload_mb=50))
-    app.state.video_settings = VideoSettings(root=tmp_path / "videos", **video_kw)
-    return TestClient(app)
+    return TestClient(create_app(Settings(model=str(model_dir), feedback_db=tmp_path / "fb.sqlite3",
+                                          max_upload_mb=50, video_dir=tmp_path / "videos",
+                                          **video_kw)))
 
 
 def wait_done(c, vid, timeout=180):
@@ -72,7 +71,7 @@ def test_upload_status_summary_and_csv(tmp_path, model_dir, clip):
 
 
 def test_errors_are_json_4xx(tmp_path, model_dir, clip):
-    with make_client(tmp_path, model_dir, max_mb=0.01, max_seconds=1.0) as c:
+    with make_client(tmp_path, model_dir, video_max_mb=0.01, video_max_seconds=1.0) as c:
         r = c.post("/v1/videos", files={"file": ("notes.mp4", b"hello" * 100, "video/mp4")})
         assert r.status_code == 415 and r.json()["error"] == "not_a_video"
         assert "not a video file" in r.json()["detail"]
@@ -87,14 +86,14 @@ def test_errors_are_json_4xx(tmp_path, model_dir, clip):
             r = c.get(f"/v1/videos/{bad}")
             assert r.status_code == 404 and r.json()["error"] == "not_found"
         assert not list((tmp_path / "videos").glob("*/input*"))  # nothing left behind
-    with make_client(tmp_path, model_dir, max_seconds=1.0) as c:
+    with make_client(tmp_path, model_dir, video_max_seconds=1.0) as c:
         with open(clip, "rb") as f:
             r = c.post("/v1/videos", files={"file": ("talk.mp4", f, "video/mp4")})
         assert r.status_code == 413 and r.json()["error"] == "too_long"
 
 
 def test_jobs_in_flight_limit_and_ttl_cleanup(tmp_path, model_dir, clip):
-    with make_client(tmp_path, model_dir, max_jobs=1) as c:
+    with make_client(tmp_path, model_dir, video_max_jobs=1) as c:
         with open(clip, "rb") as f:
             first = c.post("/v1/videos", files={"file": ("a.mp4", f, "video/mp4")})
         assert first.status_code == 202
@@ -104,7 +103,7 @@ def test_jobs_in_flight_limit_and_ttl_cleanup(tmp_path, model_dir, clip):
             second = c.post("/v1/videos", files={"file": ("b.mp4", f, "video/mp4")})
         assert second.status_code == 429 and second.json()["error"] == "too_many_jobs"
         wait_done(c, first.json()["id"])
-        s = c.app.state.video_settings
+        s = c.app.state.settings
         assert cleanup(s, now=time.time() + 3600) == []  # younger than the 24 h TTL
         assert cleanup(s, now=time.time() + 25 * 3600) == [first.json()["id"]]
         assert c.get(f"/v1/videos/{first.json()['id']}").status_code == 404
@@ -124,9 +123,10 @@ def test_video_uploads_have_their_own_size_limit(tmp_path, model_dir, clip):
     """FER_VIDEO_MAX_MB, not the API's smaller request-body limit, bounds a video upload; other
     routes keep the API's limit."""
     size_mb = clip.stat().st_size / 1024 / 1024
-    app = create_app(Settings(model=str(model_dir), feedback_db=tmp_path / "fb.sqlite3",
-                              max_upload_mb=size_mb / 4))
-    app.state.video_settings = VideoSettings(root=tmp_path / "videos", max_mb=size_mb * 4)
+    settings = Settings(model=str(model_dir), feedback_db=tmp_path / "fb.sqlite3",
+                        max_upload_mb=size_mb / 4, video_dir=tmp_path / "videos",
+                        video_max_mb=size_mb * 4)
+    app = create_app(settings)
     with TestClient(app) as c:
         with open(clip, "rb") as f:
             r = c.post("/v1/videos", files={"file": ("talk.mp4", f, "video/mp4")})
@@ -134,7 +134,7 @@ def test_video_uploads_have_their_own_size_limit(tmp_path, model_dir, clip):
         wait_done(c, r.json()["id"])
         r = c.post("/v1/predict", files={"file": ("talk.png", clip.read_bytes(), "image/png")})
         assert r.status_code == 413 and r.json()["error"] == "too_large"
-        app.state.video_settings = VideoSettings(root=tmp_path / "videos", max_mb=size_mb / 8)
+        app.state.settings = settings.with_(video_max_mb=size_mb / 8)
         with open(clip, "rb") as f:
             r = c.post("/v1/videos", files={"file": ("talk.mp4", f, "video/mp4")})
         assert r.status_code == 413 and r.json()["error"] in ("too_large", "video_too_large"), r.text

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import streamlit as st
@@ -22,14 +21,19 @@ import streamlit as st
 from fer_core import DATA_DIR, atomic
 from fer_core import data as fer_data
 from fer_core.errors import FerError
+from fer_core.settings import get_settings
 from ui.text import md
 
 ACTIVE = "active_dataset"
 DEMO = {"source": "demo", "strict": True, "name": "Synthetic demo"}
 DATA_SUFFIXES = (".csv", ".csv.gz", ".zip")
-UPLOAD_DIR = Path(tempfile.gettempdir()) / "fer-studio-uploads"
 DEMO_LABEL = "Synthetic demo"
 TYPED, UPLOAD = "Type a path…", "Upload a file…"
+
+
+def upload_dir() -> Path:
+    """Where uploaded dataset files are kept (``FER_UPLOAD_DIR``, see fer_core.settings)."""
+    return get_settings().upload_dir
 
 
 def max_upload_mb() -> int:
@@ -86,7 +90,7 @@ def dataset_stats(choice: dict, ds) -> dict:
 
 def default_choice() -> dict:
     """The dataset named at start-up (``FER_DATA``), else the synthetic demo."""
-    env = os.environ.get("FER_DATA")
+    env = get_settings().data
     if env:
         return {"source": env, "strict": True, "name": f"FER_DATA: {env}"}
     return DEMO
@@ -100,16 +104,16 @@ def active_choice() -> dict:
 def allowed_roots() -> list[Path]:
     """Folders a typed path may point into: data/, uploads and ``FER_DATA_ROOTS`` entries
     (separated by ``os.pathsep``)."""
-    extra = [p for p in os.environ.get("FER_DATA_ROOTS", "").split(os.pathsep) if p.strip()]
+    extra = get_settings().data_roots
     return [Path(os.path.abspath(os.path.expanduser(p))) for p in
-            [DATA_DIR, UPLOAD_DIR, *extra]]
+            [DATA_DIR, upload_dir(), *extra]]
 
 
 def check_typed_path(text: str) -> str:
     """``text`` if it names the FER_DATA file or something under an allowed root (the path is
     normalised first, so ``..`` cannot climb out), else FerError."""
     path = Path(os.path.abspath(os.path.expanduser(text)))
-    env = os.environ.get("FER_DATA")
+    env = get_settings().data
     roots = allowed_roots()
     if env:
         env_path = Path(os.path.abspath(os.path.expanduser(env)))
@@ -159,8 +163,9 @@ def save_upload(name: str, data: bytes) -> Path:
     if len(data) > limit * 1024 * 1024:
         raise FerError(f"file is {len(data) / 2**20:.0f} MB; the upload limit is {limit} MB "
                        "(put larger files in data/ or set FER_DATA)", where=name)
-    UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
-    path = UPLOAD_DIR / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
+    folder = upload_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha1(data).hexdigest()[:16]}{suffix}"
     if not path.exists():
         atomic.write_bytes(path, data)
     return path
@@ -171,7 +176,7 @@ def _options() -> dict[str, str | None]:
     opts: dict[str, str | None] = {DEMO_LABEL: "demo"}
     for p in data_files():
         opts[f"data/{p.name}"] = str(p)
-    env = os.environ.get("FER_DATA")
+    env = get_settings().data
     if env:
         opts[f"FER_DATA: {env}"] = env
     opts[TYPED] = None
@@ -190,7 +195,7 @@ def dataset_picker():
     labels = list(opts)
     default = next((i for i, k in enumerate(labels) if opts[k] == current["source"]), None)
     if default is None:
-        default = labels.index(UPLOAD if current["source"].startswith(str(UPLOAD_DIR))
+        default = labels.index(UPLOAD if current["source"].startswith(str(upload_dir()))
                                else TYPED)
     c1, c2 = st.columns([3, 1])
     label = c1.selectbox("Dataset", labels, index=default, key="ds_pick")

@@ -16,8 +16,6 @@ Figures live in :mod:`ui.figures`; photo analysis in :mod:`fer_core.photo`.
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ import streamlit as st
 import fer_core
 from fer_core import runs
 from fer_core.errors import FerError
+from fer_core.settings import get_settings
 
 ACTIVE_MODEL = "active_model"
 NO_MODEL_MSG = ("No default model yet — train one on the Train page or pick a run "
@@ -38,20 +37,10 @@ def ice_servers() -> list[dict]:
     """ICE servers for WebRTC: ``FER_ICE_SERVERS`` as a JSON list, else none.
 
     With no server a local browser connects at once; an unreachable STUN server would make
-    connecting wait for its timeout. Raises FerError when the variable is not a JSON list of objects.
+    connecting wait for its timeout. Raises FerError when the variable is not a JSON list of
+    objects (checked by :mod:`fer_core.settings`).
     """
-    raw = os.environ.get("FER_ICE_SERVERS", "").strip()
-    if not raw:
-        return []
-    try:
-        servers = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise FerError(f"not valid JSON ({exc.msg} at char {exc.pos}); expected a list like "
-                       '[{"urls": ["stun:stun.example.org:3478"]}]', where="FER_ICE_SERVERS")
-    if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s
-                                                for s in servers):
-        raise FerError('expected a JSON list of objects with "urls"', where="FER_ICE_SERVERS")
-    return servers
+    return get_settings().ice_servers
 
 
 @dataclass(frozen=True)
@@ -95,7 +84,7 @@ def model_choices() -> list[ModelChoice]:
             seen.add(key)
             out.append(ModelChoice(label, Path(path), kind))
 
-    if os.environ.get("FER_MODEL", "").strip():
+    if get_settings().model:
         add(f"FER_MODEL: {runs.default_model().name}", runs.default_model(), "env")
     add(f"Shipped: {fer_core.DEFAULT_MODEL.name}", fer_core.DEFAULT_MODEL, "shipped")
     for run in _list_runs():

@@ -1,6 +1,6 @@
 """REST API (FastAPI): ``create_app(settings)``; see :mod:`fer_core.api.app`."""
 
-from fer_core.api.settings import Settings
+from fer_core.settings import Settings
 
 
 def create_app(settings: Settings | None = None):

@@ -8,10 +8,7 @@ Routers per resource under ``/v1``; the model is loaded in the lifespan; every e
 from __future__ import annotations
 
 import logging
-import os
 from contextlib import asynccontextmanager
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fastapi import FastAPI  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
@@ -22,8 +19,8 @@ from fer_core.api.errors import ApiError  # noqa: E402
 from fer_core.api.imaging import PixelBudget  # noqa: E402
 from fer_core.api.routers import feedback, meta, predict, videos  # noqa: E402
 from fer_core.api.service import ModelService  # noqa: E402
-from fer_core.api.settings import Settings  # noqa: E402
 from fer_core.errors import FerError  # noqa: E402
+from fer_core.settings import Settings, get_settings  # noqa: E402
 
 # uvicorn's own logger: its start-up lines go there, formatted and shown at the --log-level
 log = logging.getLogger("uvicorn.error")
@@ -73,8 +70,9 @@ class BodyLimit:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """A new app; ``settings`` default to :meth:`Settings.from_env`."""
-    settings = settings or Settings.from_env()
+    """A new app; ``settings`` default to the process's (:func:`fer_core.settings.get_settings`,
+    validated: a bad FER_* value raises FerError here, before the app exists)."""
+    settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

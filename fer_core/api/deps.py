@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from fer_core.api.errors import ApiError
 from fer_core.api.feedback_store import FeedbackStore
 from fer_core.api.service import ModelService
-from fer_core.api.settings import Settings
+from fer_core.settings import Settings
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="required for feedback and export when the server "

@@ -83,6 +83,8 @@ def store_url(value: Path | str) -> URL:
                                                      "sqlite", "postgres"):
         raise FerError(f"unsupported database {scheme!r}; expected a file path (SQLite) or "
                        "postgresql+psycopg://user@host:port/database", where=WHERE)
+    if url.port is not None and not 0 < url.port < 65536:
+        raise FerError(f"expected a port in 1..65535, got {url.port}", where=WHERE)
     if kind == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
     return url
@@ -109,6 +111,27 @@ def check_location(value: Path | str) -> None:
     except OSError as e:
         raise FerError(f"cannot create the folder of the feedback database {folder} "
                        f"({e.strerror or type(e).__name__})", where=WHERE) from None
+
+
+def check_store(value: Path | str) -> None:
+    """Start-up check: a SQLite file is opened now, so a location that cannot be opened as a
+    database (a folder, a file that is not SQLite) is a configuration error (FerError, exit 2),
+    not a 503 later. A server URL is only parsed: a server that is down disables feedback (503)
+    until it is back."""
+    import sqlite3
+    url = store_url(value)
+    if url.get_backend_name() != "sqlite":
+        return
+    check_location(value)
+    try:
+        conn = sqlite3.connect(url.database, timeout=10)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise FerError(f"cannot open the feedback database {url.database} as SQLite ({e})",
+                       where=WHERE) from None
 
 
 class FeedbackStore:

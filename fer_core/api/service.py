@@ -14,7 +14,7 @@ import numpy as np
 from fer_core.api.batching import MicroBatcher
 from fer_core.api.errors import ApiError
 from fer_core.api.imaging import check_image
-from fer_core.api.settings import Settings
+from fer_core.settings import Settings
 from fer_core.errors import FerError
 from fer_core.labels import FER7, canonical
 

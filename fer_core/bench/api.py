@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_core.settings import child_env
+
 TARGETS = {"crop_rps_8_clients": 300.0, "photo_p50_ms_1_client": 25.0}
 
 
@@ -222,7 +224,7 @@ def run(args) -> dict:
         store = FeedbackStore(feedback_db)  # schema now, once; reports the kind
         store_kind, stored_before = store.kind, store.count()
         store.close()
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "FER_API_KEY": ""}
+        env = child_env({"TF_CPP_MIN_LOG_LEVEL": "2", "FER_API_KEY": ""})
         ports = [_free_port() for _ in range(args.instances)]
         for port in ports:
             cmd = [sys.executable, "-m", "fer_core", "serve", "--host", "127.0.0.1",

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from fer_core import ROOT
+from fer_core.settings import child_env
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"
 
@@ -67,8 +68,7 @@ def run(args) -> dict:
                        where=str(path))
     repeat = max(1, int(args.repeat))
     with tempfile.TemporaryDirectory(prefix="fer-bench-cache-") as cache:
-        env = {**os.environ, "FER_CACHE_DIR": cache,
-               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        env = child_env({"FER_CACHE_DIR": cache}, pythonpath=ROOT)
         c_naive, c_cold, c_warm = [], [], []
         naive = min(_time(NAIVE, str(path), env=env, cpu=c_naive)[0] for _ in range(repeat))
         cold, n = min(_time(OURS, str(path), "nocache", env=env, cpu=c_cold)

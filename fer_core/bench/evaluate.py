@@ -82,7 +82,6 @@ def _median_time(fn, repeat):
 
 
 def run(args) -> dict:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from fer_core import evaluation, explain
 
     ds, split, data_desc = _faces(args.data)

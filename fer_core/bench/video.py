@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fer_core.settings import child_env
+
 TARGETS = {"speedup_vs_fer": 4.0, "frames_per_sec_goal": 300.0, "memory_growth_mb": 100.0}
 
 
@@ -94,7 +96,7 @@ def _memory(tmp: Path, model, every: int, fps: float) -> dict:
         clip = synthetic.synthetic_clip(tmp / f"mem{minutes}.mp4", seconds=60 * minutes, fps=fps)
         r = subprocess.run([sys.executable, "-c", _CHILD, str(clip), str(tmp / f"m{minutes}"),
                             str(model or ""), str(every)], capture_output=True, text=True,
-                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                           env=child_env({"TF_CPP_MIN_LOG_LEVEL": "3"}))
         if r.returncode != 0:
             out[f"{minutes}_min"] = {"error": r.stderr.strip().splitlines()[-1:]}
             continue

@@ -31,15 +31,23 @@ def run(args) -> int:
         raise FerError(f"expected a port in 1..65535, got {args.port}", where="--port")
     if args.workers < 1:
         raise FerError(f"expected at least 1, got {args.workers}", where="--workers")
-    # settings travel by environment so that every worker process reads the same ones
+    from fer_core.api.feedback_store import check_store
+    from fer_core.settings import export_env, get_settings
+    settings = getattr(args, "settings", None) or get_settings()  # bad FER_* values: exit 2
+    changes = {}
     if args.model:
-        os.environ["FER_MODEL"] = str(os.path.abspath(os.path.expanduser(args.model)))
+        changes["model"] = str(os.path.abspath(os.path.expanduser(args.model)))
     if args.feedback_db:
-        os.environ["FER_FEEDBACK_DB"] = args.feedback_db if "://" in args.feedback_db else \
-            str(os.path.abspath(os.path.expanduser(args.feedback_db)))
-    from fer_core.api.feedback_store import check_location
-    from fer_core.api.settings import Settings
-    check_location(Settings.from_env().feedback_db)  # bad FER_* values fail here, clearly
+        changes["feedback_db"] = args.feedback_db if "://" in args.feedback_db else \
+            os.path.abspath(os.path.expanduser(args.feedback_db))
+    if changes:
+        try:
+            settings = settings.with_(**changes)
+        except FerError as e:  # name the option the value came from
+            flags = {"FER_MODEL": "--model", "FER_FEEDBACK_DB": "--feedback-db"}
+            raise FerError(str(e).split(": ", 1)[-1], where=flags.get(e.where, e.where)) from None
+    export_env(settings)  # every worker process (--workers N) rebuilds the same settings
+    check_store(settings.feedback_db)  # a store that cannot be opened as configured: exit 2
     check_port(args.host, args.port)  # uvicorn would load the model first, then fail to bind
 
     kwargs = dict(host=args.host, port=args.port, log_level=args.log_level,
@@ -48,7 +56,7 @@ def run(args) -> int:
         uvicorn.run("fer_core.api.app:create_app", factory=True, workers=args.workers, **kwargs)
     else:
         from fer_core.api.app import create_app
-        uvicorn.run(create_app(), **kwargs)
+        uvicorn.run(create_app(settings), **kwargs)
     return 0
 
 

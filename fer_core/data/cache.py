@@ -17,7 +17,8 @@ VERSION = 3  # bump when parsing changes
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("FER_CACHE_DIR", Path.home() / ".cache" / "fer-studio"))
+    from fer_core.settings import get_settings
+    return get_settings().cache_dir
 
 
 def key_for(path: Path, **options) -> str:

@@ -13,7 +13,6 @@ SYNTHETIC: these are not photographs of people.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +39,8 @@ _NOISE = np.array([0.04, 0.025, 0.03, 0.035, 0.08, 0.14, 0.2], dtype=np.float32)
 
 
 def demo_dir() -> Path:
-    from fer_core import DATA_DIR
-    return Path(os.environ.get("FER_DEMO_DIR", DATA_DIR / "demo"))
+    from fer_core.settings import get_settings
+    return get_settings().demo_dir
 
 
 def demo_path() -> Path:

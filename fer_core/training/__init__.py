@@ -63,11 +63,6 @@ On a GPU box install ``tensorflow[and-cuda]`` in place of the CPU wheel; nothing
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
 from fer_core.training.config import (CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES,  # noqa: E402
                                       TrainConfig)
 from fer_core.training.job import (resume_spec, start_training,  # noqa: E402

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from fer_core import runs, swa
+from fer_core import runs, settings, swa
 from fer_core.errors import FerError
 from fer_core.model_files import load_keras
 from fer_core.training import summary
@@ -220,7 +219,7 @@ def _train(dataset, config: TrainConfig, run_dir: Path, callbacks, stop_event, r
 
 
 def _is_chief() -> bool:
-    tf_config = os.environ.get("TF_CONFIG")
+    tf_config = settings.tf_config()
     if not tf_config:
         return True
     task = json.loads(tf_config).get("task", {})

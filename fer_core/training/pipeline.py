@@ -6,10 +6,10 @@ TensorFlow and Keras are imported inside the functions, so importing this module
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
+from fer_core import settings
 from fer_core.errors import FerError
 from fer_core.training.config import TrainConfig
 
@@ -18,7 +18,7 @@ def choose_strategy():
     """MultiWorkerMirrored if TF_CONFIG is set, Mirrored if >1 GPU, else the default."""
     import tensorflow as tf
 
-    if os.environ.get("TF_CONFIG"):
+    if settings.tf_config():
         return _multi_worker_strategy()
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()

@@ -16,7 +16,7 @@ from fer_core.api.feedback_store import FeedbackStore
 from fer_core.api.imaging import b64decode, declared_pixels
 from fer_core.api.schemas import FeedbackJSON, FeedbackResponse
 from fer_core.api.service import ModelService
-from fer_core.api.settings import FALSE_WORDS, TRUE_WORDS
+from fer_core.settings import FALSE_WORDS, TRUE_WORDS
 from fer_core.errors import FerError
 
 router = APIRouter(tags=["feedback"], dependencies=[Depends(require_api_key)])

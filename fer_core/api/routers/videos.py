@@ -4,7 +4,8 @@ and ``.../annotated``. Jobs and their files are deleted after a time to live.
 
 Each video runs as a ``"video"`` job (:func:`fer_core.video.run_job`) in a child process started
 by :mod:`fer_core.jobs`, one job root per video under ``FER_VIDEO_DIR``, so the server only
-streams the upload to disk and reads the job's state and events. Limits (environment):
+streams the upload to disk and reads the job's state and events. Limits (the app's
+:class:`fer_core.settings.Settings`, from the environment):
 
 ``FER_VIDEO_DIR``          where uploads and results live (default ``<tmp>/fer-api-videos``)
 ``FER_VIDEO_MAX_MB``       largest upload (default 200; it replaces the API's request-body limit
@@ -21,10 +22,8 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -36,33 +35,14 @@ from fer_core import jobs
 from fer_core.api import errors
 from fer_core.api.deps import media_type, read_form, unsupported_body
 from fer_core.api.errors import ApiError
-from fer_core.api.settings import _num
 from fer_core.errors import FerError
+from fer_core.settings import Settings
 
 router = APIRouter(tags=["videos"])
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts")
 _ID = re.compile(r"^[0-9a-f]{32}$")
 CHUNK = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class VideoSettings:
-    root: Path
-    max_mb: float = 200.0
-    max_seconds: float = 600.0
-    max_jobs: int = 1
-    ttl_hours: float = 24.0
-
-    @classmethod
-    def from_env(cls, environ: dict | None = None) -> "VideoSettings":
-        env = dict(os.environ if environ is None else environ)
-        root = env.get("FER_VIDEO_DIR") or os.path.join(tempfile.gettempdir(), "fer-api-videos")
-        return cls(root=Path(root).expanduser(),
-                   max_mb=_num(env, "FER_VIDEO_MAX_MB", 200.0, float, 0.001),
-                   max_seconds=_num(env, "FER_VIDEO_MAX_SECONDS", 600.0, float, 0.1),
-                   max_jobs=_num(env, "FER_VIDEO_MAX_JOBS", 1, int, 1),
-                   ttl_hours=_num(env, "FER_VIDEO_TTL_HOURS", 24.0, float, 0.0))
 
 
 class VideoProgress(BaseModel):
@@ -94,27 +74,24 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
                    "annotate": {"type": "boolean", "default": False}}}}}}}
 
 
-def settings_of(request: Request) -> VideoSettings:
+def settings_of(request: Request) -> Settings:
     return app_settings(request.app)
 
 
-def app_settings(app) -> VideoSettings:
-    """The app's video settings (from the environment on first use)."""
-    s = getattr(app.state, "video_settings", None)
-    if s is None:
-        s = app.state.video_settings = VideoSettings.from_env()
-    return s
+def app_settings(app) -> Settings:
+    """The app's settings (``create_app(settings)``)."""
+    return app.state.settings
 
 
 def upload_limit_bytes(app) -> int:
     """The request-body limit of a video upload (``FER_VIDEO_MAX_MB``)."""
-    return int(app_settings(app).max_mb * 1024 * 1024)
+    return app_settings(app).video_max_bytes
 
 
-def _dir(s: VideoSettings, vid: str) -> Path:
+def _dir(s: Settings, vid: str) -> Path:
     if not _ID.match(vid):
         raise ApiError("not_found", "no such video job", 404, where=vid)
-    d = s.root / vid
+    d = s.video_dir / vid
     if not (d / "meta.json").is_file():
         raise ApiError("not_found", "no such video job (unknown id, or expired)", 404, where=vid)
     return d
@@ -157,11 +134,11 @@ def _describe(d: Path) -> dict:
                     progress=progress, error=error, summary=summary, links=links).model_dump()
 
 
-def _running(s: VideoSettings) -> int:
+def _running(s: Settings) -> int:
     n = 0
-    if not s.root.is_dir():
+    if not s.video_dir.is_dir():
         return 0
-    for d in s.root.iterdir():
+    for d in s.video_dir.iterdir():
         if (d / "meta.json").is_file():
             h = _handle(d)
             if h is not None and h.running:
@@ -169,15 +146,15 @@ def _running(s: VideoSettings) -> int:
     return n
 
 
-def cleanup(s: VideoSettings, now: float | None = None) -> list[str]:
+def cleanup(s: Settings, now: float | None = None) -> list[str]:
     """Delete job folders older than the time to live that are not running; their ids."""
     now = time.time() if now is None else now
     gone = []
-    if not s.root.is_dir():
+    if not s.video_dir.is_dir():
         return gone
-    for d in s.root.iterdir():
+    for d in s.video_dir.iterdir():
         meta = d / "meta.json"
-        if not meta.is_file() or now - meta.stat().st_mtime < s.ttl_hours * 3600:
+        if not meta.is_file() or now - meta.stat().st_mtime < s.video_ttl_hours * 3600:
             continue
         h = _handle(d)
         if h is not None and h.running:
@@ -203,12 +180,12 @@ async def create_video(request: Request):
     if kind != "multipart/form-data":
         raise unsupported_body(kind, "multipart/form-data with a 'file' field")
     await run_in_threadpool(cleanup, s)
-    if await run_in_threadpool(_running, s) >= s.max_jobs:
-        raise ApiError("too_many_jobs", f"{s.max_jobs} video job(s) already running; try again "
-                       "when one has finished", 429)
-    limit = int(s.max_mb * 1024 * 1024)
+    if await run_in_threadpool(_running, s) >= s.video_max_jobs:
+        raise ApiError("too_many_jobs", f"{s.video_max_jobs} video job(s) already running; "
+                       "try again when one has finished", 429)
+    limit = int(s.video_max_mb * 1024 * 1024)
     vid = uuid.uuid4().hex
-    d = s.root / vid
+    d = s.video_dir / vid
     async with read_form(request, max_files=1) as form:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -234,7 +211,7 @@ async def create_video(request: Request):
                 while chunk := await upload.read(CHUNK):
                     size += len(chunk)
                     if size > limit:
-                        raise ApiError("too_large", f"video larger than the {s.max_mb:g} MB "
+                        raise ApiError("too_large", f"video larger than the {s.video_max_mb:g} MB "
                                        "limit", 413, where=name)
                     f.write(chunk)
         except BaseException:
@@ -246,16 +223,16 @@ async def create_video(request: Request):
     except FerError as e:
         shutil.rmtree(d, ignore_errors=True)
         raise ApiError("not_a_video" if e.status == 400 else "bad_video", str(e), 415) from None
-    if info["duration_s"] and info["duration_s"] > s.max_seconds:
+    if info["duration_s"] and info["duration_s"] > s.video_max_seconds:
         shutil.rmtree(d, ignore_errors=True)
         raise ApiError("too_long", f"video is {info['duration_s']:.1f} s long; the limit is "
-                       f"{s.max_seconds:g} s", 413, where=name)
+                       f"{s.video_max_seconds:g} s", 413, where=name)
     meta = {"name": name, "created_at": time.time(), "size": size, "probe": info}
     (d / "meta.json").write_text(json.dumps(meta))
     api_settings = request.app.state.settings
     spec = {"input": str(dest), "out_dir": str(d / "job"), "name": name,
             "model": str(api_settings.model_path), "every": every, "smoothing": smoothing,
-            "annotate": annotate, "max_duration_s": s.max_seconds}
+            "annotate": annotate, "max_duration_s": s.video_max_seconds}
     (d / "job").mkdir()
     try:
         await run_in_threadpool(jobs.JobRunner(d).start, "video", spec, d / "job")
