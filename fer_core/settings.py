@@ -302,10 +302,10 @@ class Settings(BaseSettings):
         "upgraded at start-up; the password never shows in logs, `/v1/health` or errors",
         default_doc="`data/feedback.sqlite3` (checkout); the user data folder (installed)",
         parse=parse_feedback_db, secret=True)] = \
-        Field(default_factory=_default("feedback_db"), repr=False)
+        Field(default_factory=_default("feedback_db"))
     api_key: Annotated[str | None, Env(
         "key required (`X-API-Key`) for feedback and export", default_doc="none",
-        secret=True)] = Field(None, repr=False)
+        secret=True)] = None
     max_upload_mb: Annotated[float, Env("API request body limit, MB", minimum=0.001)] = 10.0
     max_pixels: Annotated[int, Env(
         "API: decoded pixels per image, and the decoded pixels the whole server holds at once",
@@ -392,6 +392,14 @@ class Settings(BaseSettings):
         if spec.choices and value not in spec.choices:
             raise ValueError(f"expected one of {list(spec.choices)}, got {repr(raw)}")
         return value
+
+    def __repr_args__(self):
+        """``repr`` without secrets (an API key, a database URL: it may hold a password)."""
+        fields = type(self).model_fields
+        for name, value in super().__repr_args__():
+            spec = _spec(fields[name]) if name in fields else None
+            secret = spec is not None and spec.secret and isinstance(value, str) and value
+            yield name, ("***" if secret else value)
 
     # ---------------------------------------------------------------- derived values
     @property
