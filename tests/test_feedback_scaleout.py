@@ -21,16 +21,15 @@ import pytest
 import sqlalchemy as sa
 
 from fer_core.labels import FER7
-from tests.conftest import ROOT, free_port
-from tests.test_api import tiny_model_dir
+from tests.factories import ROOT, free_port
 
 CROP_B64 = base64.b64encode(cv2.imencode(
     ".png", np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8))[1]).decode()
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return tiny_model_dir(tmp_path_factory.mktemp("scaleout") / "tiny-run")
+def model(tiny_run_dir):
+    return tiny_run_dir
 
 
 class Instance:
