@@ -283,6 +283,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_http(url: str, proc, timeout: float = 120, log=lambda: "", ready=lambda body: True):
+    """Poll ``url`` (a JSON endpoint) until ``ready(body)``; returns the body. Fails when
+    ``proc`` exits or ``timeout`` seconds pass, with the end of ``log()``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"the server exited: {log()[-3000:]}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                body = json.loads(r.read())
+            if ready(body):
+                return body
+        except (OSError, ValueError):
+            pass
+        assert time.monotonic() < deadline, f"{url} not ready in {timeout:g} s: {log()[-3000:]}"
+        time.sleep(0.3)
+
+
+def end_process(proc, timeout: float = 30) -> None:
+    """SIGTERM ``proc`` and wait for it; SIGKILL it after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def need_chromium():
     """Skip (fail under CI=true) when Debian's Chromium is missing."""
     if not Path(CHROMIUM).exists():
@@ -327,12 +355,7 @@ class StreamlitServer:
         raise RuntimeError("streamlit did not become healthy in 60 s")
 
     def __exit__(self, *exc):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc, timeout=15)
         self.log.close()
 
 

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from tests.factories import ROOT, free_port
+from tests.factories import ROOT, end_process, free_port, wait_for_http
 
 
 class Server:
@@ -29,16 +29,8 @@ class Server:
              str(model), "--feedback-db", str(tmp_path / "fb.db"), "--log-level", log_level],
             cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
             stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.monotonic() + 120
-        while True:
-            assert self.proc.poll() is None, self.log_path.read_text()
-            try:
-                with urllib.request.urlopen(self.base + "/v1/health", timeout=5) as r:
-                    assert json.loads(r.read())["model_loaded"]
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.3)
+        wait_for_http(self.base + "/v1/health", self.proc, log=self.log_path.read_text,
+                      ready=lambda health: health["model_loaded"])
         self.started = self.log_path.stat().st_size
 
     def logged(self, since: int = 0) -> str:
@@ -49,12 +41,7 @@ class Server:
 
     def stop(self) -> str:
         """Stop the server and return what it logged after start-up."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc)
         self.log.close()
         return self.logged()
 

@@ -16,8 +16,8 @@ from tests.factories import tiny_cnn
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("res")
     clip = synthetic.synthetic_clip(out / "c.mp4", seconds=1.0)
-    video.analyze(clip, out, predictor=Predictor(tiny_cnn(width=8, strides=2), video.detector_config(),
-                                                 labels=FER7), smoothing=0.5)
+    predictor = Predictor(tiny_cnn(width=8, strides=2), video.detector_config(), labels=FER7)
+    video.analyze(clip, out, predictor=predictor, smoothing=0.5)
     return out
 
 
