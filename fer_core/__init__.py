@@ -4,18 +4,12 @@ UI-free: never imports streamlit or streamlit_webrtc. PyAV (``av``) is imported 
 ``fer_core.video``'s functions, to read and write video files.
 """
 
-from pathlib import Path
-
 from fer_core.errors import FerError
+from fer_core.paths import DATA_DIR, DEFAULT_MODEL, MODELS_DIR, ROOT
+from fer_core.settings import apply_env_defaults
 
 __version__ = "0.1.0"
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = ROOT / "data"
-MODELS_DIR = ROOT / "models"
-DEFAULT_MODEL = MODELS_DIR / "fer2013-default"
-
-from fer_core.settings import apply_env_defaults  # noqa: E402
 
 apply_env_defaults()  # TF_CPP_MIN_LOG_LEVEL, KERAS_BACKEND: once, before anything imports TF
 

@@ -55,6 +55,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 from pydantic_settings.sources.utils import parse_env_vars
 
 from fer_core.errors import FerError
+from fer_core.paths import DEFAULT_MODEL
 
 APP_NAME = "fer-studio"
 PREFIX = "FER_"
@@ -413,8 +414,7 @@ class Settings(BaseSettings):
     @property
     def model_path(self) -> Path:
         """``FER_MODEL`` or the shipped default model."""
-        import fer_core
-        return Path(self.model).expanduser() if self.model else fer_core.DEFAULT_MODEL
+        return Path(self.model).expanduser() if self.model else DEFAULT_MODEL
 
     def detector_config(self):
         """The :class:`fer_core.vision.DetectorConfig` of the ``detector`` preset."""

@@ -1,6 +1,6 @@
-"""Builders the tests share: data, images and clips, tiny models and run dirs, API clients, app
-and browser helpers. Tests import these (or the fixtures in conftest.py), never another test
-module; a builder used by two test files lives here.
+"""Builders the tests share: data, images and clips, tiny models and run dirs, API clients, app,
+browser and server helpers. Tests import these (or use the fixtures in conftest.py), never another
+test module or conftest; a builder used by two test files lives here.
 
 Keras is imported inside the model builders only, so importing this module stays cheap.
 """
@@ -8,15 +8,27 @@ Keras is imported inside the model builders only, so importing this module stays
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fer_core.data.dataset import Dataset
 from fer_core.labels import FER7
 
 ROOT = Path(__file__).resolve().parent.parent
+FER2013 = ROOT.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+ARTIFACTS = ROOT / "tests" / "artifacts"
 USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 
 
@@ -200,6 +212,12 @@ def make_tiny_run(root: Path, name: str = "tiny-run", epochs: int = 0, seed: int
     return run
 
 
+# Augmentation off and a small VGG: the TrainConfig fields of a fast training test.
+NO_AUG = dict(shift=0.0, rotation=0.0, zoom=0.0, contrast=0.0, erasing=0.0)
+TINY_TRAIN = dict(arch="vgg", arch_params={"width": 8, "depth": 1, "bn_momentum": 0.8},
+                  batch_size=16, lr=3e-3, warmup_epochs=0.0, **NO_AUG)
+
+
 # ----------------------------------------------------------------------------- REST API
 
 def make_client(tmp_path, model_dir=None, **kw):
@@ -255,3 +273,92 @@ def faces_seen(page) -> int:
     """The "faces seen: N" count the Webcam page shows (Playwright page)."""
     text = page.get_by_text(re.compile(r"faces seen: \d+")).first.inner_text(timeout=5000)
     return int(re.search(r"faces seen: (\d+)", text).group(1))
+
+
+# ----------------------------------------------------------------------------- servers
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, proc, timeout: float = 120, log=lambda: "", ready=lambda body: True):
+    """Poll ``url`` (a JSON endpoint) until ``ready(body)``; returns the body. Fails when
+    ``proc`` exits or ``timeout`` seconds pass, with the end of ``log()``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"the server exited: {log()[-3000:]}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                body = json.loads(r.read())
+            if ready(body):
+                return body
+        except (OSError, ValueError):
+            pass
+        assert time.monotonic() < deadline, f"{url} not ready in {timeout:g} s: {log()[-3000:]}"
+        time.sleep(0.3)
+
+
+def end_process(proc, timeout: float = 30) -> None:
+    """SIGTERM ``proc`` and wait for it; SIGKILL it after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def need_chromium():
+    """Skip (fail under CI=true) when Debian's Chromium is missing."""
+    if not Path(CHROMIUM).exists():
+        msg = f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def launch_chromium(playwright, extra_args=()):
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                      args=CHROMIUM_ARGS + list(extra_args))
+
+
+class StreamlitServer:
+    """`streamlit run streamlit_app.py` on a free port, for real-browser tests."""
+
+    def __init__(self, env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(env or {})}
+        self.proc = None
+
+    def __enter__(self):
+        cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
+               "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.port", str(self.port), "--server.address", "127.0.0.1",
+               "--server.fileWatcherType", "none"]
+        self.log = open(ARTIFACTS_DIR() / f"streamlit-{self.port}.log", "w")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited early, see {self.log.name}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("streamlit did not become healthy in 60 s")
+
+    def __exit__(self, *exc):
+        end_process(self.proc, timeout=15)
+        self.log.close()
+
+
+def ARTIFACTS_DIR() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import struct
 import threading
 import zlib
@@ -11,50 +10,16 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
-from fer_core.api.app import create_app
 from fer_core.api.settings import Settings
 from fer_core.labels import FER7
-
-
-def tiny_model_dir(root):
-    """A real (untrained) Keras model saved as a run dir: model.keras + labels.json."""
-    import keras
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((48, 48, 1))
-    x = keras.layers.Rescaling(1 / 255)(inp)
-    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(7, activation="softmax")(x)
-    model = keras.Model(inp, out)
-    root.mkdir(parents=True, exist_ok=True)
-    model.save(root / "model.keras")
-    (root / "labels.json").write_text(json.dumps({"labels": list(FER7), "label_set": "fer7"}))
-    return root
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return tiny_model_dir(tmp_path_factory.mktemp("run") / "tiny-run")
-
-
-def make_client(tmp_path, model_dir=None, **kw):
-    settings = Settings(model=str(model_dir) if model_dir else str(tmp_path / "no-such-model"),
-                        feedback_db=tmp_path / "fb.sqlite3", **kw)
-    return TestClient(create_app(settings))
+from tests.factories import assert_error, make_client, png
 
 
 @pytest.fixture
-def client(tmp_path, model_dir):
-    with make_client(tmp_path, model_dir) as c:
+def client(tmp_path, tiny_run_dir):
+    with make_client(tmp_path, tiny_run_dir) as c:
         yield c
-
-
-def png(img) -> bytes:
-    ok, buf = cv2.imencode(".png", img)
-    assert ok
-    return buf.tobytes()
 
 
 def face_crop(seed=0) -> np.ndarray:
@@ -71,18 +36,9 @@ def bomb_png(width=100_000, height=100_000) -> bytes:
             + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
 
 
-def assert_error(r, status, code):
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"error", "detail"}, body
-    assert body["error"] == code, body
-    assert body["detail"]
-    return body
-
-
 # ---- meta -------------------------------------------------------------------------------------
 
-def test_health_labels_models_with_model(client, model_dir):
+def test_health_labels_models_with_model(client, tiny_run_dir):
     h = client.get("/v1/health").json()
     assert h["model_loaded"] is True and h["status"] == "ok"
     assert h["model_id"]
@@ -94,7 +50,7 @@ def test_health_labels_models_with_model(client, model_dir):
     assert lab["emoji"]["happy"]
     models = client.get("/v1/models").json()["models"]
     active = [m for m in models if m["active"]]
-    assert len(active) == 1 and active[0]["id"] == model_dir.name
+    assert len(active) == 1 and active[0]["id"] == tiny_run_dir.name
     assert active[0]["labels"] == list(FER7)
 
 
@@ -184,8 +140,8 @@ def test_batch_reports_errors_per_image(client):
 
 # ---- errors -----------------------------------------------------------------------------------
 
-def test_upload_too_big_by_content_length_and_while_reading(tmp_path, model_dir):
-    with make_client(tmp_path, model_dir, max_upload_mb=0.05) as c:  # ~52 KB
+def test_upload_too_big_by_content_length_and_while_reading(tmp_path, tiny_run_dir):
+    with make_client(tmp_path, tiny_run_dir, max_upload_mb=0.05) as c:  # ~52 KB
         big = b"\xff\xd8\xff" + b"0" * 100_000
         assert_error(c.post("/v1/predict", files={"file": ("a.jpg", big)}), 413, "too_large")
         # chunked: no Content-Length, caught while reading
@@ -204,8 +160,8 @@ def test_decompression_bomb_rejected(client):
     assert "pixels" in body["detail"]
 
 
-def test_pixel_limit_setting(tmp_path, model_dir):
-    with make_client(tmp_path, model_dir, max_pixels=100 * 100) as c:
+def test_pixel_limit_setting(tmp_path, tiny_run_dir):
+    with make_client(tmp_path, tiny_run_dir, max_pixels=100 * 100) as c:
         big = png(np.zeros((200, 200), np.uint8))
         assert_error(c.post("/v1/predict", files={"file": ("a.png", big)}), 413,
                      "too_many_pixels")
@@ -305,8 +261,8 @@ def test_feedback_errors(client):
     assert client.get("/v1/feedback/export").text == "emotion,pixels,Usage\n"  # nothing stored
 
 
-def test_crop_cache_is_bounded(tmp_path, model_dir):
-    with make_client(tmp_path, model_dir, crop_cache=2) as c:
+def test_crop_cache_is_bounded(tmp_path, tiny_run_dir):
+    with make_client(tmp_path, tiny_run_dir, crop_cache=2) as c:
         ids = [_predict_crop(c, s)[1]["prediction_id"] for s in range(3)]
         assert_error(c.post("/v1/feedback", json={"prediction_id": ids[0], "label": "sad"}),
                      404, "unknown_prediction_id")
@@ -314,8 +270,8 @@ def test_crop_cache_is_bounded(tmp_path, model_dir):
                                             "label": "sad"}).status_code == 201
 
 
-def test_api_key_enforced_when_set(tmp_path, model_dir):
-    with make_client(tmp_path, model_dir, api_key="s3cret") as c:
+def test_api_key_enforced_when_set(tmp_path, tiny_run_dir):
+    with make_client(tmp_path, tiny_run_dir, api_key="s3cret") as c:
         _, face = _predict_crop(c)  # predict needs no key
         fb = {"prediction_id": face["prediction_id"], "label": "fear"}
         assert_error(c.post("/v1/feedback", json=fb), 401, "unauthorized")
@@ -408,13 +364,13 @@ def test_settings_from_env(tmp_path):
         Settings.from_env({"FER_TTA": "maybe"})
 
 
-def test_tta_setting_averages_faces_with_their_mirrors(tmp_path, model_dir):
+def test_tta_setting_averages_faces_with_their_mirrors(tmp_path, tiny_run_dir):
     from fer_core.predict import Predictor
     crop = np.tile(np.linspace(0, 255, 48).astype(np.uint8), (48, 1))  # dark left, light right
-    expect = {tta: Predictor(model_dir).predict_faces(crop[None], tta=tta)[0] for tta in (0, 1)}
+    expect = {tta: Predictor(tiny_run_dir).predict_faces(crop[None], tta=tta)[0] for tta in (0, 1)}
     assert np.abs(expect[0] - expect[1]).max() > 1e-4
     for tta in (False, True):
-        with make_client(tmp_path, model_dir, tta=tta) as c:
+        with make_client(tmp_path, tiny_run_dir, tta=tta) as c:
             assert c.get("/v1/health").json()["tta"] is tta
             face = c.post("/v1/predict?detect=false",
                           files={"file": ("f.png", png(crop))}).json()["faces"][0]

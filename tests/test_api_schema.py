@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 
 from fer_core.api.app import create_app
 from fer_core.api.settings import Settings
-from tests.test_api import tiny_model_dir
+from tests.factories import tiny_model_dir
 
 
 API_KEY = "schema-test-key"

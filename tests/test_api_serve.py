@@ -13,8 +13,7 @@ import urllib.request
 import cv2
 import numpy as np
 
-from tests.conftest import ROOT, free_port
-from tests.test_api import tiny_model_dir
+from tests.factories import ROOT, free_port
 
 
 def _get(url):
@@ -22,8 +21,8 @@ def _get(url):
         return r.status, json.loads(r.read())
 
 
-def test_serve_command_answers_over_http(tmp_path):
-    model = tiny_model_dir(tmp_path / "tiny-run")
+def test_serve_command_answers_over_http(tmp_path, tiny_run_dir):
+    model = tiny_run_dir
     port = free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "FER_API_KEY": "k"}
     proc = subprocess.Popen([sys.executable, "-m", "fer_core", "serve", "--port", str(port),

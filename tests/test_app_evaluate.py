@@ -7,20 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.factories import pattern_faces
-from tests.test_app_models import make_tiny_run
+from tests.factories import make_tiny_run, pattern_faces, save_model_dir, tiny_cnn, write_fer_csv
 
 ROOT = Path(__file__).resolve().parent.parent
-USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
-
-
-def write_fer_csv(ds, path: Path) -> Path:
-    """A FER2013-format CSV (emotion,pixels,Usage) of a Dataset."""
-    lines = ["emotion,pixels,Usage"]
-    for img, lab, sp in zip(ds.images, ds.labels, ds.split):
-        lines.append(f"{lab},{' '.join(map(str, img.ravel().tolist()))},{USAGE[str(sp)]}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +103,9 @@ def test_evaluate_figures_plot_the_report():
 
 
 def test_evaluate_page_takes_an_8_output_model_without_labels(trained, monkeypatch):
-    from tests.test_model import save_run
 
     root, _, _, csv = trained
-    save_run(root / "runs" / "eight-outputs", n_classes=8, labels=False)
+    save_model_dir(root / "runs" / "eight-outputs", tiny_cnn(8))
     (root / "runs" / "eight-outputs" / "config.json").write_text("{}")
     at = _app(monkeypatch, root, csv)
     at.session_state["active_model"] = str(root / "runs" / "eight-outputs")

@@ -5,27 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from fer_core.data.fer2013 import to_csv_bytes
-from tests.factories import pattern_faces
+from tests.factories import explorer_app, metric_value, pattern_faces, pick_typed_path
 from ui.text import md
-
-APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
-
 
 @pytest.fixture(autouse=True)
 def _tmp_is_an_allowed_root(tmp_path, monkeypatch):
     """Typed paths must be under an allowed root: these tests type paths under tmp_path."""
     monkeypatch.setenv("FER_DATA_ROOTS", str(tmp_path))
-
-
-def _explorer() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    at.switch_page("pages/explorer.py").run()
-    assert not at.exception, at.exception
-    return at
 
 
 def _csv(tmp_path, n_per_class=6, bad_line: str | None = None) -> Path:
@@ -38,37 +26,26 @@ def _csv(tmp_path, n_per_class=6, bad_line: str | None = None) -> Path:
     return path
 
 
-def _metric(at, label):
-    return next(m.value for m in at.metric if m.label == label)
-
-
-def _pick_typed(at, path) -> AppTest:
-    at.selectbox(key="ds_pick").select("Type a path…").run()
-    at.text_input(key="ds_path").input(str(path)).run()
-    assert not at.exception, at.exception
-    return at
-
-
 def test_demo_loads_with_counts_and_label():
-    at = _explorer()
+    at = explorer_app()
     assert not at.error, [e.value for e in at.error]
     assert any("Synthetic demo" in i.value for i in at.info)
-    total = int(_metric(at, "Faces").replace(",", ""))
+    total = int(metric_value(at, "Faces").replace(",", ""))
     assert total > 1000
-    assert int(_metric(at, "train").replace(",", "")) < total
+    assert int(metric_value(at, "train").replace(",", "")) < total
     assert at.session_state["active_dataset"]["source"] == "demo"
 
 
 def test_typed_path_loads_and_becomes_active(tmp_path):
-    at = _pick_typed(_explorer(), _csv(tmp_path))
+    at = pick_typed_path(explorer_app(), _csv(tmp_path))
     assert not at.error, [e.value for e in at.error]
-    assert _metric(at, "Faces") == f"{6 * 7 * 2}"
-    assert _metric(at, "train") == "42" and _metric(at, "val") == "42"
+    assert metric_value(at, "Faces") == f"{6 * 7 * 2}"
+    assert metric_value(at, "train") == "42" and metric_value(at, "val") == "42"
     assert at.session_state["active_dataset"]["source"].endswith("faces.csv")
 
 
 def test_missing_path_shows_error_not_exception(tmp_path):
-    at = _pick_typed(_explorer(), tmp_path / "nope.csv")
+    at = pick_typed_path(explorer_app(), tmp_path / "nope.csv")
     assert not at.exception
     assert any("no such file" in e.value for e in at.error)
     # the page stays usable: picking the demo again works
@@ -78,21 +55,21 @@ def test_missing_path_shows_error_not_exception(tmp_path):
 
 def test_bad_row_error_then_skip_bad_rows(tmp_path):
     path = _csv(tmp_path, bad_line="3,1 2 3,Training")
-    at = _pick_typed(_explorer(), path)
+    at = pick_typed_path(explorer_app(), path)
     assert at.error and md("faces.csv") in at.error[0].value
     at.checkbox(key="ds_skip").check().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert _metric(at, "Faces") == "84"
+    assert metric_value(at, "Faces") == "84"
     assert any("1 bad rows skipped" in e.label for e in at.expander)
 
 
 def test_upload_csv_loads_and_bad_upload_shows_error(tmp_path):
-    at = _explorer()
+    at = explorer_app()
     at.selectbox(key="ds_pick").select("Upload a file…").run()
     good = _csv(tmp_path).read_bytes()
     at.file_uploader(key="ds_upload").upload("faces.csv", good, "text/csv").run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert _metric(at, "Faces") == "84"
+    assert metric_value(at, "Faces") == "84"
     at.file_uploader(key="ds_upload").upload("junk.csv", b"hello,world\n1,2\n",
                                               "text/csv").run()
     assert not at.exception
@@ -113,7 +90,7 @@ def test_upload_over_the_limit_is_refused_with_a_clear_message(monkeypatch):
 
 
 def test_grid_filters_change_the_samples(tmp_path):
-    at = _pick_typed(_explorer(), _csv(tmp_path))
+    at = pick_typed_path(explorer_app(), _csv(tmp_path))
     grid = lambda: at.image[0].captions  # noqa: E731  (the sample grid is the first image list)
     before = grid()
     at.button[0].click().run()  # reshuffle: another random page of the same faces
@@ -133,11 +110,11 @@ def test_grid_filters_change_the_samples(tmp_path):
 
 @pytest.mark.parametrize("page", ["pages/explorer.py"])
 def test_switching_pages_keeps_the_dataset(tmp_path, page):
-    at = _pick_typed(_explorer(), _csv(tmp_path))
+    at = pick_typed_path(explorer_app(), _csv(tmp_path))
     at.switch_page("pages/home.py").run()
     assert any(md("faces.csv") in m.value for m in at.markdown)
     at.switch_page(page).run()
-    assert _metric(at, "Faces") == "84"
+    assert metric_value(at, "Faces") == "84"
 
 
 def test_files_in_data_dir_and_fer_data_env_are_offered(tmp_path, monkeypatch):
@@ -151,10 +128,10 @@ def test_files_in_data_dir_and_fer_data_env_are_offered(tmp_path, monkeypatch):
     other = _csv(tmp_path / "data", n_per_class=3).rename(tmp_path / "env.csv")
     monkeypatch.setattr(ui.data, "DATA_DIR", data_dir)
     monkeypatch.setenv("FER_DATA", str(other))
-    at = _explorer()
+    at = explorer_app()
     options = at.selectbox(key="ds_pick").options
     assert "data/faces.csv.gz" in options and "data/notes.txt" not in options
     at.selectbox(key="ds_pick").select("data/faces.csv.gz").run()
-    assert not at.error and _metric(at, "Faces") == "84"
+    assert not at.error and metric_value(at, "Faces") == "84"
     at.selectbox(key="ds_pick").select(f"FER_DATA: {other}").run()
-    assert not at.error and _metric(at, "Faces") == "42"
+    assert not at.error and metric_value(at, "Faces") == "42"

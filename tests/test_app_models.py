@@ -1,5 +1,5 @@
 """Models page (AppTest): the shipped model and runs listed with their model cards; rename and
-delete of runs. Also holds ``make_tiny_run``, the small model the app tests save themselves."""
+delete of runs."""
 
 from __future__ import annotations
 
@@ -9,49 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from fer_core.labels import FER7
+from tests.factories import make_tiny_run
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def make_tiny_run(root: Path, name: str = "tiny-run", epochs: int = 0, seed: int = 0) -> Path:
-    """Save a tiny FER7 CNN as a run dir (model.keras, labels.json, config, history, metrics,
-    model card). ``epochs`` > 0 fits it on tests.factories.pattern_faces first."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((48, 48, 1))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv1")(x)
-    x = keras.layers.MaxPooling2D(4, name="pool1")(x)
-    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv2")(x)
-    x = keras.layers.Flatten()(x)
-    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x), name=name)
-    history = []
-    if epochs:
-        from tests.factories import pattern_faces
-        ds = pattern_faces(n_per_class=20, seed=seed)
-        tr = ds.split == "train"
-        model.compile(optimizer=keras.optimizers.Adam(0.01),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        h = model.fit(ds.images[tr][..., None].astype("float32"), ds.labels[tr],
-                      validation_data=(ds.images[~tr][..., None].astype("float32"),
-                                       ds.labels[~tr]),
-                      epochs=epochs, batch_size=32, verbose=0)
-        history = [{"epoch": e + 1, **{k: float(v[e]) for k, v in h.history.items()}}
-                   for e in range(epochs)]
-    run = Path(root) / name
-    run.mkdir(parents=True, exist_ok=True)
-    model.save(run / "model.keras")
-    (run / "labels.json").write_text(json.dumps({"labels": list(FER7), "label_set": "fer7"}))
-    (run / "config.json").write_text(json.dumps({"arch": "tiny", "epochs": epochs}))
-    (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
-    val_acc = history[-1]["val_accuracy"] if history else 0.0
-    (run / "metrics.json").write_text(json.dumps({"val_accuracy": val_acc}))
-    (run / "model_card.md").write_text(f"# Model card: {name}\n\nTiny test CNN.\n\n"
-                                       "## Known limits\n\nTrained on drawn bars only.\n")
-    return run
 
 
 def _models_app(monkeypatch, runs_dir):

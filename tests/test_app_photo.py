@@ -8,8 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.factories import face_image
-from tests.test_app_models import make_tiny_run
+from tests.factories import face_image, make_tiny_run
 from ui.text import md
 
 ROOT = Path(__file__).resolve().parent.parent

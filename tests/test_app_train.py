@@ -20,13 +20,15 @@ APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 
 @pytest.fixture
 def runner(tmp_path, monkeypatch) -> JobRunner:
-    """Runs written to a temp dir; a job left running is ended after the test."""
+    """Runs written to a temp dir; a job left running is ended after the test (killed: how it
+    ends is not what the test checks, and a clean stop waits for TensorFlow to load)."""
     monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path / "runs"))
     r = JobRunner(tmp_path / "runs")
     yield r
     job = r.current()
     if job is not None and job.running:
-        job.stop()
+        job.stop()    # in case it has not written its pid yet
+        job.kill()
         if not job.wait(120):
             job.kill()
 
@@ -182,7 +184,7 @@ def test_after_an_app_restart_the_page_reattaches_then_offers_resume(small_csv, 
     import sys
 
     from fer_core.training import TrainConfig, train_spec
-    from tests.conftest import ROOT
+    from tests.factories import ROOT
 
     config = TrainConfig(arch="mememoji", arch_params={"dense": 32, "dropout": 0.0}, epochs=200,
                          batch_size=16, schedule="constant", label_smoothing=0.0, flip=False,

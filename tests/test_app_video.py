@@ -6,7 +6,7 @@ import time
 
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT
+from tests.factories import ROOT
 
 PAGE = str(ROOT / "pages" / "video.py")
 

@@ -102,7 +102,7 @@ def test_small_models_train_on_an_odd_last_batch():
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.factories import ROOT
 
     proc = subprocess.run([sys.executable, "-c", ODD_BATCH], capture_output=True, text=True,
                           cwd=ROOT, timeout=600)

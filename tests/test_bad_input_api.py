@@ -6,7 +6,7 @@ import pytest
 
 from fer_core.api.settings import Settings
 from fer_core.errors import FerError
-from tests.test_api import assert_error, make_client, model_dir  # noqa: F401 (fixture)
+from tests.factories import assert_error, make_client
 
 
 def _deep(depth: int, open_: str = "[", close: str = "]") -> bytes:
@@ -14,8 +14,8 @@ def _deep(depth: int, open_: str = "[", close: str = "]") -> bytes:
 
 
 @pytest.fixture
-def client(tmp_path, model_dir):  # noqa: F811
-    with make_client(tmp_path, model_dir) as c:
+def client(tmp_path, tiny_run_dir):
+    with make_client(tmp_path, tiny_run_dir) as c:
         yield c
 
 
@@ -29,17 +29,17 @@ def test_deeply_nested_json_is_400_invalid_json(client, path, body):
     assert "nested" in detail and len(detail) < 300, detail
 
 
-def test_models_list_ids_and_names_not_server_paths(client, model_dir, tmp_path):  # noqa: F811
+def test_models_list_ids_and_names_not_server_paths(client, tiny_run_dir, tmp_path):
     models = client.get("/v1/models").json()["models"]
     assert models
     text = repr(models)
-    assert str(model_dir) not in text and str(model_dir.parent) not in text
+    assert str(tiny_run_dir) not in text and str(tiny_run_dir.parent) not in text
     for m in models:
         assert "path" not in m, m
         assert "/" not in m["id"] and "/" not in m["name"], m
     active = [m for m in models if m["active"]]
-    assert len(active) == 1 and active[0]["id"] == model_dir.name
-    assert active[0]["name"] == model_dir.name
+    assert len(active) == 1 and active[0]["id"] == tiny_run_dir.name
+    assert active[0]["name"] == tiny_run_dir.name
     schema = client.get("/openapi.json").json()["components"]["schemas"]["ModelInfo"]
     assert "path" not in schema["properties"]
 

@@ -10,8 +10,7 @@ import pytest
 
 from fer_core import DATA_DIR
 from fer_core.data.fer2013 import to_csv_bytes
-from tests.factories import pattern_faces
-from tests.test_app_explorer import _explorer, _metric, _pick_typed
+from tests.factories import explorer_app, metric_value, pattern_faces, pick_typed_path
 
 PASSWD_LINE = "root:x:0:0:root:/root:/bin/bash"
 HOSTILE_HEADER = "[x](http://127.0.0.1:9/a) ![i](http://127.0.0.1:9/p.png)"
@@ -42,7 +41,7 @@ def roots(tmp_path, monkeypatch):
 @pytest.mark.parametrize("typed", ["/etc/passwd", "/etc", "~/.bashrc",
                                    str(DATA_DIR / ".." / ".." / ".." / "etc" / "passwd")])
 def test_paths_outside_the_allowed_roots_are_refused(typed):
-    at = _pick_typed(_explorer(), typed)
+    at = pick_typed_path(explorer_app(), typed)
     assert at.error, _texts(at)
     msg = at.error[0].value
     assert "not allowed" in msg and "FER\\_DATA\\_ROOTS" in msg, msg
@@ -54,7 +53,7 @@ def test_paths_outside_the_allowed_roots_are_refused(typed):
 def test_a_file_whose_first_line_is_secret_is_never_echoed(roots):
     secret = roots / "passwd"
     secret.write_text(PASSWD_LINE + "\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n")
-    at = _pick_typed(_explorer(), secret)
+    at = pick_typed_path(explorer_app(), secret)
     assert at.error, _texts(at)
     assert "pixels" in at.error[0].value  # the message says what was expected
     for t in _texts(at):  # (escaped or not)
@@ -65,7 +64,7 @@ def test_a_file_whose_first_line_is_secret_is_never_echoed(roots):
 def test_markdown_in_a_csv_header_is_neither_echoed_nor_rendered(roots):
     bad = roots / "header.csv"
     bad.write_text(HOSTILE_HEADER + ",emotion\n1,2\n")
-    at = _pick_typed(_explorer(), bad)
+    at = pick_typed_path(explorer_app(), bad)
     assert at.error, _texts(at)
     for t in _texts(at):
         assert "127.0.0.1" not in t and "](" not in t, t
@@ -74,13 +73,13 @@ def test_markdown_in_a_csv_header_is_neither_echoed_nor_rendered(roots):
 def test_markdown_in_a_file_name_is_escaped_in_errors_and_captions(roots):
     bad = roots / MD_NAME
     bad.write_text("emotion,pixels,Usage\n9,1 2 3,Training\n")
-    at = _pick_typed(_explorer(), bad)
+    at = pick_typed_path(explorer_app(), bad)
     assert at.error, _texts(at)
     msg = at.error[0].value
     assert "![i](p.png)" not in msg and "[l](u)" not in msg, msg
     assert "\\!\\[i\\]\\(p\\.png\\)" in msg and "\\*b\\*" in msg and "\\`c\\`" in msg, msg
     good = _good_csv(roots / ("ok " + MD_NAME))
-    at = _pick_typed(at, good)
+    at = pick_typed_path(at, good)
     assert not at.error, _texts(at)
     label = next(c for c in at.caption if "faces" in c.value).value
     assert "[l](u)" not in label and "\\[l\\]\\(u\\)" in label, label
@@ -88,22 +87,22 @@ def test_markdown_in_a_file_name_is_escaped_in_errors_and_captions(roots):
 
 def test_typed_paths_under_the_allowed_roots_load(roots, tmp_path, monkeypatch):
     good = _good_csv(roots / "faces.csv")
-    at = _pick_typed(_explorer(), good)
+    at = pick_typed_path(explorer_app(), good)
     assert not at.error, _texts(at)
-    assert _metric(at, "Faces") == "42"
+    assert metric_value(at, "Faces") == "42"
     # a second root in the os.pathsep-separated list, and the FER_DATA file itself
     other = tmp_path.parent / f"{tmp_path.name}-other"
     other.mkdir()
     try:
         elsewhere = _good_csv(other / "more.csv")
-        at = _pick_typed(_explorer(), elsewhere)
+        at = pick_typed_path(explorer_app(), elsewhere)
         assert at.error and "not allowed" in at.error[0].value
         monkeypatch.setenv("FER_DATA_ROOTS", f"{roots}:{other}")
-        at = _pick_typed(_explorer(), elsewhere)
+        at = pick_typed_path(explorer_app(), elsewhere)
         assert not at.error, _texts(at)
         monkeypatch.delenv("FER_DATA_ROOTS")
         monkeypatch.setenv("FER_DATA", str(elsewhere))
-        at = _pick_typed(_explorer(), elsewhere)
+        at = pick_typed_path(explorer_app(), elsewhere)
         assert not at.error, _texts(at)
     finally:
         shutil.rmtree(other)
@@ -112,11 +111,11 @@ def test_typed_paths_under_the_allowed_roots_load(roots, tmp_path, monkeypatch):
 def test_fer_data_is_the_active_dataset_at_start(tmp_path, monkeypatch):
     csv = _good_csv(tmp_path / "env.csv")
     monkeypatch.setenv("FER_DATA", str(csv))
-    at = _explorer()
+    at = explorer_app()
     assert not at.error, _texts(at)
     assert at.session_state["active_dataset"]["source"] == str(csv)
     assert at.selectbox(key="ds_pick").value == f"FER_DATA: {csv}"
-    assert _metric(at, "Faces") == "42"
+    assert metric_value(at, "Faces") == "42"
     # the other pages use it too
     at.switch_page("pages/home.py").run()
     assert any("env\\.csv" in m.value for m in at.markdown), [m.value for m in at.markdown]

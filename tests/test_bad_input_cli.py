@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.factories import ROOT, free_port
 
 # TensorFlow's C++ start-up lines (absl), written before Python runs any code of ours
 TF_NATIVE_LOG = re.compile(r"^([IWEF]\d{4} |WARNING: All log messages before absl)")

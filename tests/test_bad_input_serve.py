@@ -13,47 +13,47 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, free_port
-from tests.test_api import tiny_model_dir
-
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+from tests.factories import ROOT, end_process, free_port, wait_for_http
 
 
 class Server:
-    def __init__(self, tmp_path, log_level="info", env=None):
-        model = tiny_model_dir(tmp_path / "tiny-run")
+    """``python -m fer_core serve`` on a free port; its stderr goes to ``tmp_path/serve.log``."""
+
+    def __init__(self, tmp_path, model, log_level="info", env=None):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / "serve.log"
+        self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fer_core", "serve", "--port", str(self.port), "--model",
              str(model), "--feedback-db", str(tmp_path / "fb.db"), "--log-level", log_level],
-            cwd=ROOT, env={**ENV, **(env or {})}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while True:
-            assert self.proc.poll() is None, self.proc.stderr.read()
-            try:
-                with urllib.request.urlopen(self.base + "/v1/health", timeout=5) as r:
-                    assert json.loads(r.read())["model_loaded"]
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.3)
+            cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        wait_for_http(self.base + "/v1/health", self.proc, log=self.log_path.read_text,
+                      ready=lambda health: health["model_loaded"])
+        self.started = self.log_path.stat().st_size
+
+    def logged(self, since: int = 0) -> str:
+        """What the server logged from byte ``since`` on (default: since start-up)."""
+        with open(self.log_path, "rb") as f:
+            f.seek(since or self.started)
+            return f.read().decode(errors="replace")
 
     def stop(self) -> str:
         """Stop the server and return what it logged after start-up."""
-        self.proc.terminate()
-        _, err = self.proc.communicate(timeout=30)
-        return err.split("Uvicorn running on", 1)[-1].split("\n", 1)[-1]
+        end_process(self.proc)
+        self.log.close()
+        return self.logged()
 
 
-@pytest.fixture
-def server(tmp_path):
-    s = Server(tmp_path)
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_run_dir):
+    """One server for the hang-up cases (each reads only its own part of the log)."""
+    s = Server(tmp_path_factory.mktemp("serve"), tiny_run_dir)
     yield s
-    if s.proc.poll() is None:
-        s.proc.kill()
-        s.proc.wait()
+    log = s.stop()
+    assert "Traceback" not in log, log
+    assert "ERROR" not in log, log
 
 
 def _hang_up(port, path, content_type, first_part: bytes, declared: int = 200_000):
@@ -62,7 +62,6 @@ def _hang_up(port, path, content_type, first_part: bytes, declared: int = 200_00
         s.sendall(f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
                   f"Content-Length: {declared}\r\n\r\n".encode() + first_part)
         time.sleep(0.5)  # let the server start reading the body
-    time.sleep(0.5)
 
 
 MULTIPART_START = (b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\""
@@ -76,11 +75,15 @@ MULTIPART_START = (b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; fil
 ])
 def test_client_hanging_up_mid_body_is_one_quiet_log_line(server, path, content_type,
                                                           first_part):
+    mark = server.log_path.stat().st_size
     _hang_up(server.port, path, content_type, first_part)
     # the server is fine afterwards
     with urllib.request.urlopen(server.base + "/v1/health", timeout=5) as r:
         assert r.status == 200
-    log = server.stop()
+    deadline = time.monotonic() + 30    # the disconnect line may land after the health check
+    while path not in server.logged(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = server.logged(mark)
     assert "Traceback" not in log, log
     assert "ERROR" not in log, log
     lines = [ln for ln in log.splitlines() if path in ln and "GET /v1/health" not in ln]
@@ -137,9 +140,10 @@ def big_pngs():
 
 
 @pytest.mark.parametrize("request_pixels", [None, 10**9])
-def test_batch_of_16_huge_16bit_pngs_adds_under_1_gb(tmp_path, big_pngs, request_pixels):
+def test_batch_of_16_huge_16bit_pngs_adds_under_1_gb(tmp_path, tiny_run_dir, big_pngs,
+                                                     request_pixels):
     env = {"FER_MAX_REQUEST_PIXELS": str(request_pixels)} if request_pixels else {}
-    server = Server(tmp_path, log_level="warning", env=env)
+    server = Server(tmp_path, tiny_run_dir, log_level="warning", env=env)
     try:
         growth, answer = peak_growth_mb(server, big_pngs)
     finally:

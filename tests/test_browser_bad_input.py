@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tests.conftest import free_port
+from tests.factories import free_port
 
 pytestmark = pytest.mark.browser
 

@@ -8,15 +8,14 @@ import re
 import pytest
 
 from fer_core.labels import FER7
-from tests.conftest import ARTIFACTS_DIR, StreamlitServer, _need_chromium
-from tests.test_app_models import make_tiny_run
+from tests.factories import ARTIFACTS_DIR, StreamlitServer, make_tiny_run, need_chromium
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def eval_server(tmp_path_factory):
-    _need_chromium()
+    need_chromium()
     runs = tmp_path_factory.mktemp("eval-browser-runs")
     model = make_tiny_run(runs, "tiny-eval", epochs=3)
     with StreamlitServer(env={"FER_RUNS_DIR": str(runs), "FER_MODEL": str(model)}) as server:

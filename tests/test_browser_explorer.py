@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import ARTIFACTS_DIR, ROOT
+from tests.factories import ARTIFACTS_DIR, ROOT
 
 pytestmark = pytest.mark.browser
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ARTIFACTS_DIR, ROOT, free_port
+from tests.factories import ARTIFACTS_DIR, ROOT, free_port
 
 pytestmark = pytest.mark.browser
 

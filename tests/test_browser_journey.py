@@ -21,9 +21,8 @@ import cv2
 import pytest
 
 from fer_core.data.fer2013 import to_csv_bytes
-from tests.conftest import ARTIFACTS_DIR, StreamlitServer, launch_chromium
-from tests.factories import face_image, pattern_faces
-from tests.test_browser_webcam import faces_seen, write_y4m
+from tests.factories import (ARTIFACTS_DIR, StreamlitServer, face_image, faces_seen,
+                             launch_chromium, pattern_faces, write_y4m)
 
 pytestmark = pytest.mark.browser
 
@@ -235,7 +234,7 @@ def test_journey_visits_every_page_in_sidebar_order():
     """Each page the router lists has a step, in the router's order."""
     import ast
 
-    from tests.conftest import ROOT
+    from tests.factories import ROOT
 
     tree = ast.parse((ROOT / "streamlit_app.py").read_text())
     pages = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
@@ -266,7 +265,7 @@ def test_every_page_imports_ui_first():
     """The guard of the deep-link test above, for every page: its first import is ``ui``."""
     import ast
 
-    from tests.conftest import ROOT
+    from tests.factories import ROOT
 
     for path in sorted((ROOT / "pages").glob("*.py")):
         first = next(n for n in ast.parse(path.read_text()).body

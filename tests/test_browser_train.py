@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import ARTIFACTS_DIR
+from tests.factories import ARTIFACTS_DIR
 
 pytestmark = pytest.mark.browser
 

@@ -4,36 +4,14 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
-from tests.conftest import ARTIFACTS_DIR, StreamlitServer, launch_chromium
-from tests.factories import face_image
-from tests.test_app_models import make_tiny_run
+from tests.factories import (ARTIFACTS_DIR, StreamlitServer, faces_seen, launch_chromium,
+                             make_tiny_run, write_y4m)
 
 pytestmark = pytest.mark.browser
-
-
-def write_y4m(path: Path, n_frames: int = 30, width: int = 320, height: int = 240) -> Path:
-    """A looping fake-camera video: a drawn face drifting slightly on a plain background."""
-    face = face_image(size=110)                      # 220x220, face ~110 px wide
-    with open(path, "wb") as f:
-        f.write(f"YUV4MPEG2 W{width} H{height} F15:1 Ip A1:1 C420jpeg\n".encode())
-        for i in range(n_frames):
-            frame = np.full((height, width, 3), 200, np.uint8)
-            dx = int(10 * np.sin(2 * np.pi * i / n_frames))
-            x0, y0 = (width - 220) // 2 + dx, (height - 220) // 2
-            frame[y0:y0 + 220, x0:x0 + 220] = face
-            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
-    return path
-
-
-def faces_seen(page) -> int:
-    text = page.get_by_text(re.compile(r"faces seen: \d+")).first.inner_text(timeout=5000)
-    return int(re.search(r"faces seen: (\d+)", text).group(1))
 
 
 def test_webcam_streams_annotated_frames(playwright_instance, tmp_path):

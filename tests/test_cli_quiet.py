@@ -13,14 +13,20 @@ import cv2
 import pytest
 
 from fer_core.native_logs import STARTUP_LINES
-from tests.conftest import ROOT
-from tests.factories import face_image
+from tests.factories import ROOT, face_image
 
 
-def run(args, tmp_path, **env):
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One cache (dataset, TFLite conversions) for the module's CLI runs: the first run converts
+    the shipped model and parses the demo set, quietly too; later runs reuse them."""
+    return tmp_path_factory.mktemp("cli-cache")
+
+
+def run(args, cache, **env):
     """The CLI in a fresh process, environment as in a user's shell (no TF log level set)."""
     environ = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    environ.update(FER_CACHE_DIR=str(tmp_path / "cache"), **env)
+    environ.update(FER_CACHE_DIR=str(cache), **env)
     return subprocess.run([sys.executable, "-m", "fer_core", *args], cwd=ROOT, env=environ,
                           capture_output=True, text=True, timeout=300)
 
@@ -32,26 +38,26 @@ def photo(tmp_path_factory):
     return path
 
 
-def test_predict_json_prints_only_the_answer(photo, tmp_path):
-    proc = run(["predict", str(photo), "--json"], tmp_path)
+def test_predict_json_prints_only_the_answer(photo, cache):
+    proc = run(["predict", str(photo), "--json"], cache)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "", f"unexpected stderr:\n{proc.stderr}"
     faces = json.loads(proc.stdout)["faces"]
     assert len(faces) == 1 and faces[0]["emotion"]
 
 
-def test_evaluate_json_prints_only_the_answer(tmp_path):
-    proc = run(["evaluate", "--data", "demo", "--json"], tmp_path)
+def test_evaluate_json_prints_only_the_answer(cache):
+    proc = run(["evaluate", "--data", "demo", "--json"], cache)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "", f"unexpected stderr:\n{proc.stderr}"
     assert json.loads(proc.stdout)["n"] > 0
 
 
-def test_user_error_still_shows_after_tensorflow_loaded(tmp_path):
+def test_user_error_still_shows_after_tensorflow_loaded(tmp_path, cache):
     """A broken .keras file is found out after TensorFlow is loaded: the error is the one line."""
     bad = tmp_path / "broken.keras"
     bad.write_bytes(b"not a zip archive")
-    proc = run(["evaluate", "--data", "demo", "--model", str(bad), "--json"], tmp_path)
+    proc = run(["evaluate", "--data", "demo", "--model", str(bad), "--json"], cache)
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
@@ -59,8 +65,8 @@ def test_user_error_still_shows_after_tensorflow_loaded(tmp_path):
         proc.stderr
 
 
-def test_native_logs_can_be_turned_back_on(photo, tmp_path):
-    proc = run(["predict", str(photo), "--json"], tmp_path, FER_NATIVE_LOGS="1",
+def test_native_logs_can_be_turned_back_on(photo, cache):
+    proc = run(["predict", str(photo), "--json"], cache, FER_NATIVE_LOGS="1",
                TF_CPP_MIN_LOG_LEVEL="0")
     assert proc.returncode == 0, proc.stderr
     # The lines filtered by default come back (which ones TensorFlow prints depends on the CPU:

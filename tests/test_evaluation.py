@@ -145,19 +145,9 @@ def test_compare_and_exports():
 
 # ------------------------------------------------------------------ trained model
 
-@pytest.fixture(scope="module")
-def faces(eval_faces):
-    return eval_faces
-
-
-@pytest.fixture(scope="module")
-def trained(trained_cnn):
-    return trained_cnn
-
-
-def test_trained_model_learned_and_report_is_complete(trained, faces):
-    model, _ = trained
-    report = ev.evaluate(model, faces)
+def test_trained_model_learned_and_report_is_complete(trained_cnn, eval_faces):
+    model, _ = trained_cnn
+    report = ev.evaluate(model, eval_faces)
     assert report["split"] == "test" and report["n"] == 7 * 20
     assert report["accuracy"] > 0.8           # chance is 1/7
     assert report["macro_f1"] > 0.8 and report["top2_accuracy"] >= report["accuracy"]
@@ -169,9 +159,9 @@ def test_trained_model_learned_and_report_is_complete(trained, faces):
     json.dumps(report)
 
 
-def test_predict_proba_matches_model_and_tta(trained, faces):
-    model, _ = trained
-    imgs = faces.images[:10]
+def test_predict_proba_matches_model_and_tta(trained_cnn, eval_faces):
+    model, _ = trained_cnn
+    imgs = eval_faces.images[:10]
     p = ev.predict_proba(model, imgs, batch_size=4)
     ref = np.asarray(model(imgs[..., None].astype("float32"), training=False))
     assert p.dtype == np.float32 and p.shape == (10, 7)
@@ -179,20 +169,20 @@ def test_predict_proba_matches_model_and_tta(trained, faces):
     flip = np.asarray(model(imgs[:, :, ::-1, None].astype("float32"), training=False))
     assert np.allclose(ev.predict_proba(model, imgs, tta=True), (ref + flip) / 2, atol=1e-5)
 
-    report = ev.evaluate(model, faces, split="val", tta=True)
-    plain = ev.evaluate(model, faces, split="val")
+    report = ev.evaluate(model, eval_faces, split="val", tta=True)
+    plain = ev.evaluate(model, eval_faces, split="val")
     assert report["tta"] is True and report["accuracy_no_tta"] == plain["accuracy"]
     assert report["tta_gain"] == pytest.approx(report["accuracy"] - plain["accuracy"], abs=1e-6)
 
 
-def test_cli_and_api_agree(trained, faces, tmp_path, capsys):
+def test_cli_and_api_agree(trained_cnn, eval_faces, tmp_path, capsys):
     from fer_core import data
     from fer_core.cli import main
     from fer_core.data.fer2013 import to_csv_bytes
 
-    _, run = trained
+    _, run = trained_cnn
     csv_path = tmp_path / "faces.csv"
-    csv_path.write_bytes(to_csv_bytes(faces.images, faces.labels, faces.split))
+    csv_path.write_bytes(to_csv_bytes(eval_faces.images, eval_faces.labels, eval_faces.split))
     assert main(["evaluate", "--model", str(run), "--data", str(csv_path), "--json"]) == 0
     cli = json.loads(capsys.readouterr().out)
     api = ev.evaluate(run, data.load(csv_path))
@@ -227,8 +217,8 @@ def test_cli_errors_are_clear(tmp_path, capsys, monkeypatch):
     assert "broken.keras" in capsys.readouterr().err
 
 
-def test_default_split_rules(trained):
-    model, _ = trained
+def test_default_split_rules(trained_cnn):
+    model, _ = trained_cnn
     tv = pattern_faces(n_per_class=3, splits=("train", "val"))
     assert ev.evaluate(model, tv)["split"] == "val"
     with pytest.raises(FerError, match="no test or val split"):
@@ -238,43 +228,44 @@ def test_default_split_rules(trained):
 
 # ------------------------------------------------------------------ label-set mismatch
 
-def test_merged6_model_on_fer7_data_is_remapped_explicitly(faces, tmp_path):
+def test_merged6_model_on_fer7_data_is_remapped_explicitly(eval_faces, tmp_path):
     model6 = conv_pool_cnn(n_classes=6)
-    report = ev.evaluate(model6, faces)      # 6 outputs -> merged6 by size
+    report = ev.evaluate(model6, eval_faces)      # 6 outputs -> merged6 by size
     assert report["remapped"] == "fer7->merged6"
     assert report["labels"] == list(MERGED6) and len(report["confusion_matrix"]) == 6
-    test = faces.subset("test")
+    test = eval_faces.subset("test")
     n_angry = int(np.isin(test.labels, [0, 1]).sum())   # angry + disgust
     assert report["per_class"]["angry"]["support"] == n_angry
     assert report["n"] == len(test)
 
 
-def test_finer_model_on_coarser_data_folds_outputs(trained, faces):
-    model, _ = trained
-    merged = faces.remap("merged6")
+def test_finer_model_on_coarser_data_folds_outputs(trained_cnn, eval_faces):
+    model, _ = trained_cnn
+    merged = eval_faces.remap("merged6")
     report = ev.evaluate(model, merged)
     assert report["remapped"].startswith("fer7->merged6") and "folded" in report["remapped"]
     assert report["labels"] == list(MERGED6)
     assert report["accuracy"] > 0.8     # folding disgust into angry keeps it right
 
 
-def test_an_8_output_model_without_labels_is_evaluated_as_ferplus8(faces, tmp_path):
+def test_an_8_output_model_without_labels_is_evaluated_as_ferplus8(eval_faces, tmp_path):
     run = tmp_path / "eight"
     run.mkdir()
     conv_pool_cnn(n_classes=8).save(run / "model.keras")   # no labels.json
-    report = ev.evaluate(run, faces)
+    report = ev.evaluate(run, eval_faces)
     assert report["model_labels"] == list(FERPLUS8)
     assert report["remapped"] == "ferplus8->fer7 (model outputs folded)"
-    assert report["labels"] == list(faces.label_names) and report["n"] == len(faces.subset("test"))
+    assert report["labels"] == list(eval_faces.label_names)
+    assert report["n"] == len(eval_faces.subset("test"))
 
 
-def test_unmappable_mismatch_raises(faces, tmp_path):
+def test_unmappable_mismatch_raises(eval_faces, tmp_path):
     run = tmp_path / "odd"
     run.mkdir()
     conv_pool_cnn(n_classes=3).save(run / "model.keras")
     (run / "labels.json").write_text(json.dumps({"labels": ["x", "y", "z"]}))
     with pytest.raises(FerError, match="cannot be mapped|no mapping"):
-        ev.evaluate(run, faces)
+        ev.evaluate(run, eval_faces)
     (run / "labels.json").write_text(json.dumps({"labels": ["x", "y"]}))
     with pytest.raises(FerError, match="3 outputs"):
-        ev.evaluate(run, faces)
+        ev.evaluate(run, eval_faces)

@@ -11,23 +11,13 @@ from fer_core.errors import FerError
 from tests.factories import conv_pool_cnn, pattern_faces
 
 
-@pytest.fixture(scope="module")
-def faces(eval_faces):
-    return eval_faces
-
-
-@pytest.fixture(scope="module")
-def trained(trained_cnn):
-    return trained_cnn
-
-
 # ------------------------------------------------------------------ what the network sees
 
-def test_feature_maps_shapes_and_layers(trained, faces):
-    model, _ = trained
+def test_feature_maps_shapes_and_layers(trained_cnn, eval_faces):
+    model, _ = trained_cnn
     assert explain.conv_layers(model) == ["conv1", "pool1", "conv2", "pool2"]
     assert explain.conv_layers(model, include_pool=False) == ["conv1", "conv2"]
-    img = faces.images[0]
+    img = eval_faces.images[0]
     a = explain.feature_maps(model, img, "conv1")
     assert a.shape == (48, 48, 8) and a.dtype == np.float32 and a.max() > 0
     assert explain.feature_maps(model, img, "pool2").shape == (12, 12, 8)
@@ -53,9 +43,9 @@ def test_nested_model_layers():
     assert cam.shape == (48, 48) and 0 <= cam.min() and cam.max() <= 1
 
 
-def test_grad_cam_highlights_the_bar(trained, faces):
-    model, _ = trained
-    val = faces.subset("val")
+def test_grad_cam_highlights_the_bar(trained_cnn, eval_faces):
+    model, _ = trained_cnn
+    val = eval_faces.subset("val")
     inside, outside = [], []
     for c in range(7):
         row = 4 + c * (40 // 7)
@@ -74,13 +64,13 @@ def test_grad_cam_highlights_the_bar(trained, faces):
         explain.grad_cam(model, val.images[0], 7)
 
 
-def test_reloaded_sequential_model_gets_the_same_maps(trained, faces, tmp_path):
+def test_reloaded_sequential_model_gets_the_same_maps(trained_cnn, eval_faces, tmp_path):
     """A user's keras.Sequential, saved and reloaded: feature maps and Grad-CAM as for the same
     weights in a functional model (a reloaded Sequential's layer outputs are not connected to
     its inputs, so the maps are computed by calling its layers in order)."""
     import keras
     from keras import layers
-    model, _ = trained
+    model, _ = trained_cnn
     seq = keras.Sequential([
         keras.Input((48, 48, 1)), layers.Rescaling(1 / 255),
         layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1"),
@@ -92,7 +82,7 @@ def test_reloaded_sequential_model_gets_the_same_maps(trained, faces, tmp_path):
     seq.save(tmp_path / "seq.keras")
     reloaded = keras.saving.load_model(tmp_path / "seq.keras", safe_mode=True)
     assert explain.conv_layers(reloaded) == explain.conv_layers(model)
-    val = faces.subset("val")
+    val = eval_faces.subset("val")
     for c in range(7):
         img = val.images[val.labels == c][0]
         for method in ("gradcam", "hirescam"):

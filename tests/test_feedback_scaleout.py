@@ -21,16 +21,15 @@ import pytest
 import sqlalchemy as sa
 
 from fer_core.labels import FER7
-from tests.conftest import ROOT, free_port
-from tests.test_api import tiny_model_dir
+from tests.factories import ROOT, end_process, free_port, wait_for_http
 
 CROP_B64 = base64.b64encode(cv2.imencode(
     ".png", np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8))[1]).decode()
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return tiny_model_dir(tmp_path_factory.mktemp("scaleout") / "tiny-run")
+def model(tiny_run_dir):
+    return tiny_run_dir
 
 
 class Instance:
@@ -48,17 +47,8 @@ class Instance:
                                      stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout=180):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
-            try:
-                status, body = self.request("GET", "/v1/health", timeout=3)
-                if status == 200 and body["model_loaded"]:
-                    return body
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"serve not ready: {self.log_path.read_text()[-3000:]}")
+        return wait_for_http(f"http://127.0.0.1:{self.port}/v1/health", self.proc, timeout,
+                             log=self.log_path.read_text, ready=lambda h: h["model_loaded"])
 
     def request(self, method, path, body=None, conn=None, timeout=30):
         own = conn is None
@@ -85,13 +75,7 @@ class Instance:
         return lines[1:]
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc)
         self.log.close()
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from fer_core.api.settings import Settings
 from fer_core.errors import FerError
-from tests.conftest import ROOT, free_port
+from tests.factories import ROOT, free_port
 
 
 def test_serve_with_a_feedback_folder_that_cannot_be_created_exits_2(tmp_path):

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import ROOT
+from tests.factories import ROOT
 
 WORST_ORDER = textwrap.dedent("""
     from streamlit.testing.v1 import AppTest

@@ -14,7 +14,7 @@ import pytest
 
 from fer_core import jobs
 from fer_core.errors import FerError
-from tests.conftest import ROOT
+from tests.factories import ROOT
 
 jobs.register("count", "tests.jobkinds:count")
 

@@ -15,31 +15,20 @@ from fer_core import evaluation, synthetic, vision
 from fer_core.labels import FER7
 from fer_core.model import FerModel, apply_temperature, clear_cache
 from fer_core.model_files import read_calibration
+from tests.factories import (make_tiny_run, pattern_faces, save_model_dir, tiny_cnn,
+                             write_fer_csv)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def save_run(root: Path, bias=None, n_classes: int = 7, labels=True, seed: int = 0) -> Path:
-    """A run dir with a small CNN; ``bias`` with a zero kernel makes its output constant."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((48, 48, 1))
-    x = keras.layers.Rescaling(1 / 255)(inp)
-    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    kw = {} if bias is None else {"kernel_initializer": "zeros",
-                                  "bias_initializer": keras.initializers.Constant(bias)}
-    model = keras.Model(inp, keras.layers.Dense(n_classes, activation="softmax", **kw)(x))
-    root.mkdir(parents=True, exist_ok=True)
-    model.save(root / "model.keras")
-    if labels:
-        (root / "labels.json").write_text(json.dumps(list(FER7)))
-    return root
-
-
 def faces(n=6, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 48, 48), dtype=np.uint8)
+
+
+def save_run(root: Path, bias=None, n_classes: int = 7, labels=True, seed: int = 0) -> Path:
+    """A run dir with :func:`tests.factories.tiny_cnn`; ``bias`` makes its output constant."""
+    return save_model_dir(root, tiny_cnn(n_classes, bias=bias, seed=seed),
+                          list(FER7) if labels else None)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +79,6 @@ def test_flip_tta_is_the_mean_of_the_face_and_its_mirror(run):
 
 
 def test_evaluate_reports_progress_in_faces(run):
-    from tests.factories import pattern_faces
 
     ds = pattern_faces(n_per_class=20, seed=1)
     n = int((ds.split == "val").sum())
@@ -172,7 +160,6 @@ def test_calibration_applies_on_every_path(calibrated_run, tmp_path):
                                                                       "image/png")}).json()
     assert np.allclose(list(body["faces"][0]["scores"].values()), expected[0], atol=1e-5)
     # evaluation reports the calibrated figures and the raw ECE
-    from tests.factories import pattern_faces
     ds = pattern_faces(n_per_class=6, seed=2)
     rep, preds = evaluation.evaluate(m, ds, split="val", return_predictions=True)
     test = ds.subset("val")
@@ -196,9 +183,6 @@ def test_a_calibration_fitted_for_another_model_file_is_ignored(tmp_path):
 
 def test_calibrate_cli_writes_a_calibration_every_path_then_uses(tmp_path, capsys):
     from fer_core.cli import main
-    from tests.test_app_evaluate import write_fer_csv
-    from tests.test_app_models import make_tiny_run
-    from tests.factories import pattern_faces
 
     r = make_tiny_run(tmp_path / "runs", "trained", epochs=4)
     csv = write_fer_csv(pattern_faces(n_per_class=20, seed=4, splits=("train", "val")),
@@ -309,8 +293,6 @@ def test_folder_and_csv_faces_give_identical_model_inputs(tmp_path):
     """The same faces stored as a FER2013 CSV and as image files (grey PNG, colour PNG, RGBA
     PNG with a transparent border, 96 px upscale) load as the faces inference would crop."""
     from fer_core import data
-    from tests.factories import pattern_faces
-    from tests.test_app_evaluate import write_fer_csv
 
     ds = pattern_faces(n_per_class=2, seed=0, splits=("train",))
     csv_ds = data.load(write_fer_csv(ds, tmp_path / "faces.csv"), cache=False)

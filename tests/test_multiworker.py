@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT, free_port
+from tests.factories import ROOT, free_port
 
 
 def test_two_workers_train_one_epoch_only_the_chief_writes(tmp_path):

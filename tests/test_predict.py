@@ -15,26 +15,17 @@ from fer_core.labels import FER7, MERGED6
 from fer_core.predict import FacePrediction, Predictor, annotate
 from fer_core.vision import DetectorConfig
 from fer_core.synthetic import synthetic_frame
+from tests.factories import png, save_model_dir, tiny_cnn as _tiny_cnn
 
 
 def tiny_model(n_classes: int = 7, softmax: bool = True, seed: int = 0):
-    import keras
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((48, 48, 1))
-    x = keras.layers.Rescaling(1 / 255)(inp)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(n_classes, activation="softmax" if softmax else None)(x)
-    return keras.Model(inp, out)
+    """The predictor tests' CNN: one strided conv (8 filters) and global pooling."""
+    return _tiny_cnn(n_classes, width=8, strides=2, softmax=softmax, seed=seed)
 
 
 def save_run(root: Path, name: str, model, labels=None) -> Path:
-    run = root / name
-    run.mkdir(parents=True)
-    model.save(run / "model.keras")
-    if labels is not None:
-        (run / "labels.json").write_text(json.dumps(labels))
-    return run
+    return save_model_dir(root / name, model, labels)
+
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +37,6 @@ def run_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def predictor(run_dir) -> Predictor:
     return Predictor(run_dir, DetectorConfig.realtime())
-
-
-def png(img) -> bytes:
-    return cv2.imencode(".png", img)[1].tobytes()
 
 
 # --------------------------------------------------------------------------- loading

@@ -167,7 +167,7 @@ def test_model_card_states_the_calibration(tmp_path):
     import shutil
 
     from fer_core import runs
-    from tests.conftest import ROOT
+    from tests.factories import ROOT
 
     src = ROOT / "models" / "fer2013-default"
     run = tmp_path / "run"

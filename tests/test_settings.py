@@ -20,7 +20,7 @@ import pytest
 from fer_core import runs, settings as fs
 from fer_core.errors import FerError
 from fer_core.settings import Settings, SettingsError
-from tests.conftest import ROOT, free_port
+from tests.factories import ROOT, free_port
 
 SOURCES = [ROOT / "streamlit_app.py", *(ROOT / "fer_core").rglob("*.py"),
            *(ROOT / "ui").rglob("*.py"), *(ROOT / "pages").rglob("*.py")]

@@ -11,8 +11,7 @@ import pytest
 from fer_core import runs, swa
 from fer_core.errors import FerError
 from fer_core.training import TrainConfig, apply_swa, train
-from tests.factories import pattern_faces
-from tests.test_training import TINY
+from tests.factories import TINY_TRAIN as TINY, pattern_faces
 
 
 @pytest.fixture(scope="module")

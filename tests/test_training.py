@@ -16,11 +16,9 @@ from fer_core.errors import FerError  # noqa: E402
 from fer_core.jobs import JobRunner  # noqa: E402
 from fer_core.training import (TrainConfig, make_schedule, resume_spec,  # noqa: E402
                                start_training, train, train_spec)
+from tests.factories import TINY_TRAIN as TINY  # noqa: E402
 from tests.factories import pattern_faces  # noqa: E402
 
-NO_AUG = dict(shift=0.0, rotation=0.0, zoom=0.0, contrast=0.0, erasing=0.0)
-TINY = dict(arch="vgg", arch_params={"width": 8, "depth": 1, "bn_momentum": 0.8},
-            batch_size=16, lr=3e-3, warmup_epochs=0.0, **NO_AUG)
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,14 @@ from fer_core import synthetic, video
 from fer_core.errors import FerError
 from fer_core.labels import FER7
 from fer_core.predict import Predictor
-from tests.conftest import ROOT
-from tests.test_predict import save_run, tiny_model
+from tests.factories import ROOT, save_model_dir, tiny_cnn
 
 HEAD = ["frame", "time_s", "face", "x", "y", "w", "h", "emotion", *FER7]
 
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    return Predictor(tiny_model(), video.detector_config(), labels=FER7)
+    return Predictor(tiny_cnn(width=8, strides=2), video.detector_config(), labels=FER7)
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +281,7 @@ def _cli(*args, timeout=240):
 
 
 def test_cli_writes_outputs_prints_json_and_progress(clip, tmp_path):
-    run = save_run(tmp_path, "tiny", tiny_model(), labels=list(FER7))
+    run = save_model_dir(tmp_path / "tiny", tiny_cnn(width=8, strides=2), list(FER7))
     out = tmp_path / "out"
     r = _cli("video", clip, "--out", out, "--model", run, "--every", "3", "--json",
              "--annotate", "--progress")

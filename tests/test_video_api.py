@@ -16,12 +16,6 @@ from fer_core import synthetic
 from fer_core.api.app import create_app
 from fer_core.api.routers.videos import cleanup
 from fer_core.settings import Settings
-from tests.test_api import tiny_model_dir
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return tiny_model_dir(tmp_path_factory.mktemp("run") / "tiny-run")
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +40,8 @@ def wait_done(c, vid, timeout=180):
     raise AssertionError("video job did not finish")
 
 
-def test_upload_status_summary_and_csv(tmp_path, model_dir, clip):
-    with make_client(tmp_path, model_dir) as c:
+def test_upload_status_summary_and_csv(tmp_path, tiny_run_dir, clip):
+    with make_client(tmp_path, tiny_run_dir) as c:
         with open(clip, "rb") as f:
             r = c.post("/v1/videos", files={"file": ("talk.mp4", f, "video/mp4")},
                        data={"every": "3", "annotate": "true"})
@@ -70,8 +64,8 @@ def test_upload_status_summary_and_csv(tmp_path, model_dir, clip):
         assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
 
 
-def test_errors_are_json_4xx(tmp_path, model_dir, clip):
-    with make_client(tmp_path, model_dir, video_max_mb=0.01, video_max_seconds=1.0) as c:
+def test_errors_are_json_4xx(tmp_path, tiny_run_dir, clip):
+    with make_client(tmp_path, tiny_run_dir, video_max_mb=0.01, video_max_seconds=1.0) as c:
         r = c.post("/v1/videos", files={"file": ("notes.mp4", b"hello" * 100, "video/mp4")})
         assert r.status_code == 415 and r.json()["error"] == "not_a_video"
         assert "not a video file" in r.json()["detail"]
@@ -86,14 +80,14 @@ def test_errors_are_json_4xx(tmp_path, model_dir, clip):
             r = c.get(f"/v1/videos/{bad}")
             assert r.status_code == 404 and r.json()["error"] == "not_found"
         assert not list((tmp_path / "videos").glob("*/input*"))  # nothing left behind
-    with make_client(tmp_path, model_dir, video_max_seconds=1.0) as c:
+    with make_client(tmp_path, tiny_run_dir, video_max_seconds=1.0) as c:
         with open(clip, "rb") as f:
             r = c.post("/v1/videos", files={"file": ("talk.mp4", f, "video/mp4")})
         assert r.status_code == 413 and r.json()["error"] == "too_long"
 
 
-def test_jobs_in_flight_limit_and_ttl_cleanup(tmp_path, model_dir, clip):
-    with make_client(tmp_path, model_dir, video_max_jobs=1) as c:
+def test_jobs_in_flight_limit_and_ttl_cleanup(tmp_path, tiny_run_dir, clip):
+    with make_client(tmp_path, tiny_run_dir, video_max_jobs=1) as c:
         with open(clip, "rb") as f:
             first = c.post("/v1/videos", files={"file": ("a.mp4", f, "video/mp4")})
         assert first.status_code == 202
@@ -109,8 +103,8 @@ def test_jobs_in_flight_limit_and_ttl_cleanup(tmp_path, model_dir, clip):
         assert c.get(f"/v1/videos/{first.json()['id']}").status_code == 404
 
 
-def test_openapi_documents_the_video_endpoints(tmp_path, model_dir):
-    with make_client(tmp_path, model_dir) as c:
+def test_openapi_documents_the_video_endpoints(tmp_path, tiny_run_dir):
+    with make_client(tmp_path, tiny_run_dir) as c:
         spec = c.get("/openapi.json").json()
     post = spec["paths"]["/v1/videos"]["post"]
     assert {"202", "413", "415", "422", "429"} <= set(post["responses"])
@@ -119,11 +113,11 @@ def test_openapi_documents_the_video_endpoints(tmp_path, model_dir):
     assert "409" in spec["paths"]["/v1/videos/{vid}/frames.csv"]["get"]["responses"]
 
 
-def test_video_uploads_have_their_own_size_limit(tmp_path, model_dir, clip):
+def test_video_uploads_have_their_own_size_limit(tmp_path, tiny_run_dir, clip):
     """FER_VIDEO_MAX_MB, not the API's smaller request-body limit, bounds a video upload; other
     routes keep the API's limit."""
     size_mb = clip.stat().st_size / 1024 / 1024
-    settings = Settings(model=str(model_dir), feedback_db=tmp_path / "fb.sqlite3",
+    settings = Settings(model=str(tiny_run_dir), feedback_db=tmp_path / "fb.sqlite3",
                         max_upload_mb=size_mb / 4, video_dir=tmp_path / "videos",
                         video_max_mb=size_mb * 4)
     app = create_app(settings)

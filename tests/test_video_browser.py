@@ -11,7 +11,7 @@ import pytest
 
 from fer_core import synthetic
 from fer_core.labels import FER7
-from tests.conftest import ARTIFACTS_DIR
+from tests.factories import ARTIFACTS_DIR
 
 pytestmark = pytest.mark.browser
 ANALYSED = re.compile(r"[1-9][0-9]*/[0-9]+ frames")  # the job has analysed frames

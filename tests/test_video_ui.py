@@ -9,15 +9,15 @@ import pytest
 from fer_core import synthetic, video
 from fer_core.labels import FER7
 from fer_core.predict import Predictor
-from tests.test_predict import tiny_model
+from tests.factories import tiny_cnn
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("res")
     clip = synthetic.synthetic_clip(out / "c.mp4", seconds=1.0)
-    video.analyze(clip, out, predictor=Predictor(tiny_model(), video.detector_config(),
-                                                 labels=FER7), smoothing=0.5)
+    predictor = Predictor(tiny_cnn(width=8, strides=2), video.detector_config(), labels=FER7)
+    video.analyze(clip, out, predictor=predictor, smoothing=0.5)
     return out
 
 

@@ -16,12 +16,12 @@ from fer_core.predict import Predictor
 from fer_core.vision import DetectorConfig
 from fer_core.synthetic import synthetic_frame
 from fer_core.webcam import FrameAnnotator
-from tests.test_predict import tiny_model
+from tests.factories import tiny_cnn
 
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    return Predictor(tiny_model(), DetectorConfig.realtime(), labels=FER7)
+    return Predictor(tiny_cnn(width=8, strides=2), DetectorConfig.realtime(), labels=FER7)
 
 
 class Spy:
