@@ -21,6 +21,11 @@
                        augmentation: -0.2 to +1.4 points of PublicTest accuracy for the committed
                        models, -0.2 for the shipped one; twice the classification time);
                        ``0``/``false`` (default): single pass
+``FER_MODEL_POLL_S``   how often each instance reads the store's active-model pointer (default
+                       2 s): a promotion or rollback reaches every instance within this interval
+                       plus the time to load the model (a few seconds); 0 = never follow it
+``FER_FINETUNE_REPLAY`` replay faces of the original training data per feedback face when
+                       fine-tuning from feedback (default 4; see :mod:`fer_core.finetune`)
 """
 
 from __future__ import annotations
@@ -92,6 +97,8 @@ class Settings:
     detector: str = "fast"
     tta: bool = False                         # flip test-time augmentation (FER_TTA)
     load_model: bool = True                   # False: start without a model (tests, docs)
+    model_poll_s: float = 2.0                 # FER_MODEL_POLL_S: follow the active-model pointer
+    finetune_replay: float = 4.0              # FER_FINETUNE_REPLAY: replay faces per feedback face
 
     @property
     def max_upload_bytes(self) -> int:
@@ -125,6 +132,8 @@ class Settings:
             crop_cache=_num(env, "FER_CROP_CACHE", 10_000, int, 1),
             detector=(env.get("FER_DETECTOR") or "fast").strip().lower(),
             tta=_flag(env, "FER_TTA", False),
+            model_poll_s=_num(env, "FER_MODEL_POLL_S", 2.0, float, 0.0),
+            finetune_replay=_num(env, "FER_FINETUNE_REPLAY", 4.0, float, 0.0),
         )
         s.detector_config()  # unknown preset -> FerError now
         if overrides:
