@@ -47,3 +47,42 @@ def face_image(size: int = 200, smile: bool = True) -> np.ndarray:
     cv2.ellipse(img, (c[0], c[1] + int(size * 0.22)), (int(size * 0.14), int(size * 0.06)), 0,
                 start, end, (60, 60, 140), 4)
     return img
+
+
+def png_b64(face: np.ndarray) -> str:
+    """A grey face as a base64 PNG (what a client posts)."""
+    import base64
+
+    import cv2
+    return base64.b64encode(cv2.imencode(".png", np.asarray(face, dtype=np.uint8))[1]).decode()
+
+
+def without_class(ds: Dataset, label: int, split: str = "train") -> Dataset:
+    """``ds`` without the faces of ``label`` in ``split`` (a model trained on it never learns
+    that class: the feedback loop's stand-in for a class the model gets wrong)."""
+    keep = ~((ds.labels == label) & (ds.split == split))
+    return ds.subset("all", index=np.flatnonzero(keep))
+
+
+TINY_RECIPE = dict(arch="vgg", arch_params={"width": 8, "depth": 1, "bn_momentum": 0.8},
+                   batch_size=16, lr=3e-3, warmup_epochs=0.0, shift=0.0, rotation=0.0, zoom=0.0,
+                   contrast=0.0, erasing=0.0)
+
+
+def tiny_trained_run(run_dir, dataset: Dataset, epochs: int = 3, **kw):
+    """A real run directory (model.keras, config.json, labels, metrics) from a few epochs of a
+    tiny VGG on ``dataset``."""
+    from fer_core.training import TrainConfig, train
+    train(dataset, TrainConfig(**{**TINY_RECIPE, "epochs": epochs, **kw}), run_dir)
+    return run_dir
+
+
+def post_feedback(client, faces, label: str, headers=None) -> list[dict]:
+    """POST each face to /v1/feedback (``detect=false``) with ``label``; the responses."""
+    out = []
+    for face in faces:
+        r = client.post("/v1/feedback", json={"label": label, "image_base64": png_b64(face),
+                                              "detect": False}, headers=headers or {})
+        assert r.status_code == 201, r.text
+        out.append(r.json())
+    return out

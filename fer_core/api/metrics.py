@@ -131,6 +131,26 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+def route_template(scope) -> str:
+    """The matched route's template with its router prefix ("/v1/videos/{vid}"), or
+    "unmatched". The route records its own path without the prefix it was included under, so
+    the prefix is the part of the request path before what the route's pattern matches."""
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if template is None:
+        return "unmatched"
+    path = scope.get("path", "")
+    regex = getattr(route, "path_regex", None)
+    if regex is None or regex.match(path):
+        return template
+    i = path.find("/", 1)
+    while i > 0:
+        if regex.match(path[i:]):
+            return path[:i] + template
+        i = path.find("/", i + 1)
+    return template
+
+
 class RequestMetrics:
     """Pure ASGI middleware: count and time every HTTP request by route template."""
 
@@ -154,8 +174,7 @@ class RequestMetrics:
             await self.app(scope, receive, send_status)
         finally:
             _faces.reset(token)
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = route_template(scope)
             if path != "/metrics":
                 self.metrics.observe(path, scope.get("method", ""), status[0],
                                      time.perf_counter() - t0, box[0])
