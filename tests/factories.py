@@ -86,3 +86,82 @@ def post_feedback(client, faces, label: str, headers=None) -> list[dict]:
         assert r.status_code == 201, r.text
         out.append(r.json())
     return out
+
+
+def tiny_keras_run(root, seed: int = 0):
+    """An untrained tiny Keras classifier saved as a run dir (model.keras + labels.json)."""
+    import json
+
+    import keras
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((48, 48, 1))
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(7, activation="softmax")(x))
+    root.mkdir(parents=True, exist_ok=True)
+    model.save(root / "model.keras")
+    (root / "labels.json").write_text(json.dumps({"labels": list(FER7), "label_set": "fer7"}))
+    return root
+
+
+class ServeProcess:
+    """``python -m fer_core serve`` on a free port (output in ``log_path``), with JSON helpers."""
+
+    def __init__(self, model, db, log_dir, env: dict | None = None):
+        import os
+        import socket
+        import subprocess
+        import sys
+        from pathlib import Path
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.log_path = Path(log_dir) / f"serve-{self.port}.log"
+        self._log = open(self.log_path, "w")
+        root = Path(__file__).resolve().parent.parent
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fer_core", "serve", "--port", str(self.port), "--model",
+             str(model), "--feedback-db", str(db), "--log-level", "warning"], cwd=root,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "FER_API_KEY": "", **(env or {})},
+            stdout=self._log, stderr=subprocess.STDOUT)
+
+    def call(self, method, path, body=None, conn=None, timeout=30):
+        import http.client
+        import json
+        c = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            c.request(method, path, data, {"Content-Type": "application/json"} if data else {})
+            r = c.getresponse()
+            raw = r.read()
+            return r.status, (json.loads(raw) if "json" in r.getheader("content-type", "")
+                              else raw.decode())
+        finally:
+            if conn is None:
+                c.close()
+
+    def wait_ready(self, timeout: float = 180):
+        import time
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+            try:
+                status, body = self.call("GET", "/v1/health/ready", timeout=3)
+                if status == 200:
+                    return body
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"serve not ready: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self):
+        import subprocess
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
