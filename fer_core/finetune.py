@@ -43,8 +43,10 @@ from fer_core.labels import canonical
 
 DEFAULT_REPLAY = 4.0        # replay faces per feedback training face
 DEFAULT_HOLDOUT = 0.2       # share of the feedback never trained on
-DEFAULT_EPOCHS = 4
-DEFAULT_LR = 1e-4
+MODES = ("head", "full")
+DEFAULT_MODE = "head"
+DEFAULT_EPOCHS = {"head": 20, "full": 4}
+DEFAULT_LR = {"head": 1e-3, "full": 1e-4}
 SPLIT_FILE = "feedback_split.json"
 FINETUNE_FILE = "finetune.json"
 
@@ -54,14 +56,18 @@ RECIPE_OVERRIDES = dict(warmup_epochs=0.0, swa_epochs=0, teachers=[], distill=0.
 
 
 def finetune_spec(base, feedback_db, *, data: str = "", replay: float = DEFAULT_REPLAY,
-                  holdout: float = DEFAULT_HOLDOUT, epochs: int = DEFAULT_EPOCHS,
-                  lr: float = DEFAULT_LR, seed: int = 0, n_boot: int = 2000,
-                  resume: bool = False, command: str = "") -> dict:
-    """The spec of a "finetune" job (JSON values only), checked now."""
+                  holdout: float = DEFAULT_HOLDOUT, mode: str = DEFAULT_MODE,
+                  epochs: int | None = None, lr: float | None = None, seed: int = 0,
+                  n_boot: int = 2000, resume: bool = False, command: str = "") -> dict:
+    """The spec of a "finetune" job (JSON values only), checked now; ``epochs`` and ``lr``
+    default by ``mode``."""
+    if mode not in MODES:
+        raise FerError(f"expected one of {MODES}, got {mode!r}", where="mode")
     spec = {"base": str(base), "feedback_db": str(feedback_db), "data": str(data or ""),
-            "replay": float(replay), "holdout": float(holdout), "epochs": int(epochs),
-            "lr": float(lr), "seed": int(seed), "n_boot": int(n_boot), "resume": bool(resume),
-            "command": command}
+            "replay": float(replay), "holdout": float(holdout), "mode": mode,
+            "epochs": int(epochs or DEFAULT_EPOCHS[mode]),
+            "lr": float(lr or DEFAULT_LR[mode]), "seed": int(seed), "n_boot": int(n_boot),
+            "resume": bool(resume), "command": command}
     check_spec(spec)
     return spec
 
@@ -195,10 +201,10 @@ def training_set(feedback_faces, feedback_y, replay_ds, replay_idx):
 # ---------------------------------------------------------------------------- the run
 
 def finetune(base, feedback, replay_ds, run_dir, *, replay: float = DEFAULT_REPLAY,
-             holdout: float = DEFAULT_HOLDOUT, epochs: int = DEFAULT_EPOCHS,
-             lr: float = DEFAULT_LR, seed: int = 0, n_boot: int = 2000, callbacks=(),
-             stop_event=None, resume: bool = False, command: str = "",
-             emit=None) -> dict:
+             holdout: float = DEFAULT_HOLDOUT, mode: str = DEFAULT_MODE,
+             epochs: int | None = None, lr: float | None = None, seed: int = 0,
+             n_boot: int = 2000, callbacks=(), stop_event=None, resume: bool = False,
+             command: str = "", emit=None) -> dict:
     """Fine-tune ``base`` on ``feedback`` = (faces uint8 (N,48,48), label names, ids) mixed
     with replay from ``replay_ds``; write the run, its calibration and comparison into
     ``run_dir``. Returns the ``finetune.json`` record (``status``, sizes, time, comparison
@@ -211,6 +217,9 @@ def finetune(base, feedback, replay_ds, run_dir, *, replay: float = DEFAULT_REPL
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     emit = emit or (lambda e: None)
+    if mode not in MODES:
+        raise FerError(f"expected one of {MODES}, got {mode!r}", where="mode")
+    epochs, lr = int(epochs or DEFAULT_EPOCHS[mode]), float(lr or DEFAULT_LR[mode])
     base_model = FerModel.load(base)
     faces, names, ids = feedback
     if len(ids) == 0:
@@ -246,11 +255,15 @@ def finetune(base, feedback, replay_ds, run_dir, *, replay: float = DEFAULT_REPL
     recipe = {**base_recipe(base), **RECIPE_OVERRIDES, "init_from": str(base), "epochs": epochs,
               "lr": lr}
     recipe["batch_size"] = int(min(recipe.get("batch_size", 64), int((ds.split == "train").sum())))
-    config = TrainConfig.from_dict(recipe)
-    summary = train(ds, config, run_dir, callbacks=callbacks, stop_event=stop_event,
-                    resume=resume and (run_dir / runs.LAST_FILE).exists(), command=command)
+    if mode == "head":
+        summary = train_head(base, ds, run_dir, recipe, callbacks=callbacks,
+                             stop_event=stop_event)
+    else:
+        summary = train(ds, TrainConfig.from_dict(recipe), run_dir, callbacks=callbacks,
+                        stop_event=stop_event,
+                        resume=resume and (run_dir / runs.LAST_FILE).exists(), command=command)
     t_train = time.perf_counter() - t0
-    record = {"status": summary["status"], "base": str(base), "base_model_id":
+    record = {"status": summary["status"], "mode": mode, "base": str(base), "base_model_id":
               base_model.model_id, "replay_source": str(replay_ds.source),
               "n_feedback": int(len(ids)), "n_feedback_train": int((~held).sum()),
               "n_holdout": int(held.sum()), "n_replay": int(len(replay_idx)),
@@ -270,13 +283,101 @@ def finetune(base, feedback, replay_ds, run_dir, *, replay: float = DEFAULT_REPL
         sets["feedback_holdout"] = (faces[held], y[held])
         result = compare.compare_models(base, run_dir, sets, n_boot=n_boot,
                                         focus=sorted({base_model.labels[i] for i in y}))
-        result["finetune"] = {k: record[k] for k in ("n_feedback", "n_holdout", "n_replay",
-                                                     "replay", "epochs", "lr")}
+        result["finetune"] = {k: record[k] for k in ("mode", "n_feedback", "n_holdout",
+                                                     "n_replay", "replay", "epochs", "lr")}
         compare.write(run_dir, result)
         record["verdict"] = result["verdict"]
     record["total_time_s"] = round(time.perf_counter() - t0, 2)
     runs.atomic_write_json(run_dir / FINETUNE_FILE, record)
     return record
+
+
+def head_layer(model):
+    """The model's classifier: its last layer, a Dense layer (FerError otherwise)."""
+    last = model.layers[-1]
+    if type(last).__name__ != "Dense":
+        raise FerError(f"mode 'head' retrains the last Dense layer, but this model ends with "
+                       f"{type(last).__name__}; use mode 'full'", where="mode")
+    return last
+
+
+def train_head(base, ds, run_dir, recipe: dict, callbacks=(), stop_event=None) -> dict:
+    """Mode "head": the base model's features stay as they are (its BatchNorm statistics
+    included); only its last Dense layer is trained, on the features of the train split, for
+    ``recipe["epochs"]`` epochs; the epoch with the best val accuracy is kept. Writes the run
+    (model.keras, config.json, labels.json, history.jsonl, metrics.json); returns metrics."""
+    import keras
+
+    from fer_core.evaluation import model_batch
+    from fer_core.model import load_keras
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(int(recipe.get("seed", 42)))
+    model = load_keras(base)
+    head = head_layer(model)
+    features = keras.Model(model.inputs, head.input)
+    n_classes = len(ds.label_names)
+
+    def feats(split):
+        m = ds.split == split
+        x = model_batch(model, ds.images[m])
+        return features.predict(x, batch_size=256, verbose=0), ds.labels[m]
+
+    emit_all = [c for c in callbacks if callable(c)]
+
+    def emit(e):
+        for c in emit_all:
+            c(e)
+    t0 = time.perf_counter()
+    (xt, yt), (xv, yv) = feats("train"), feats("val")
+    emit({"type": "start", "run_dir": str(run_dir), "arch": recipe.get("arch"), "mode": "head",
+          "epochs": recipe["epochs"], "initial_epoch": 0, "batches": 1, "n_train": len(yt),
+          "n_val": len(yv), "resumed": False, "features_sec": time.perf_counter() - t0})
+    clf = keras.Sequential([keras.Input((xt.shape[1],)),
+                            keras.layers.Dense(n_classes, activation=head.activation)])
+    clf.layers[-1].set_weights(head.get_weights())
+    clf.compile(optimizer=keras.optimizers.Adam(recipe["lr"]),
+                loss=keras.losses.CategoricalCrossentropy(
+                    label_smoothing=float(recipe.get("label_smoothing", 0.0))),
+                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    targets = np.eye(n_classes, dtype=np.float32)[yt]
+    best, best_acc, best_epoch, status, done = None, -1.0, 0, "finished", 0
+    history_path = run_dir / "history.jsonl"
+    history_path.unlink(missing_ok=True)
+    for epoch in range(1, recipe["epochs"] + 1):
+        if stop_event is not None and stop_event.is_set():
+            status = "stopped"
+            break
+        t = time.perf_counter()
+        h = clf.fit(xt, targets, batch_size=recipe["batch_size"], epochs=1, shuffle=True,
+                    verbose=0).history
+        val_acc = float((clf.predict(xv, batch_size=1024, verbose=0).argmax(1) == yv).mean())
+        if val_acc > best_acc:
+            best, best_acc, best_epoch = clf.layers[-1].get_weights(), val_acc, epoch
+        row = {"type": "epoch", "epoch": epoch, "epochs": recipe["epochs"],
+               "loss": float(h["loss"][-1]), "accuracy": float(h["accuracy"][-1]),
+               "val_accuracy": val_acc, "lr": recipe["lr"],
+               "time_sec": time.perf_counter() - t, "best_val_accuracy": best_acc,
+               "best_epoch": best_epoch}
+        runs.append_jsonl(history_path, {k: v for k, v in row.items() if k != "type"})
+        emit(row)
+        done = epoch
+    if best is not None:
+        head.set_weights(best)
+        runs.save_model_atomic(model, run_dir / runs.MODEL_FILE, include_optimizer=False)
+    runs.atomic_write_json(run_dir / "config.json", {**recipe, "finetune_mode": "head"})
+    runs.atomic_write_json(run_dir / "labels.json", list(ds.label_names))
+    metrics = runs.write_metrics(run_dir, {
+        "status": status if best is not None else "stopped", "arch": recipe.get("arch"),
+        "epochs": recipe["epochs"], "epochs_done": done,
+        "best_val_accuracy": round(best_acc, 6) if best is not None else None,
+        "best_epoch": best_epoch, "train_time_sec": time.perf_counter() - t0,
+        "label_set": ds.label_set, "has_model": best is not None, "run_dir": str(run_dir),
+        "data": {"source": ds.source, "synthetic": bool(ds.synthetic), "n_train": len(yt),
+                 "n_val": len(yv)}})
+    emit({"type": "end", **metrics})
+    return metrics
 
 
 # ---------------------------------------------------------------------------- the job
@@ -302,7 +403,8 @@ def run_job(spec: dict, ctx) -> dict:
     replay_ds = data.load(replay_source(spec["base"], spec.get("data", "")))
     sink = _Sink(ctx)
     return finetune(spec["base"], feedback, replay_ds, ctx.job_dir, replay=spec["replay"],
-                    holdout=spec["holdout"], epochs=spec["epochs"], lr=spec["lr"],
+                    holdout=spec["holdout"], mode=spec.get("mode", DEFAULT_MODE),
+                    epochs=spec["epochs"], lr=spec["lr"],
                     seed=spec["seed"], n_boot=spec["n_boot"], callbacks=[sink],
                     stop_event=_StopFlag(ctx), resume=bool(spec.get("resume")),
                     command=spec.get("command", ""), emit=ctx.emit)

@@ -192,16 +192,20 @@ with loop_tab:
     st.caption("Trains a new run from this model on the corrections in the feedback store "
                "(FER_FEEDBACK_DB), mixed with replay faces of its training data; part of the "
                "feedback is held out for the comparison.")
+    mode = st.radio("What to train", ["head", "full"], horizontal=True, key="ft_mode",
+                    format_func={"head": "the classifier layer (fast, keeps the features)",
+                                 "full": "every layer"}.get)
     c1, c2, c3 = st.columns(3)
-    epochs = c1.number_input("Fine-tuning epochs", 1, 100, 4, key="ft_epochs")
+    epochs = c1.number_input("Fine-tuning epochs", 1, 200, 20 if mode == "head" else 4,
+                             key=f"ft_epochs_{mode}")
     replay = c2.number_input("Replay faces per feedback face", 0.0, 100.0,
                              float(lifecycle_settings().finetune_replay), key="ft_replay")
     holdout = c3.number_input("Held-out share", 0.05, 0.8, 0.2, key="ft_holdout")
     data = st.text_input("Replay data", value=default_replay(chosen.path), key="ft_data")
     if st.button("Start fine-tuning", key="ft_start"):
         try:
-            start_finetune(chosen.path, data=data, epochs=int(epochs), replay=float(replay),
-                           holdout=float(holdout))
+            start_finetune(chosen.path, data=data, mode=mode, epochs=int(epochs),
+                           replay=float(replay), holdout=float(holdout))
         except FerError as exc:
             st.error(f"Cannot start: {md(exc)}")
     finetune_panel()

@@ -43,15 +43,15 @@ def world(tmp_path_factory):
         metrics = client.get("/metrics").text
     assert 'fer_feedback_writes_total{result="ok"} 60.0' in metrics
     feedback = finetune.load_feedback(db)
-    record = finetune.finetune(base, feedback, replay, root / "candidate", epochs=3, lr=3e-3,
-                               n_boot=500)
+    record = finetune.finetune(base, feedback, replay, root / "candidate", n_boot=500)
     return {"root": root, "base": base, "db": db, "replay": replay, "record": record,
             "candidate": root / "candidate", "fear_faces": fear_faces}
 
 
 def test_fine_tuning_on_feedback_fixes_the_class_and_writes_the_comparison(world):
     record = world["record"]
-    assert record["status"] == "finished"
+    assert record["status"] == "finished" and record["mode"] == "head"
+    assert record["epochs"] == finetune.DEFAULT_EPOCHS["head"]
     assert record["n_feedback"] == 60 and record["n_holdout"] == 12
     assert record["n_replay"] == min(4 * 48, 6 * 24)  # all the replay data there is
     split = json.loads((world["candidate"] / finetune.SPLIT_FILE).read_text())
@@ -68,6 +68,17 @@ def test_fine_tuning_on_feedback_fixes_the_class_and_writes_the_comparison(world
     assert val["per_class"]["fear"]["candidate"] > val["per_class"]["fear"]["current"]
     assert result["focus"] == ["fear"]
     assert (world["candidate"] / "calibration.json").is_file()
+
+
+def test_full_mode_trains_every_layer_as_a_training_run(world, tmp_path):
+    feedback = finetune.load_feedback(world["db"])
+    record = finetune.finetune(world["base"], feedback, world["replay"], tmp_path / "full",
+                               mode="full", epochs=1, lr=3e-3, n_boot=200)
+    assert record["status"] == "finished" and record["mode"] == "full"
+    from fer_core import runs
+    history = runs.read_jsonl(tmp_path / "full" / "history.jsonl")
+    assert len(history) == 1 and (tmp_path / "full" / "last.keras").is_file()
+    assert compare.read(tmp_path / "full")["sets"]["feedback_holdout"]["n"] == 12
 
 
 def test_replay_never_holds_a_feedback_face(world):

@@ -324,13 +324,14 @@ def default_replay(path) -> str:
         return "demo"
 
 
-def start_finetune(base, *, data: str, epochs: int, replay: float, holdout: float):
+def start_finetune(base, *, data: str, mode: str, epochs: int, replay: float, holdout: float):
     """Start a "finetune" job on the store's feedback in a new run; returns its handle."""
     from fer_core import finetune
     from ui.jobs import runner
     settings = lifecycle_settings()
     spec = finetune.finetune_spec(base, settings.feedback_db, data=data, replay=replay,
-                                  holdout=holdout, epochs=epochs, command="Models page")
+                                  holdout=holdout, mode=mode, epochs=epochs,
+                                  command="Models page")
     from fer_core.model import FerModel
     faces, labels, _ = finetune.load_feedback(settings.feedback_db)
     if not labels:

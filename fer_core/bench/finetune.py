@@ -29,8 +29,9 @@ def add_arguments(p) -> None:
     p.add_argument("--confused", default="sad",
                    help="what the model calls them, preferably (default sad)")
     p.add_argument("--replay", type=float, default=ft.DEFAULT_REPLAY)
-    p.add_argument("--epochs", type=int, default=ft.DEFAULT_EPOCHS)
-    p.add_argument("--lr", type=float, default=ft.DEFAULT_LR)
+    p.add_argument("--mode", choices=ft.MODES, default=ft.DEFAULT_MODE)
+    p.add_argument("--epochs", type=int, default=None, help="default by mode")
+    p.add_argument("--lr", type=float, default=None, help="default by mode")
     p.add_argument("--keep", default=None, help="keep the run here (default: a temp folder)")
 
 
@@ -82,8 +83,9 @@ def run(args) -> dict:
     t_post = time.perf_counter() - t0
     os.environ["FER_RUNS_DIR"] = str(work)
     run_dir = work / runs.new_run_id("finetune")
-    spec = ft.finetune_spec(base, db, data=source, replay=args.replay, epochs=args.epochs,
-                            lr=args.lr, command="python -m fer_core bench finetune")
+    spec = ft.finetune_spec(base, db, data=source, replay=args.replay, mode=args.mode,
+                            epochs=args.epochs, lr=args.lr,
+                            command="python -m fer_core bench finetune")
     t1 = time.perf_counter()
     handle = JobRunner(work).start("finetune", spec, run_dir)
     handle.wait()
@@ -99,7 +101,7 @@ def run(args) -> dict:
         "data": ds.source, "synthetic": bool(ds.synthetic), "base": base.name,
         "feedback": {"posted": int(len(picked)), f"called_{args.confused}": n_called,
                      "post_s": round(t_post, 1)},
-        "finetune": {k: state["result"].get(k) for k in ("n_feedback_train", "n_holdout",
+        "finetune": {k: state["result"].get(k) for k in ("mode", "n_feedback_train", "n_holdout",
                                                            "n_replay", "epochs", "lr",
                                                            "train_time_s", "total_time_s")},
         "job_wall_s": round(t_job, 1), "cpu_count": os.cpu_count(),

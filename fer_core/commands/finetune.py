@@ -30,9 +30,15 @@ def add_parser(sub) -> None:
     p.add_argument("--holdout", type=float, default=ft.DEFAULT_HOLDOUT,
                    help=f"share of the feedback held out, never trained on (default "
                         f"{ft.DEFAULT_HOLDOUT})")
-    p.add_argument("--epochs", type=int, default=ft.DEFAULT_EPOCHS,
-                   help=f"default {ft.DEFAULT_EPOCHS}")
-    p.add_argument("--lr", type=float, default=ft.DEFAULT_LR, help=f"default {ft.DEFAULT_LR:g}")
+    p.add_argument("--mode", choices=ft.MODES, default=ft.DEFAULT_MODE,
+                   help="head: retrain the classifier layer on the model's features (default; "
+                        "fast, keeps the rest); full: train every layer from the model's weights")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"default {ft.DEFAULT_EPOCHS['head']} (head) or "
+                        f"{ft.DEFAULT_EPOCHS['full']} (full)")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"default {ft.DEFAULT_LR['head']:g} (head) or "
+                        f"{ft.DEFAULT_LR['full']:g} (full)")
     p.add_argument("--seed", type=int, default=0, help="hold-out and replay draw (default 0)")
     p.add_argument("--name", default=None, help="run id (default: <time>-finetune)")
     p.add_argument("--resume", default=None, metavar="RUN",
@@ -68,7 +74,7 @@ def run(args) -> int:
         base = str(args.model or settings.model_path)
         replay = settings.finetune_replay if args.replay is None else args.replay
         spec = ft.finetune_spec(base, db, data=args.data, replay=replay, holdout=args.holdout,
-                                epochs=args.epochs, lr=args.lr, seed=args.seed,
+                                mode=args.mode, epochs=args.epochs, lr=args.lr, seed=args.seed,
                                 command=" ".join(["python -m fer_core", *sys.argv[1:]]))
         # check what can be checked before a process starts: feedback and its labels
         from fer_core.model import FerModel
