@@ -49,24 +49,35 @@ def compare_models(current, candidate, sets: dict, n_boot: int = 2000, focus=())
     """Compare two models (paths or FerModels with the same labels) on ``sets``: name ->
     a Dataset labelled like the models, or ``(faces, label indices)``. ``focus``: the classes
     the feedback was about (listed first on the page)."""
-    from fer_core.evaluation import calibration
     from fer_core.model import FerModel
 
     a, b = FerModel.of(current), FerModel.of(candidate)
     if a.labels != b.labels:
         raise FerError(f"the candidate predicts {list(b.labels)}, the current model "
                        f"{list(a.labels)}: not comparable", where="candidate")
-    out = {"schema": SCHEMA, "current": a.name, "current_id": a.model_id,
-           "candidate": b.name, "candidate_id": b.model_id, "labels": list(a.labels),
-           "focus": list(focus), "n_boot": n_boot, "sets": {}}
+    probs = {}
     for name, s in sets.items():
         images, y = _faces(s)
-        if not len(y):
-            continue
-        pa, pb = a.predict_proba(images, tta=False), b.predict_proba(images, tta=False)
+        if len(y):
+            probs[name] = (y, a.predict_proba(images, tta=False),
+                           b.predict_proba(images, tta=False))
+    return compare_probs((a.name, a.model_id), (b.name, b.model_id), a.labels, probs,
+                         n_boot=n_boot, focus=focus)
+
+
+def compare_probs(current: tuple, candidate: tuple, labels, sets: dict, n_boot: int = 2000,
+                  focus=()) -> dict:
+    """The comparison from probabilities already computed: ``sets`` name -> (label indices,
+    current model's probabilities, candidate's); ``current``/``candidate`` are (name, id)."""
+    from fer_core.evaluation import calibration
+
+    out = {"schema": SCHEMA, "current": current[0], "current_id": current[1],
+           "candidate": candidate[0], "candidate_id": candidate[1], "labels": list(labels),
+           "focus": list(focus), "n_boot": n_boot, "sets": {}}
+    for name, (y, pa, pb) in sets.items():
         ca, cb = pa.argmax(1) == y, pb.argmax(1) == y
         per_class = {}
-        for i, label in enumerate(a.labels):
+        for i, label in enumerate(labels):
             m = y == i
             if m.any():
                 per_class[label] = _diff(ca[m], cb[m], n_boot)

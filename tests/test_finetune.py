@@ -43,7 +43,9 @@ def world(tmp_path_factory):
         metrics = client.get("/metrics").text
     assert 'fer_feedback_writes_total{result="ok"} 60.0' in metrics
     feedback = finetune.load_feedback(db)
-    record = finetune.finetune(base, feedback, replay, root / "candidate", n_boot=500)
+    # the head at a higher rate than FER2013's default: 150 toy faces, not 1,600 real ones
+    record = finetune.finetune(base, feedback, replay, root / "candidate", lr=1e-2, epochs=20,
+                               n_boot=500)
     return {"root": root, "base": base, "db": db, "replay": replay, "record": record,
             "candidate": root / "candidate", "fear_faces": fear_faces}
 
@@ -51,7 +53,7 @@ def world(tmp_path_factory):
 def test_fine_tuning_on_feedback_fixes_the_class_and_writes_the_comparison(world):
     record = world["record"]
     assert record["status"] == "finished" and record["mode"] == "head"
-    assert record["epochs"] == finetune.DEFAULT_EPOCHS["head"]
+    assert record["epochs"] == 20 and record["lr"] == 1e-2
     assert record["n_feedback"] == 60 and record["n_holdout"] == 12
     assert record["n_replay"] == min(4 * 48, 6 * 24)  # all the replay data there is
     split = json.loads((world["candidate"] / finetune.SPLIT_FILE).read_text())
@@ -241,3 +243,44 @@ def test_a_store_failing_mid_promotion_changes_nothing(world, tmp_path, monkeypa
         ids = [r[0] for r in c.execute(sa.select(fs.model_files.c.model_id))]
     assert ids == [first["model_id"]]                 # the candidate's file was rolled back too
     store.close()
+
+
+def test_a_request_pinned_before_a_swap_finishes_on_its_model(world, tmp_path):
+    import asyncio
+
+    from fer_core.api.service import ModelService
+    store = FeedbackStore(tmp_path / "pin.sqlite3")
+    faces = world["fear_faces"][:2]
+
+    async def go():
+        svc = ModelService(Settings(model=str(world["base"]), feedback_db=tmp_path / "x.db"))
+        svc.load()
+        await svc.start()
+        configured = svc.model_id
+        promotion.promote(store, world["candidate"])
+        assert await svc.follow(store, store.active())
+        promoted = svc.model_id
+        view = svc.pin()                              # a request starts on the promoted model
+        promotion.rollback(store)
+        assert await svc.follow(store, store.active())
+        assert svc.model_id == configured and view.model_id == promoted
+        probs = await view.batcher.predict(faces)     # still answered by its own model
+        assert probs.shape == (2, 7)
+        assert view.describe(faces, [[0, 0, 48, 48]] * 2, probs, 1)[0]["emotion"]
+        old = view.slot
+        assert old.retired and old.batcher._task is not None
+        await view.release()                          # the last request on it: batcher stops
+        assert old.batcher._task is None
+        await svc.stop()
+    asyncio.run(go())
+    store.close()
+
+
+def test_ready_is_503_without_a_model_and_live_still_answers(tmp_path):
+    settings = Settings(model=str(tmp_path / "none"), feedback_db=tmp_path / "r.sqlite3")
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/v1/health/ready")
+        assert r.status_code == 503 and r.json()["status"] == "not_ready"
+        assert "model not found" in r.json()["model_error"]
+        assert client.get("/v1/health/live").json() == {"status": "alive"}
+        assert client.get("/v1/health").json()["status"] == "degraded"

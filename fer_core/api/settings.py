@@ -25,7 +25,7 @@
                        2 s): a promotion or rollback reaches every instance within this interval
                        plus the time to load the model (a few seconds); 0 = never follow it
 ``FER_FINETUNE_REPLAY`` replay faces of the original training data per feedback face when
-                       fine-tuning from feedback (default 4; see :mod:`fer_core.finetune`)
+                       fine-tuning from feedback (default 8; see :mod:`fer_core.finetune`)
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class Settings:
     tta: bool = False                         # flip test-time augmentation (FER_TTA)
     load_model: bool = True                   # False: start without a model (tests, docs)
     model_poll_s: float = 2.0                 # FER_MODEL_POLL_S: follow the active-model pointer
-    finetune_replay: float = 4.0              # FER_FINETUNE_REPLAY: replay faces per feedback face
+    finetune_replay: float = 8.0              # FER_FINETUNE_REPLAY: replay faces per feedback face
 
     @property
     def max_upload_bytes(self) -> int:
@@ -133,7 +133,7 @@ class Settings:
             detector=(env.get("FER_DETECTOR") or "fast").strip().lower(),
             tta=_flag(env, "FER_TTA", False),
             model_poll_s=_num(env, "FER_MODEL_POLL_S", 2.0, float, 0.0),
-            finetune_replay=_num(env, "FER_FINETUNE_REPLAY", 4.0, float, 0.0),
+            finetune_replay=_num(env, "FER_FINETUNE_REPLAY", 8.0, float, 0.0),
         )
         s.detector_config()  # unknown preset -> FerError now
         if overrides:
