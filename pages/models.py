@@ -125,6 +125,9 @@ def finetune_panel():
             job.stop()
         return
     if p["status"] == "finished":
+        if st.session_state.get("ft_listed") != p["run"]:   # list the new run in the picker
+            st.session_state["ft_listed"] = p["run"]
+            st.rerun()
         st.success(f"Fine-tuning finished: run {md(p['run'])} "
                    f"({p['result'].get('total_time_s', 0):.0f} s). Pick it above to compare and "
                    "promote it.")
