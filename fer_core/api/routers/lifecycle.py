@@ -79,8 +79,12 @@ def _who(request: Request) -> str:
     return f"api {host}"
 
 
+PROMOTE_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": PromoteJSON.model_json_schema()}}}}
+
+
 @router.post("/models/promote", dependencies=[Depends(require_api_key)],
-             responses=errors.responses(401, 404, 409, 422, 503),
+             openapi_extra=PROMOTE_BODY, responses=errors.responses(400, 401, 404, 409, 422, 503),
              summary="Make a run the active model of every instance on this store")
 async def promote(request: Request, store: FeedbackStore = Depends(get_store)):
     from fer_core import promotion, runs
