@@ -207,7 +207,9 @@ def models(j: Journey):
     j.main.get_by_role("tab", name="Fine-tune & promote").click()
     expect(j.main.get_by_role("heading", name="Candidate vs current")).to_be_visible(
         timeout=60_000)
-    expect(j.main.get_by_text("feedback hold-out").first).to_be_visible(timeout=30_000)
+    verdict = re.compile(r"The candidate is (worse|better)|No clear difference")
+    expect(j.main.get_by_text(verdict).first).to_be_visible(timeout=30_000)
+    expect(j.main.get_by_role("button", name=re.compile(r"^Promote "))).to_be_visible()
 
 
 def pick_model(j: Journey, name):
