@@ -19,8 +19,9 @@ from fer_core.api.feedback_store import FeedbackStore
 from tests.factories import ServeProcess, png_b64, tiny_keras_run
 
 POLL_S = 1.0
-# the bound: one poll interval, plus loading the model from the store on a busy 2-core machine
-BOUND_S = POLL_S + 20.0
+# the bound: one poll interval, plus loading (and converting to TFLite) the model from the store
+# on a 2-core machine shared with other jobs (15 s measured at load average 12, over 25 s at 22)
+BOUND_S = POLL_S + 45.0
 CROP = png_b64(np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8))
 
 
