@@ -1,5 +1,6 @@
 """Command line: ``python -m fer_core COMMAND``, COMMAND one of ``info``, ``train``, ``swa``,
-``evaluate``, ``calibrate``, ``predict``, ``video``, ``serve``, ``bench``.
+``evaluate``, ``calibrate``, ``predict``, ``video``, ``serve``, ``bench``, ``finetune``,
+``promote``, ``rollback``.
 
 Each command lives in ``fer_core/commands/<name>.py`` with ``add_parser(subparsers)`` (which sets
 ``func``) so that commands import their heavy dependencies (TensorFlow) only when they run.
@@ -18,7 +19,7 @@ import sys
 from fer_core.errors import FerError
 
 COMMANDS = ("info", "train", "swa", "evaluate", "calibrate", "predict", "video", "serve",
-            "bench")
+            "bench", "finetune", "promote", "rollback")
 
 
 def plugins(package: str, names):

@@ -56,7 +56,8 @@ MAX_EVENT_BYTES = 4 * 2**20  # read per events() call; the next call goes on fro
 _LOCK_FD_ENV = "FER_JOB_LOCK_FD"
 
 _KINDS: dict[str, str] = {"train": "fer_core.training.job:run_job",
-                          "video": "fer_core.video:run_job"}
+                          "video": "fer_core.video:run_job",
+                          "finetune": "fer_core.finetune:run_job"}
 # Fatal-signal names as Python's fault handler writes them to the log.
 _FAULTS = {"Segmentation fault": "SIGSEGV", "Aborted": "SIGABRT", "Bus error": "SIGBUS",
            "Floating-point exception": "SIGFPE", "Floating point exception": "SIGFPE",

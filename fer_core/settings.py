@@ -305,7 +305,8 @@ class Settings(BaseSettings):
         parse=parse_feedback_db, secret=True)] = \
         Field(default_factory=_default("feedback_db"))
     api_key: Annotated[str | None, Env(
-        "key required (`X-API-Key`) for feedback and export", default_doc="none",
+        "key required (`X-API-Key`) for feedback, export, promotion and rollback (CLI: "
+        "`--api-key`; Models page: a key field)", default_doc="none",
         secret=True)] = None
     max_upload_mb: Annotated[float, Env("API request body limit, MB", minimum=0.001)] = 10.0
     max_pixels: Annotated[int, Env(
@@ -339,6 +340,13 @@ class Settings(BaseSettings):
     video_ttl_hours: Annotated[float, Env(
         "API: finished video jobs and their files are deleted after this, h",
         minimum=0.0)] = 24.0
+    model_poll_s: Annotated[float, Env(
+        "API: how often each instance reads the store's active-model pointer, s: a promotion or "
+        "rollback reaches every instance within this plus the model's load time; 0 = never",
+        minimum=0.0)] = 2.0
+    finetune_replay: Annotated[float, Env(
+        "fine-tuning from feedback: replay faces of the original training data per feedback "
+        "face (see `fer_core.finetune`)", minimum=0.0)] = 8.0
 
     # ---- not from the environment
     load_model: bool = True   # False: the API starts without a model (tests, docs)

@@ -362,3 +362,83 @@ class StreamlitServer:
 def ARTIFACTS_DIR() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+def png_b64(face: np.ndarray) -> str:
+    """A grey face as a base64 PNG (what a client posts)."""
+    import base64
+
+    import cv2
+    return base64.b64encode(cv2.imencode(".png", np.asarray(face, dtype=np.uint8))[1]).decode()
+
+
+def without_class(ds: Dataset, label: int, split: str = "train") -> Dataset:
+    """``ds`` without the faces of ``label`` in ``split`` (a model trained on it never learns
+    that class: the feedback loop's stand-in for a class the model gets wrong)."""
+    keep = ~((ds.labels == label) & (ds.split == split))
+    return ds.subset("all", index=np.flatnonzero(keep))
+
+
+TINY_RECIPE = dict(arch="vgg", arch_params={"width": 8, "depth": 1, "bn_momentum": 0.8},
+                   batch_size=16, lr=3e-3, warmup_epochs=0.0, shift=0.0, rotation=0.0, zoom=0.0,
+                   contrast=0.0, erasing=0.0)
+
+
+def tiny_trained_run(run_dir, dataset: Dataset, epochs: int = 3, **kw):
+    """A real run directory (model.keras, config.json, labels, metrics) from a few epochs of a
+    tiny VGG on ``dataset``."""
+    from fer_core.training import TrainConfig, train
+    train(dataset, TrainConfig(**{**TINY_RECIPE, "epochs": epochs, **kw}), run_dir)
+    return run_dir
+
+
+def post_feedback(client, faces, label: str, headers=None) -> list[dict]:
+    """POST each face to /v1/feedback (``detect=false``) with ``label``; the responses."""
+    out = []
+    for face in faces:
+        r = client.post("/v1/feedback", json={"label": label, "image_base64": png_b64(face),
+                                              "detect": False}, headers=headers or {})
+        assert r.status_code == 201, r.text
+        out.append(r.json())
+    return out
+
+
+def tiny_keras_run(root, seed: int = 0):
+    """An untrained tiny Keras classifier saved as a run dir (model.keras + labels.json)."""
+    return save_model_dir(root, tiny_cnn(seed=seed), FER7_LABELS)
+
+
+class ServeProcess:
+    """``python -m fer_core serve`` on a free port (output in ``log_path``), with JSON helpers."""
+
+    def __init__(self, model, db, log_dir, env: dict | None = None):
+        self.port = free_port()
+        self.log_path = Path(log_dir) / f"serve-{self.port}.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fer_core", "serve", "--port", str(self.port), "--model",
+             str(model), "--feedback-db", str(db), "--log-level", "warning"], cwd=ROOT,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "FER_API_KEY": "", **(env or {})},
+            stdout=self._log, stderr=subprocess.STDOUT)
+
+    def call(self, method, path, body=None, conn=None, timeout=30):
+        import http.client
+        c = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            c.request(method, path, data, {"Content-Type": "application/json"} if data else {})
+            r = c.getresponse()
+            raw = r.read()
+            return r.status, (json.loads(raw) if "json" in r.getheader("content-type", "")
+                              else raw.decode())
+        finally:
+            if conn is None:
+                c.close()
+
+    def wait_ready(self, timeout: float = 180):
+        return wait_for_http(f"http://127.0.0.1:{self.port}/v1/health/ready", self.proc, timeout,
+                             log=self.log_path.read_text)
+
+    def stop(self):
+        end_process(self.proc)
+        self._log.close()

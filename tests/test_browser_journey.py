@@ -2,7 +2,8 @@
 
 Home -> Dataset Explorer (demo, then an uploaded FER2013-format CSV) -> Train (start a job) ->
 Evaluate -> Photo (upload a face) -> Webcam (fake camera, START, annotated frames) -> Video
-(upload a clip, the background job finishes, a timeline) -> Models.
+(upload a clip, the background job finishes, a timeline) -> Models (fine-tune the trained run
+on the feedback store's corrections as a job, one epoch, then its comparison).
 Pages are reached by clicking the sidebar links, never by loading a URL, so the session state
 carries over as it does for a user: the CSV chosen in the explorer is the dataset of Train and
 Evaluate, and the browser document is never reloaded. After every step the server process is
@@ -192,6 +193,40 @@ def models(j: Journey):
     j.open("Models")
     expect(j.main.get_by_test_id("stDataFrame").first).to_be_visible(timeout=60_000)
     expect(j.main.get_by_role("tab", name="Model card")).to_be_visible(timeout=60_000)
+    # fine-tune the run trained on the Train page from the store's corrections (one epoch)
+    pick_model(j, re.compile(r"^Run: .*\(vgg"))
+    j.main.get_by_role("tab", name="Fine-tune & promote").click()
+    box = j.main.get_by_label("Fine-tuning epochs", exact=True)
+    box.fill("1")
+    box.press("Tab")
+    j.wait_idle()
+    j.main.get_by_role("button", name="Start fine-tuning").click()
+    expect(j.main.get_by_text("Fine-tuning finished")).to_be_visible(timeout=300_000)
+    pick_model(j, re.compile(r"^Run: .*-finetune"))
+    j.main.get_by_role("tab", name="Fine-tune & promote").click()
+    expect(j.main.get_by_role("heading", name="Candidate vs current")).to_be_visible(
+        timeout=60_000)
+    verdict = re.compile(r"The candidate is (worse|better)|No clear difference")
+    expect(j.main.get_by_text(verdict).first).to_be_visible(timeout=30_000)
+    expect(j.main.get_by_role("button", name=re.compile(r"^Promote "))).to_be_visible()
+
+
+def pick_model(j: Journey, name):
+    j.main.get_by_test_id("stSelectbox").filter(has_text="Model").first.click()
+    j.page.get_by_role("option", name=name).first.click()
+    j.wait_idle()
+
+
+def feedback_store(path):
+    """A SQLite feedback store holding a few corrections (fear and happy faces)."""
+    from fer_core.api.feedback_store import FeedbackStore
+    store = FeedbackStore(path)
+    ds = pattern_faces(n_per_class=10, seed=3, splits=("train",))
+    for face, label in zip(ds.images, ds.labels):
+        if label in (2, 3):
+            store.add(face, ("fear", "happy")[label - 2])
+    store.close()
+    return path
 
 
 STEPS = [home, explorer, train, evaluate, photo, webcam, video, models]
@@ -204,7 +239,8 @@ def fresh_journey(playwright_instance, tmp_path):
     browser = launch_chromium(playwright_instance, [
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-video-capture={video.resolve()}"])
-    env = {"FER_RUNS_DIR": str(tmp_path / "runs"), "PYTHONFAULTHANDLER": "1"}
+    env = {"FER_RUNS_DIR": str(tmp_path / "runs"), "PYTHONFAULTHANDLER": "1",
+           "FER_FEEDBACK_DB": str(feedback_store(tmp_path / "feedback.sqlite3"))}
     try:
         with StreamlitServer(env=env) as server:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})

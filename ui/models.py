@@ -247,3 +247,136 @@ def run_details(path) -> dict:
     run = runs.load_run(Path(path))
     return {"card": run.card or None, "metrics": run.metrics, "config": run.config,
             "history": run.history, "labels": run.labels}
+
+
+# ---- the model lifecycle: fine-tune from feedback, compare, promote, roll back ---------------
+
+def lifecycle_settings():
+    """The API settings (``FER_FEEDBACK_DB``, ``FER_API_KEY``, ``FER_MODEL``, replay mix)."""
+    from fer_core.api.settings import Settings
+    return Settings.from_env()
+
+
+@st.cache_resource(show_spinner=False)
+def _store(location: str):
+    from fer_core.api.feedback_store import FeedbackStore
+    return FeedbackStore(location)
+
+
+def lifecycle_store():
+    """The feedback store named by ``FER_FEEDBACK_DB`` (one per location, shared)."""
+    return _store(str(lifecycle_settings().feedback_db))
+
+
+def check_key(given: str | None) -> None:
+    """FerError unless ``FER_API_KEY`` is unset or ``given`` matches it."""
+    import secrets
+    key = lifecycle_settings().api_key
+    if key is not None and not secrets.compare_digest((given or "").encode(), key.encode()):
+        raise FerError("promotion and rollback need the API key (FER_API_KEY is set)",
+                       where="API key")
+
+
+def lifecycle_status() -> dict:
+    """Active model and history from the store (FerError when it is unreachable)."""
+    from fer_core import promotion
+    return promotion.status(lifecycle_store())
+
+
+def promote_run(path, key: str | None) -> dict:
+    from fer_core import promotion
+    check_key(key)
+    return promotion.promote(lifecycle_store(), path, who=f"app {promotion.who_default()}",
+                             configured_model=lifecycle_settings().model_path)
+
+
+def rollback_active(key: str | None) -> dict:
+    from fer_core import promotion
+    check_key(key)
+    return promotion.rollback(lifecycle_store(), who=f"app {promotion.who_default()}")
+
+
+def history_rows(status: dict) -> list[dict]:
+    import time as _time
+    return [{"when": _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(h["at"])),
+             "action": h["action"], "model": h["model_id"] or "FER_MODEL (configured)",
+             "previous": h["previous_model_id"] or "FER_MODEL (configured)", "who": h["who"],
+             "run": Path(h["run"]).name if h["run"] else "", "comparison": h["verdict"] or "",
+             "warning": h["warning"] or ""} for h in status["history"]]
+
+
+def default_replay(path) -> str:
+    from fer_core import finetune
+    try:
+        return finetune.replay_source(path)
+    except FerError:
+        return "demo"
+
+
+def start_finetune(base, *, data: str, mode: str, epochs: int, replay: float, holdout: float):
+    """Start a "finetune" job on the store's feedback in a new run; returns its handle."""
+    from fer_core import finetune
+    from ui.jobs import runner
+    settings = lifecycle_settings()
+    spec = finetune.finetune_spec(base, settings.feedback_db, data=data, replay=replay,
+                                  holdout=holdout, mode=mode, epochs=epochs,
+                                  command="Models page")
+    from fer_core.model import FerModel
+    faces, labels, _ = finetune.load_feedback(settings.feedback_db)
+    if not labels:
+        raise FerError("there is no feedback to fine-tune on; corrections arrive through the "
+                       "API (POST /v1/feedback)", where="feedback store")
+    finetune.feedback_labels(labels, FerModel.load(base).labels)
+    finetune.base_recipe(base)
+    return runner().start("finetune", spec, runs.runs_dir() / runs.new_run_id("finetune"))
+
+
+def resume_finetune(job):
+    from fer_core import finetune
+    from ui.jobs import runner
+    return runner().start("finetune", finetune.resume_spec(job.spec), job.job_dir)
+
+
+def finetune_job():
+    """The runs folder's current job when it is a fine-tuning job, else None."""
+    from ui.jobs import current_job
+    job = current_job()
+    return job if job is not None and job.kind == "finetune" else None
+
+
+def finetune_progress(job) -> dict:
+    """status, epoch/epochs, stage, val accuracy, error and log tail of a fine-tuning job."""
+    state = job.state()
+    events, _ = job.events(0)
+    epoch = next((e for e in reversed(events) if e.get("type") == "epoch"), {})
+    stage = next((e.get("stage") for e in reversed(events) if e.get("type") == "compare"),
+                 None)
+    epochs = int(job.spec.get("epochs") or 1)
+    done = int(epoch.get("epoch") or 0)
+    return {"status": state["status"], "run": job.job_dir.name, "run_dir": job.job_dir,
+            "epoch": done, "epochs": epochs, "stage": stage,
+            "progress": min(1.0, done / epochs) if state["status"] == "running" else 1.0,
+            "val_accuracy": epoch.get("val_accuracy"), "error": state.get("error"),
+            "log_tail": state.get("log_tail") or [], "result": state.get("result") or {}}
+
+
+def comparison_frames(result: dict):
+    """(per-set table, per-class table) of a comparison record, as DataFrames."""
+    import pandas as pd
+
+    def iv(d):
+        return f"[{d['lo'] * 100:+.1f}, {d['hi'] * 100:+.1f}]"
+    sets = [{"faces": s["title"], "n": s["n"], "current": s["accuracy"]["current"],
+             "candidate": s["accuracy"]["candidate"],
+             "difference (points)": s["accuracy"]["delta"] * 100,
+             "95% interval (points)": iv(s["accuracy"]), "ECE current": s["ece"]["current"],
+             "ECE candidate": s["ece"]["candidate"]} for s in result["sets"].values()]
+    focus = result.get("focus") or []
+    classes = []
+    for s in result["sets"].values():
+        for label, d in sorted(s["per_class"].items(), key=lambda kv: kv[0] not in focus):
+            classes.append({"faces": s["title"], "class": label, "n": d["n"],
+                            "current": d["current"], "candidate": d["candidate"],
+                            "difference (points)": d["delta"] * 100,
+                            "95% interval (points)": iv(d)})
+    return pd.DataFrame(sets), pd.DataFrame(classes)

@@ -7,17 +7,19 @@ Routers per resource under ``/v1``; the model is loaded in the lifespan; every e
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
-from fastapi import FastAPI  # noqa: E402
+from fastapi import FastAPI, Response  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 from fer_core import __version__  # noqa: E402
 from fer_core.api import errors  # noqa: E402
 from fer_core.api.errors import ApiError  # noqa: E402
 from fer_core.api.imaging import PixelBudget  # noqa: E402
-from fer_core.api.routers import feedback, meta, predict, videos  # noqa: E402
+from fer_core.api.metrics import Metrics, RequestMetrics  # noqa: E402
+from fer_core.api.routers import feedback, lifecycle, meta, predict, videos  # noqa: E402
 from fer_core.api.service import ModelService  # noqa: E402
 from fer_core.errors import FerError  # noqa: E402
 from fer_core.settings import Settings, get_settings  # noqa: E402
@@ -69,6 +71,25 @@ class BodyLimit:
         return await self.app(scope, limited_receive, send)
 
 
+async def follow_pointer(app: FastAPI) -> None:
+    """Every ``model_poll_s`` seconds: read the store's active-model pointer and swap to the
+    model it names (a store that is down leaves the current model serving)."""
+    settings, service, store = app.state.settings, app.state.service, app.state.store
+    while True:
+        await asyncio.sleep(settings.model_poll_s)
+        try:
+            pointer = await run_in_threadpool(store.active)
+        except FerError:
+            app.state.metrics.store_errors.labels("poll").inc()
+            continue
+        if await service.follow(store, pointer):
+            app.state.metrics.swaps.inc()
+            log.info("now serving model %s (pointer version %s)", service.model_id,
+                     pointer.get("version"))
+        elif service.swap_error:
+            log.warning("%s", service.swap_error)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app; ``settings`` default to the process's (:func:`fer_core.settings.get_settings`,
     validated: a bad FER_* value raises FerError here, before the app exists)."""
@@ -77,23 +98,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         service = ModelService(settings)
+        service.on_batch = app.state.metrics.batch.observe
         app.state.decode_budget = PixelBudget(settings.max_pixels)
         await run_in_threadpool(service.load)
         if settings.load_model and service.error:
             log.warning("no model loaded, predictions answer 503 until it is fixed: %s",
                         service.error)
         app.state.service = service
-        await service.batcher.start()
+        await service.start()
         from fer_core.api.feedback_store import FeedbackStore
         try:
             app.state.store = await run_in_threadpool(FeedbackStore, settings.feedback_db)
             app.state.store_error = None
         except FerError as e:
             app.state.store, app.state.store_error = None, str(e)
+        poller = None
+        if app.state.store is not None and settings.load_model:
+            try:  # start on the promoted model, if there is one
+                await service.follow(app.state.store,
+                                     await run_in_threadpool(app.state.store.active))
+            except FerError:
+                pass  # store down: the configured model serves until the poller reaches it
+            if service.swap_error:
+                log.warning("%s", service.swap_error)
+            if settings.model_poll_s > 0:
+                poller = asyncio.create_task(follow_pointer(app), name="fer-model-pointer")
         try:
             yield
         finally:
-            await service.batcher.stop()
+            if poller is not None:
+                poller.cancel()
+                with suppress(asyncio.CancelledError):
+                    await poller
+            await service.stop()
             if app.state.store is not None:
                 app.state.store.close()
 
@@ -104,9 +141,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = None
     app.state.store = None
     app.state.store_error = "not started"
+    app.state.metrics = Metrics(app)
+    app.state.video_job_states = lambda: videos.job_states(settings)
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes,
                        path_limits={"/v1/videos": lambda: videos.upload_limit_bytes(app)})
-    for r in (predict.router, feedback.router, meta.router, videos.router):
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    for r in (predict.router, feedback.router, lifecycle.router, meta.router, videos.router):
         app.include_router(r, prefix="/v1")
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        body, kind = app.state.metrics.exposition()
+        return Response(body, media_type=kind)
     return app

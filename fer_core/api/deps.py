@@ -28,10 +28,15 @@ async def get_service(request: Request) -> ModelService:
     return request.app.state.service
 
 
-async def get_model(service: ModelService = Depends(get_service)) -> ModelService:
-    """The service, or 503 JSON when no model is loaded."""
-    service.require_model()
-    return service
+async def get_model(service: ModelService = Depends(get_service)):
+    """The service pinned to the model active now (the request finishes on it even if a
+    promotion swaps models meanwhile), or 503 JSON when no model is loaded."""
+    view = service.pin()
+    try:
+        view.require_model()
+        yield view
+    finally:
+        await view.release()
 
 
 async def get_store(request: Request) -> FeedbackStore:

@@ -32,7 +32,7 @@ from fer_core.labels import FER7, _FOLD, canonical
 
 log = logging.getLogger("fer_core.api.feedback")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RETRY_AFTER_S = 1.0          # after a failed connection, calls fail fast for this long
 _PG_LOCK_KEY = 0x46455231    # advisory lock id for schema changes ("FER1")
 
@@ -51,8 +51,42 @@ feedback = sa.Table(
 )
 schema_table = sa.Table("fer_schema", metadata, sa.Column("version", sa.Integer, nullable=False))
 
+# The model lifecycle (schema 2): promoted model files themselves (so every instance, on any
+# host, can load them), the one active-model pointer, and the history of promotions/rollbacks.
+model_files = sa.Table(
+    "fer_models", metadata,
+    sa.Column("model_id", sa.Text, primary_key=True),     # "<name>-<sha256[:12]>"
+    sa.Column("sha256", sa.Text, nullable=False),          # of the .keras bytes
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("run", sa.Text),                             # where it was promoted from
+    sa.Column("labels", sa.Text, nullable=False),          # labels.json content
+    sa.Column("calibration", sa.Text),                     # calibration.json content, or NULL
+    sa.Column("blob", sa.LargeBinary, nullable=False),     # the .keras file
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+active_model = sa.Table(
+    "fer_active_model", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),         # always 1: one pointer
+    sa.Column("model_id", sa.Text),                        # NULL: each instance's own FER_MODEL
+    sa.Column("version", sa.Integer, nullable=False),      # +1 on every change
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+model_history = sa.Table(
+    "fer_model_history", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),          # "promote" | "rollback"
+    sa.Column("model_id", sa.Text),                        # active after it (NULL: FER_MODEL)
+    sa.Column("previous_model_id", sa.Text),               # active before it
+    sa.Column("who", sa.Text, nullable=False),
+    sa.Column("run", sa.Text),
+    sa.Column("comparison", sa.Text),                      # comparison.json content, or NULL
+    sa.Column("warning", sa.Text),
+    sqlite_autoincrement=True,
+)
+
 # version -> tables it adds (upgrades run in order, each in the start-up transaction)
-MIGRATIONS = {1: [feedback]}
+MIGRATIONS = {1: [feedback], 2: [model_files, active_model, model_history]}
 
 _FER7_CANON = [canonical(n) for n in FER7]
 _KINDS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
@@ -241,13 +275,17 @@ class FeedbackStore:
             raise FerError(f"feedback database unavailable ({self.where}); try again later",
                            where=WHERE, status=503)
 
-    def _run(self, fn):
-        """``fn(connection)`` in one transaction; unreachable database -> 503 FerError."""
+    def _run(self, fn, immediate: bool = False):
+        """``fn(connection)`` in one transaction; unreachable database -> 503 FerError.
+        ``immediate``: SQLite takes the write lock up front (read-then-write transactions)."""
         self._ensure(raise_errors=True)
         self._fail_fast()
         try:
-            with self.engine.begin() as conn:
-                out = fn(conn)
+            with self.engine.connect() as conn:
+                if immediate:
+                    conn.execution_options(immediate=True)
+                with conn.begin():
+                    out = fn(conn)
         except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as e:
             raise self._unavailable(e) from None
         except sa_exc.DBAPIError as e:
@@ -355,6 +393,75 @@ class FeedbackStore:
 
     def export_csv(self) -> str:
         return "".join(self.iter_csv())
+
+    def feedback_rows(self) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Every feedback row: uint8 faces (N, 48, 48), canonical labels, ids (id order)."""
+        rows = self._run(lambda c: c.execute(
+            sa.select(feedback.c.id, feedback.c.label, feedback.c.pixels)
+            .order_by(feedback.c.id)).all())
+        faces = np.stack([np.frombuffer(r[2], dtype=np.uint8).reshape(48, 48) for r in rows]) \
+            if rows else np.zeros((0, 48, 48), dtype=np.uint8)
+        return faces, [r[1] for r in rows], np.asarray([r[0] for r in rows], dtype=np.int64)
+
+    # ---- the model lifecycle (fer_core.promotion) ------------------------------------------
+    def active(self) -> dict:
+        """``{"model_id": str | None, "version": int, "updated_at"}`` (cheap: polled)."""
+        row = self._run(lambda c: c.execute(
+            sa.select(active_model.c.model_id, active_model.c.version,
+                      active_model.c.updated_at).where(active_model.c.id == 1)).first())
+        if row is None:
+            return {"model_id": None, "version": 0, "updated_at": None}
+        return dict(row._mapping)
+
+    def model_record(self, model_id: str, with_blob: bool = False) -> dict | None:
+        cols = [model_files.c[k] for k in ("model_id", "sha256", "name", "run", "labels",
+                                           "calibration", "created_at")]
+        if with_blob:
+            cols.append(model_files.c.blob)
+        row = self._run(lambda c: c.execute(
+            sa.select(*cols).where(model_files.c.model_id == model_id)).first())
+        return None if row is None else dict(row._mapping)
+
+    def history(self, limit: int = 100) -> list[dict]:
+        """Promotions and rollbacks, newest first."""
+        rows = self._run(lambda c: c.execute(
+            sa.select(model_history).order_by(model_history.c.id.desc()).limit(limit)).all())
+        return [dict(r._mapping) for r in rows]
+
+    def set_active(self, *, action: str, model_id: str | None, who: str,
+                   expect_version: int | None = None, record: dict | None = None,
+                   run: str | None = None, comparison: str | None = None,
+                   warning: str | None = None) -> dict:
+        """Store the model (``record`` with its blob, once per id), move the pointer and write
+        the history row, all in ONE transaction: an error leaves everything as it was.
+        ``expect_version``: refuse (409) if someone else changed the pointer meanwhile."""
+        now = time.time()
+
+        def tx(c):
+            if self.kind == "postgresql":  # one change of the pointer at a time
+                c.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY + 1})
+            cur = c.execute(sa.select(active_model.c.model_id, active_model.c.version)
+                            .where(active_model.c.id == 1)).first()
+            prev, version = (None, 0) if cur is None else (cur[0], int(cur[1]))
+            if expect_version is not None and version != expect_version:
+                raise FerError("the active model changed meanwhile (another promotion or "
+                               "rollback); look at the history and try again", where=WHERE,
+                               status=409)
+            if record is not None and c.execute(sa.select(model_files.c.model_id).where(
+                    model_files.c.model_id == record["model_id"])).first() is None:
+                c.execute(model_files.insert().values(**record, created_at=now))
+            if cur is None:
+                c.execute(active_model.insert().values(id=1, model_id=model_id, version=1,
+                                                       updated_at=now))
+            else:
+                c.execute(active_model.update().where(active_model.c.id == 1).values(
+                    model_id=model_id, version=version + 1, updated_at=now))
+            c.execute(model_history.insert().values(
+                at=now, action=action, model_id=model_id, previous_model_id=prev, who=who,
+                run=run, comparison=comparison, warning=warning))
+            return {"model_id": model_id, "previous_model_id": prev, "version": version + 1,
+                    "at": now}
+        return self._run(tx, immediate=True)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -28,6 +28,7 @@ class Face(BaseModel):
 class PredictResponse(BaseModel):
     faces: list[Face]
     model_id: str
+    model_sha256: str | None = Field(None, description="sha256 of the model file that answered")
     timing_ms: float
 
 
@@ -42,6 +43,7 @@ class BatchItem(BaseModel):
 class BatchResponse(BaseModel):
     results: list[BatchItem]
     model_id: str
+    model_sha256: str | None = Field(None, description="sha256 of the model file that answered")
     timing_ms: float
 
 
@@ -94,13 +96,23 @@ class Health(BaseModel):
 class ModelInfo(BaseModel):
     id: str
     name: str = Field(..., description="the run folder or .keras file name (no server path)")
-    kind: str = Field(..., description="'default' (shipped) or 'run'")
+    kind: str = Field(..., description="'default' (shipped), 'run' or 'promoted'")
     active: bool
     labels: list[str] | None = None
+    sha256: str | None = Field(None, description="of the model file (the active model only)")
+
+
+class ActiveModel(BaseModel):
+    model_id: str | None = None
+    sha256: str | None = None
+    source: str | None = Field(None, description="'configured' (FER_MODEL) or 'promoted' "
+                                                 "(the store's active-model pointer)")
+    pointer_version: int = 0
 
 
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+    active: ActiveModel | None = None
 
 
 class LabelsResponse(BaseModel):

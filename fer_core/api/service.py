@@ -3,10 +3,13 @@ recent-prediction crop cache used by feedback."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import re
 import threading
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,47 +52,172 @@ class CropCache:
 _ABS_PATH = re.compile(r"(?<![^\s'\"(=])(?:[A-Za-z]:)?[/\\][^\s:'\"]+")
 
 
+@dataclass(eq=False)
+class Slot:
+    """One loaded model with its own micro-batcher. Requests pin the slot they start on
+    (:meth:`ModelService.pin`), so a swap never changes the model under a request; a replaced
+    slot's batcher stops once its last request is done."""
+
+    predictor: object | None
+    batcher: MicroBatcher
+    model_id: str | None
+    sha256: str | None
+    source: str                    # "configured" (FER_MODEL) or "promoted" (the store)
+    users: int = 0
+    retired: bool = False
+
+
 class ModelService:
-    """Owns the Predictor (loaded in the app's lifespan) and everything the routers need."""
+    """Owns the active model (a :class:`Slot`, swapped atomically when the store's active-model
+    pointer moves) and everything the routers need. ``pin()`` gives a request its own view."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.predictor = None
         self.error: str | None = None
+        self.swap_error: str | None = None
         self.detector = None
         self.crops = CropCache(settings.crop_cache)
-        self.batcher: MicroBatcher | None = None
+        self._slot: Slot | None = None
+        self._configured: Slot | None = None
+        self._pinned: Slot | None = None
+        self.pointer_version = 0
+        self.swaps = 0
+        self.on_batch = None           # callback(n_faces) for metrics
+        self._swap_lock = asyncio.Lock()
 
     # ---- lifecycle -------------------------------------------------------------------------
     def load(self) -> None:
-        """Load the model; on failure remember why (health says so, predict answers 503)."""
+        """Load the configured model; on failure remember why (health says so, predict answers
+        503)."""
+        predictor, sha = None, None
+        path = self.settings.model_path
         if not self.settings.load_model:
             self.error = "model loading disabled"
-            return
-        path = self.settings.model_path
-        try:
-            if not Path(path).exists():
-                raise FerError("model not found; train one (python -m fer_core train) or set "
-                               "FER_MODEL to a run directory or .keras file", where=str(path))
-            from fer_core.predict import Predictor
-            self.predictor = Predictor(model=str(path),
-                                       detector_config=self.settings.detector_config(),
-                                       tta=self.settings.tta)
-            self.predictor.predict_faces(np.zeros((1, 48, 48), dtype=np.uint8))  # warm-up
-        except FerError as e:
-            self.predictor, self.error = None, str(e)
-        except Exception as e:  # noqa: BLE001 - a broken model must not crash the server
-            self.predictor, self.error = None, f"{path}: cannot load model ({type(e).__name__}: {e})"
-        self.batcher = MicroBatcher(self._predict_faces, self.settings.batch_wait_ms,
-                                    self.settings.max_batch)
+        else:
+            try:
+                predictor = self._load_predictor(path)
+                from fer_core.model_files import file_sha256
+                sha = file_sha256(predictor.model_path)
+            except FerError as e:
+                predictor, self.error = None, str(e)
+            except Exception as e:  # noqa: BLE001 - a broken model must not crash the server
+                predictor, self.error = None, \
+                    f"{path}: cannot load model ({type(e).__name__}: {e})"
+        slot = self._new_slot(predictor, None if predictor is None else str(predictor.model_id),
+                              sha, "configured")
+        self._configured = self._slot = slot
 
-    def _predict_faces(self, faces: np.ndarray) -> np.ndarray:
-        return np.asarray(self.predictor.predict_faces(faces), dtype=np.float32)
+    def _load_predictor(self, path):
+        if not Path(path).exists():
+            raise FerError("model not found; train one (python -m fer_core train) or set "
+                           "FER_MODEL to a run directory or .keras file", where=str(path))
+        from fer_core.predict import Predictor
+        predictor = Predictor(model=str(path), detector_config=self.settings.detector_config(),
+                              tta=self.settings.tta)
+        predictor.predict_faces(np.zeros((1, 48, 48), dtype=np.uint8))  # warm-up
+        return predictor
+
+    def _new_slot(self, predictor, model_id, sha, source) -> Slot:
+        def predict_faces(faces, _p=predictor):
+            if self.on_batch is not None:
+                self.on_batch(len(faces))
+            return np.asarray(_p.predict_faces(faces), dtype=np.float32)
+        batcher = MicroBatcher(predict_faces, self.settings.batch_wait_ms,
+                               self.settings.max_batch)
+        return Slot(predictor, batcher, model_id, sha, source)
+
+    async def start(self) -> None:
+        await self._configured.batcher.start()
+
+    async def stop(self) -> None:
+        for slot in {id(s): s for s in (self._slot, self._configured) if s}.values():
+            await slot.batcher.stop()
+
+    # ---- following the store's active-model pointer ----------------------------------------
+    async def follow(self, store, pointer: dict) -> bool:
+        """Serve the model ``pointer`` (:meth:`FeedbackStore.active`) names: load it (from the
+        store, in a worker thread) and swap; True when the model changed. A model that cannot
+        be loaded leaves the current one serving (``swap_error`` says why)."""
+        from starlette.concurrency import run_in_threadpool
+        async with self._swap_lock:
+            want = pointer.get("model_id")
+            current = self._slot
+            if (want is None and current is self._configured) or \
+                    (want is not None and current.model_id == want):
+                self.pointer_version = pointer.get("version", 0)
+                return False
+            if want is None:
+                new = self._configured
+            else:
+                try:
+                    new = await run_in_threadpool(self._load_promoted, store, want)
+                except Exception as e:  # noqa: BLE001 - keep serving the current model
+                    self.swap_error = f"cannot load promoted model {want}: {e}"
+                    return False
+                await new.batcher.start()
+            self.swap_error = None
+            self._slot = new        # one assignment: new requests pin the new slot from here
+            self.pointer_version = pointer.get("version", 0)
+            self.swaps += 1
+            if current is not self._configured:
+                current.retired = True
+                if current.users == 0:
+                    await current.batcher.stop()
+            return True
+
+    def _load_promoted(self, store, model_id: str) -> Slot:
+        from fer_core.model import _cache_dir
+        from fer_core.promotion import materialise
+        folder = materialise(store, model_id, _cache_dir() / "promoted")
+        rec = store.model_record(model_id)
+        predictor = self._load_predictor(folder)
+        return self._new_slot(predictor, model_id, rec["sha256"], "promoted")
+
+    def pin(self) -> "ModelService":
+        """A view of this service bound to the current slot (for one request)."""
+        view = copy.copy(self)
+        view._pinned = slot = self._slot
+        slot.users += 1
+        return view
+
+    async def release(self) -> None:
+        slot = self._pinned
+        if slot is None:
+            return
+        self._pinned = None
+        slot.users -= 1
+        if slot.retired and slot.users == 0:
+            await slot.batcher.stop()
+
+    # ---- the model of this view ------------------------------------------------------------
+    @property
+    def slot(self) -> Slot | None:
+        return self._pinned or self._slot
+
+    @property
+    def predictor(self):
+        s = self.slot
+        return None if s is None else s.predictor
+
+    @property
+    def batcher(self) -> MicroBatcher | None:
+        s = self.slot
+        return None if s is None else s.batcher
+
+    @property
+    def source(self) -> str | None:
+        s = self.slot
+        return None if s is None else s.source
+
+    @property
+    def model_sha256(self) -> str | None:
+        s = self.slot
+        return None if s is None or s.predictor is None else s.sha256
 
     @property
     def public_error(self) -> str | None:
         """The load error as clients may see it: server paths reduced to their last part."""
-        if self.error is None:
+        if self.error is None or self.loaded:
             return None
         return _ABS_PATH.sub(lambda m: Path(m.group(0)).name or "/", self.error)
 
@@ -103,7 +231,8 @@ class ModelService:
 
     @property
     def model_id(self) -> str | None:
-        return str(self.predictor.model_id) if self.predictor is not None else None
+        s = self.slot
+        return None if s is None or s.predictor is None else s.model_id
 
     def require_model(self) -> None:
         if self.predictor is None:
@@ -158,6 +287,8 @@ class ModelService:
     # ---- probabilities -> response faces ---------------------------------------------------
     def describe(self, faces: np.ndarray, boxes, probs: np.ndarray, top_k: int) -> list[dict]:
         """Response faces (FerModel.describe, rounded) with a prediction id for feedback."""
+        from fer_core.api.metrics import count_faces
+        count_faces(len(faces))
         model_id = self.model_id
         out = []
         for face, pred in zip(faces, self.predictor.describe(boxes, probs, top_k)):

@@ -87,11 +87,21 @@ def available_models(active: Path | None) -> list[dict]:
              "active": p.resolve() == act, "labels": _labels_of(p)} for p in paths]
 
 
-@router.get("/models", response_model=ModelsResponse, summary="Available models")
+@router.get("/models", response_model=ModelsResponse, summary="Available models; the active one")
 async def models(service: ModelService = Depends(get_service)):
-    active = service.settings.model_path if service.loaded else None
-    from starlette.concurrency import run_in_threadpool
-    return {"models": await run_in_threadpool(available_models, active)}
+    promoted = service.loaded and service.source == "promoted"
+    active = service.settings.model_path if service.loaded and not promoted else None
+    listed = await run_in_threadpool(available_models, active)
+    if promoted:
+        listed.insert(0, {"id": service.model_id, "name": service.model_id, "kind": "promoted",
+                          "active": True, "labels": service.labels})
+    for m in listed:
+        if m["active"]:
+            m["sha256"] = service.model_sha256
+    return {"models": listed,
+            "active": {"model_id": service.model_id, "sha256": service.model_sha256,
+                       "source": service.source if service.loaded else None,
+                       "pointer_version": service.pointer_version}}
 
 
 @router.get("/labels", response_model=LabelsResponse, summary="The active model's labels")

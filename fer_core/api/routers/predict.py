@@ -95,7 +95,7 @@ async def predict(request: Request, detect: bool = DETECT, top_k: int = TOP_K,
     t0 = time.perf_counter()
     (data,) = await read_images(request, batch=False)
     faces = await faces_of(service, data, detect, top_k, budget=_budget(request))
-    return {"faces": faces, "model_id": service.model_id,
+    return {"faces": faces, "model_id": service.model_id, "model_sha256": service.model_sha256,
             "timing_ms": round((time.perf_counter() - t0) * 1000, 3)}
 
 
@@ -121,7 +121,7 @@ async def predict_batch(request: Request, detect: bool = DETECT, top_k: int = TO
 
     results = await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
     return {"results": results, "model_id": service.model_id,
-            "timing_ms": round((time.perf_counter() - t0) * 1000, 3)}
+            "model_sha256": service.model_sha256, "timing_ms": round((time.perf_counter() - t0) * 1000, 3)}
 
 
 def over_request_budget(items: list, max_pixels: int) -> list:

@@ -146,6 +146,19 @@ def _running(s: Settings) -> int:
     return n
 
 
+def job_states(s: Settings) -> dict[str, int]:
+    """How many video jobs are in each state (``/metrics``' ``fer_video_jobs``)."""
+    counts: dict[str, int] = {}
+    if not s.video_dir.is_dir():
+        return counts
+    for d in s.video_dir.iterdir():
+        if (d / "meta.json").is_file():
+            h = _handle(d)
+            state = h.state().get("status", "queued") if h is not None else "queued"
+            counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
 def cleanup(s: Settings, now: float | None = None) -> list[str]:
     """Delete job folders older than the time to live that are not running; their ids."""
     now = time.time() if now is None else now
