@@ -3,6 +3,7 @@ recent-prediction crop cache used by feedback."""
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import uuid
@@ -17,6 +18,8 @@ from fer_core.api.imaging import check_image
 from fer_core.api.settings import Settings
 from fer_core.errors import FerError
 from fer_core.labels import FER7, canonical
+
+log = logging.getLogger("fer_core.api")
 
 
 class CropCache:
@@ -146,14 +149,24 @@ class ModelService:
         except FerError as e:
             raise ApiError("bad_image", str(e), 400) from None
         h, w = image.shape[:2]
-        if not detect:
-            return vision.whole_image_face(image), [[0, 0, int(w), int(h)]]
-        boxes = np.asarray(self._detect(image), dtype=np.int64).reshape(-1, 4)
-        if not len(boxes):
-            return np.zeros((0, 48, 48), dtype=np.uint8), []
-        margin = getattr(self.predictor, "margin", vision.DEFAULT_MARGIN)
-        faces = vision.crop_faces(image, boxes, margin)
-        return faces, [[int(v) for v in b] for b in boxes]
+        try:
+            if not detect:
+                return vision.whole_image_face(image), [[0, 0, int(w), int(h)]]
+            boxes = np.asarray(self._detect(image), dtype=np.int64).reshape(-1, 4)
+            if not len(boxes):
+                return np.zeros((0, 48, 48), dtype=np.uint8), []
+            margin = getattr(self.predictor, "margin", vision.DEFAULT_MARGIN)
+            faces = vision.crop_faces(image, boxes, margin)
+            return faces, [[int(v) for v in b] for b in boxes]
+        except FerError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an odd image must not become a 500
+            log.warning("%s: %dx%d image could not be analysed", where, w, h, exc_info=e)
+            raise ApiError("cannot_analyse", f"{where}: this {w}x{h} image could not be "
+                           f"analysed ({type(e).__name__}); send a photo or a face crop of "
+                           "ordinary proportions", 422) from None
+        finally:
+            del image  # the decoded pixels go now, not when the error is collected
 
     # ---- probabilities -> response faces ---------------------------------------------------
     def describe(self, faces: np.ndarray, boxes, probs: np.ndarray, top_k: int) -> list[dict]:
