@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import traceback
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -20,6 +21,19 @@ from fer_core.errors import FerError
 from fer_core.labels import FER7, canonical
 
 log = logging.getLogger("fer_core.api")
+
+
+def drop_frames(e: BaseException) -> None:
+    """Clear the finished frames of ``e``'s traceback and of the exceptions it was raised in.
+
+    A failed decode's frames hold its half-filled image buffer (tens of MB); the exception
+    objects sit in reference cycles (thread-pool futures), so without this the buffers live
+    until the garbage collector happens to run, which an idle server never does."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        e = e.__context__
 
 
 class CropCache:
@@ -147,7 +161,9 @@ class ModelService:
         try:
             image = vision.decode_image(data, max_pixels=max_pixels, name=where)
         except FerError as e:
-            raise ApiError("bad_image", str(e), 400) from None
+            message = str(e)
+            drop_frames(e)  # the half-decoded image goes now, not at the next GC pass
+            raise ApiError("bad_image", message, 400) from None
         h, w = image.shape[:2]
         try:
             if not detect:
