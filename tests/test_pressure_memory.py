@@ -22,6 +22,7 @@ def test_the_truncated_png_is_what_the_issue_describes():
 
 def test_a_burst_of_truncated_16_bit_pngs_leaves_no_memory_behind():
     args = argparse.Namespace(minutes=0, clients=8, burst_rounds=2, idle_seconds=5, workers=1,
+                              burst_image="truncated",
                               model=None, env=[])
     out = soak.run(args)
     burst = out["burst"]

@@ -47,6 +47,8 @@ def add_arguments(p) -> None:
                    help="rounds of the memory burst before the soak (default 3; 0 = none)")
     p.add_argument("--idle-seconds", type=float, default=30.0,
                    help="idle wait after the burst before RSS is read again (default 30)")
+    p.add_argument("--burst-image", choices=("truncated", "valid"), default="truncated",
+                   help="burst with the truncated 16-bit PNGs (default) or valid 6000x6000 JPEGs")
     p.add_argument("--workers", type=int, default=1, help="serve --workers (default 1)")
     p.add_argument("--model", default=None, help="model to serve (default: the shipped one)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
@@ -86,6 +88,9 @@ class Inputs:
         self.crop = cv2.imencode(".png", cv2.resize(
             cv2.cvtColor(face_photo(), cv2.COLOR_BGR2GRAY)[160:320, 240:400], (48, 48)))[1].tobytes()
         self.bomb = truncated_png()
+        ramp = np.broadcast_to(np.linspace(0, 255, 6000, dtype=np.uint8)[None, :, None],
+                               (6000, 6000, 3))
+        self.big = cv2.imencode(".jpg", np.ascontiguousarray(ramp))[1].tobytes()  # ~0.3 MB
         self.thin = [_png(w, h) for w, h in ((641, 1), (700, 1), (2000, 3), (20000, 1),
                                              (1, 20000))]
         self.clip = synthetic_clip(tmp / "clip.mp4", seconds=2.0).read_bytes()
@@ -178,9 +183,10 @@ class Client:
         self.conn.close()
 
 
-def burst(port: int, inputs: Inputs, rounds: int, log: list) -> None:
-    """Rounds of 4 concurrent batches of 16 truncated 16-bit RGBA PNGs."""
-    body, ctype = _batch(inputs.bomb, 16)
+def burst(port: int, inputs: Inputs, rounds: int, log: list, valid: bool = False) -> None:
+    """Rounds of 4 concurrent batches of 16 truncated 16-bit RGBA PNGs (or valid 6000x6000
+    JPEGs)."""
+    body, ctype = _batch(inputs.big if valid else inputs.bomb, 16)
     for _ in range(rounds):
         threads = [threading.Thread(target=lambda: Client(port, log).request(
             "burst", "POST", "/v1/predict/batch", body, ctype)) for _ in range(4)]
@@ -353,11 +359,12 @@ def _measure(port: int, pid: int, inputs: Inputs, args) -> dict:
             idle = rss_mb(pid)
             sampler.reset_peak()
             log: list = []
-            burst(port, inputs, args.burst_rounds, log)
+            burst(port, inputs, args.burst_rounds, log, args.burst_image == "valid")
             peak = sampler.peak
             time.sleep(args.idle_seconds)
             after = rss_mb(pid)
-            out["burst"] = {"rounds": args.burst_rounds, "idle_mb": round(idle, 1),
+            out["burst"] = {"rounds": args.burst_rounds, "image": args.burst_image,
+                            "idle_mb": round(idle, 1),
                             "peak_mb": round(peak, 1), "peak_above_idle_mb": round(peak - idle, 1),
                             f"after_{args.idle_seconds:g}s_idle_mb": round(after, 1),
                             "after_idle_above_idle_mb": round(after - idle, 1),
