@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import socket
+
+M_ARENA_MAX = -8  # glibc mallopt parameter
 
 
 def add_parser(sub) -> None:
@@ -41,6 +44,7 @@ def run(args) -> int:
     from fer_core.api.settings import Settings
     check_location(Settings.from_env().feedback_db)  # bad FER_* values fail here, clearly
     check_port(args.host, args.port)  # uvicorn would load the model first, then fail to bind
+    limit_malloc_arenas()
 
     kwargs = dict(host=args.host, port=args.port, log_level=args.log_level,
                   timeout_graceful_shutdown=5)
@@ -75,3 +79,20 @@ def check_port(host: str, port: int) -> None:
                 raise FerError(f"port {port} is already in use; stop the other server or "
                                "choose another --port", where=where) from None
             raise FerError(f"cannot listen there ({e.strerror or e})", where=where) from None
+
+
+def limit_malloc_arenas(default: int = 2) -> None:
+    """At most ``MALLOC_ARENA_MAX`` glibc malloc arenas (default 2) in this process and the
+    worker processes it starts.
+
+    The API decodes images in a pool of threads; with glibc's default (8 arenas per core) freed
+    image buffers stay spread over many arenas and RSS creeps up. Measured with ``bench soak``
+    (3 minutes, 8 clients, both at once on the shared 2-core machine): end RSS 1654 MB, +29 %
+    after the first minute, with the default; 1123 MB, +2.3 %, with 2 arenas, at similar
+    latency. An operator's own ``MALLOC_ARENA_MAX`` is kept."""
+    os.environ.setdefault("MALLOC_ARENA_MAX", str(default))  # read by workers as they start
+    try:
+        n = int(os.environ["MALLOC_ARENA_MAX"])
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, n)  # this process: before its threads
+    except (OSError, AttributeError, ValueError):
+        pass  # not glibc, or not a number: the allocator's defaults

@@ -24,9 +24,9 @@ import contextlib
 import fcntl
 import json
 import os
-import socket
 import re
 import shutil
+import socket
 import tempfile
 import time
 import uuid
