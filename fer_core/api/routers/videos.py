@@ -176,13 +176,7 @@ def _reservation_alive(d: Path) -> bool:
         return False
     if host != socket.gethostname():  # another server sharing the folder: trust it an hour
         return time.time() - since < 3600
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return jobs.process_exists(pid)
 
 
 def _running(s: VideoSettings) -> int:
