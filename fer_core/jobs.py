@@ -127,6 +127,11 @@ def _pid_alive(pid, job_dir: Path) -> bool:
         except (OSError, IndexError):
             return False
         return str(job_dir).encode() in cmdline and b"fer_core.jobs" in cmdline
+    return process_exists(pid)
+
+
+def process_exists(pid: int) -> bool:
+    """True if a process ``pid`` exists on this host (signal 0; another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -12,15 +12,26 @@ the job's files (``job.json``, ``job_state.json``, ``events.jsonl``, ``job.log``
 Run ids are readable, ``YYYYmmdd-HHMMSS-<arch>``, and validated against :data:`RUN_ID_RE` (no
 slashes, no ``..``), so a user-supplied id can never point outside :func:`runs_dir`. Every
 write is atomic (temp file in the same folder + ``os.replace``).
+
+One writer at a time per run directory: every writer (training, new or resumed, from the CLI or
+an app job; weight averaging; rename and delete) holds :func:`run_lock`, an exclusive ``flock``
+on ``RUN_DIR/.run.lock``, with the holder (pid, host, what, since when) in
+``RUN_DIR/.run-holder.json``. A second writer gets a :class:`FerError` (409) naming the holder.
+The kernel drops the lock when its process ends in any way (``kill -9`` included), so the next
+writer takes it over and overwrites the stale holder file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
 import re
 import shutil
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +80,60 @@ def run_path(run: str | os.PathLike) -> Path:
     if isinstance(run, Path) or (isinstance(run, str) and (os.sep in run or "/" in run)):
         return Path(run)
     return runs_dir() / validate_run_id(run)
+
+
+# ----------------------------------------------------------------------------- writer lock
+
+RUN_LOCK, RUN_HOLDER = ".run.lock", ".run-holder.json"
+_HELD: dict[tuple[str, int], list] = {}  # (run dir, thread) -> [fd, depth]: re-entrant per thread
+_HELD_LOCK = threading.Lock()
+
+
+def _holder_text(run_dir: Path) -> str:
+    try:
+        h = json.loads((run_dir / RUN_HOLDER).read_text(encoding="utf-8"))
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(h["since"])))
+        return f"pid {int(h['pid'])} on {h['host']} ({h['what']}, since {since})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (it has not named itself yet)"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir, what: str):
+    """Hold the run directory's writer lock for the ``with`` block (created if missing).
+
+    FerError (409) naming the holder when another process (or thread) writes the run. Re-entrant
+    within one thread, so a command may take it early and the training it calls again."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    key = (str(run_dir.resolve()), threading.get_ident())
+    with _HELD_LOCK:
+        held = _HELD.get(key)
+        if held is not None:
+            held[1] += 1
+    if held is None:
+        fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FerError(f"the run is being written by {_holder_text(run_dir)}; wait until "
+                           "it ends or stop it first", where=str(run_dir), status=409) from None
+        atomic_write_json(run_dir / RUN_HOLDER, {"pid": os.getpid(), "host": socket.gethostname(),
+                                                 "what": what, "since": time.time()})
+        with _HELD_LOCK:
+            _HELD[key] = held = [fd, 1]
+    try:
+        yield run_dir
+    finally:
+        with _HELD_LOCK:
+            held[1] -= 1
+            last = held[1] == 0
+            if last:
+                del _HELD[key]
+        if last:
+            (run_dir / RUN_HOLDER).unlink(missing_ok=True)
+            os.close(held[0])  # releases the flock
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -225,7 +290,8 @@ def delete_run(run) -> None:
     if not (p / "config.json").exists():
         raise FerError("not a run directory (no config.json); refusing to delete",
                        where=str(p), status=404)
-    shutil.rmtree(p)
+    with run_lock(p, "delete"):
+        shutil.rmtree(p)
 
 
 def rename_run(run, new_id: str) -> Path:
@@ -236,7 +302,8 @@ def rename_run(run, new_id: str) -> Path:
     target = p.parent / new_id
     if target.exists():
         raise FerError(f"a run named {new_id!r} already exists", where="run_id", status=409)
-    os.replace(p, target)
+    with run_lock(p, "rename"):
+        os.replace(p, target)
     return target
 
 

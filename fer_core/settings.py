@@ -67,6 +67,12 @@ FALSE_WORDS = ("0", "false", "no", "off")
 ENV_DEFAULTS = {"TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
 
 
+def env_default(name: str, value: str) -> str:
+    """Set a native (non-``FER_*``) environment default for this process and the processes it
+    starts, unless already set (an operator's value wins); the value in effect."""
+    return os.environ.setdefault(name, value)
+
+
 def apply_env_defaults() -> None:
     for name, value in ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
@@ -347,6 +353,12 @@ class Settings(BaseSettings):
     finetune_replay: Annotated[float, Env(
         "fine-tuning from feedback: replay faces of the original training data per feedback "
         "face (see `fer_core.finetune`)", minimum=0.0)] = 8.0
+
+    data_max_mb: Annotated[float, Env(
+        "largest uncompressed size of a dataset file, MB (CSV, or the CSV inside a `.gz`/`.zip`; "
+        "a zip's declared size is checked before inflating); past it, and for any CSV line over "
+        "64 KB (a FER row is ~9 KB), loading stops with a clear error in the app, the CLI and "
+        "`fer_core.data.load`", minimum=0.001)] = 1024.0
 
     # ---- not from the environment
     load_model: bool = True   # False: the API starts without a model (tests, docs)

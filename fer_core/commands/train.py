@@ -192,12 +192,9 @@ def _hms(sec) -> str:
 
 def run(args) -> int:
     from fer_core import data, runs
-    from fer_core.cli import emit
-    from fer_core.training import train
 
     config = _config(args)
     config.validate()
-    dataset = data.load(args.data, cache=not args.no_cache)
     if args.resume:
         run_dir = runs.run_path(args.resume)
     elif args.out:
@@ -205,6 +202,16 @@ def run(args) -> int:
             runs.validate_run_id(args.out)
     else:
         run_dir = runs.runs_dir() / runs.new_run_id(config.arch)
+    if not args.resume:  # a new run: train() takes the run's writer lock
+        return _train(args, config, data.load(args.data, cache=not args.no_cache), run_dir)
+    with runs.run_lock(run_dir, "train --resume"):  # a busy run is refused before the data loads
+        return _train(args, config, data.load(args.data, cache=not args.no_cache), run_dir)
+
+
+def _train(args, config, dataset, run_dir) -> int:
+    from fer_core.cli import emit
+    from fer_core.training import train
+
     stop = threading.Event()
     handlers = {}
     if threading.current_thread() is threading.main_thread():

@@ -6,6 +6,11 @@ methods; the 2,304 numbers of all rows of a block are parsed in one call to ``np
 Characters, token counts, value range, label and Usage are validated for every row, and a bad
 row is named by its line number in the file. Only uint8 images are kept; temporaries are
 block-sized, so memory stays near the size of the result.
+
+Reading is bounded: a line longer than :data:`MAX_LINE` (no real row comes near it) and
+uncompressed data past ``FER_DATA_MAX_MB`` (:func:`max_uncompressed_bytes`; a zip's declared
+size is checked before anything is inflated) stop with a FerError within one block, so a zip or
+gzip bomb costs seconds and a few blocks of memory.
 """
 
 from __future__ import annotations
@@ -31,6 +36,19 @@ REQUIRED = ("emotion", "pixels")
 BLOCK = 1 << 23          # bytes read per block (8 MiB, ~900 faces)
 _ALLOWED = b"0123456789 \t"
 _READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error)
+MAX_LINE = 1 << 16       # bytes; a FER2013 row is at most ~9.3 KB (2,304 values of <= 4 bytes)
+
+
+def max_uncompressed_bytes() -> int:
+    """The uncompressed size one dataset file may reach: ``FER_DATA_MAX_MB`` (default 1024)."""
+    from fer_core.settings import get_settings
+    return int(get_settings().data_max_mb * 2**20)
+
+
+def _too_big(limit: int, where: str) -> FerError:
+    return FerError(f"the uncompressed data passes the {limit / 2**20:g} MB limit (a FER "
+                    "dataset is far smaller: a zip or gzip bomb, or raise FER_DATA_MAX_MB)",
+                    where=where)
 
 
 # ----------------------------------------------------------------------------- messages
@@ -66,8 +84,10 @@ def read_problem(e: BaseException) -> str:
 # ----------------------------------------------------------------------------- reading
 @contextlib.contextmanager
 def open_csv(path: Path) -> Iterator[IO[bytes]]:
-    """A binary stream of the CSV inside ``path`` (.csv, .csv.gz or a .zip holding one .csv)."""
+    """A binary stream of the CSV inside ``path`` (.csv, .csv.gz or a .zip holding one .csv);
+    reading past :func:`max_uncompressed_bytes` raises FerError."""
     path = Path(path)
+    limit = max_uncompressed_bytes()
     name = path.name.lower()
     try:
         if name.endswith(".gz"):
@@ -85,6 +105,9 @@ def open_csv(path: Path) -> Iterator[IO[bytes]]:
                 zf.close()
                 raise FerError(f"expected exactly one .csv inside the zip, found {len(members)}",
                                where=str(path))
+            if zf.getinfo(members[0]).file_size > limit:  # declared: nothing inflated yet
+                zf.close()
+                raise _too_big(limit, str(path))
             f = _ZipStream(zf, zf.open(members[0]))
         else:
             f = open(path, "rb")
@@ -92,6 +115,7 @@ def open_csv(path: Path) -> Iterator[IO[bytes]]:
         raise
     except _READ_ERRORS as e:
         raise FerError(f"cannot read file ({read_problem(e)})", where=str(path)) from None
+    f = _Capped(f, limit, str(path))
     try:
         yield f
     finally:
@@ -112,6 +136,28 @@ class _ZipStream(io.RawIOBase):
         self._m.close()
         self._zf.close()
         super().close()
+
+
+class _Capped:
+    """A read-only stream that raises FerError once more than ``limit`` bytes were read."""
+
+    def __init__(self, f, limit: int, where: str):
+        self._f, self._limit, self._where, self.seen = f, limit, where, 0
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:  # read all, but never more than the limit (+1 to notice)
+            parts = []
+            while chunk := self.read(BLOCK):
+                parts.append(chunk)
+            return b"".join(parts)
+        data = self._f.read(min(n, self._limit + 1 - self.seen) or 1)
+        self.seen += len(data)
+        if self.seen > self._limit:
+            raise _too_big(self._limit, self._where)
+        return data
+
+    def close(self) -> None:
+        self._f.close()
 
 
 def read_bytes(path: Path) -> bytes:
@@ -140,8 +186,10 @@ def header_of(data: bytes) -> list[str]:
 
 
 def _line_blocks(f: IO[bytes], where: str) -> Iterator[list[bytes]]:
-    """Lists of complete lines (without the newline), about BLOCK bytes each."""
+    """Lists of complete lines (without the newline), about BLOCK bytes each; FerError for a
+    line longer than :data:`MAX_LINE`."""
     rest = b""
+    n_lines = 0
     while True:
         try:
             chunk = f.read(BLOCK)
@@ -151,10 +199,22 @@ def _line_blocks(f: IO[bytes], where: str) -> Iterator[list[bytes]]:
             break
         lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
         rest = lines.pop()
+        _check_lines(lines, rest, n_lines, where)
+        n_lines += len(lines)
         if lines:
             yield lines
     if rest:
         yield [rest]
+
+
+def _check_lines(lines: list[bytes], rest: bytes, before: int, where: str) -> None:
+    if len(rest) <= MAX_LINE and (not lines or max(map(len, lines)) <= MAX_LINE):
+        return
+    j = next((j for j, ln in enumerate(lines) if len(ln) > MAX_LINE), len(lines))
+    raise FerError(f"line is longer than {MAX_LINE // 1024} KB; a FER2013 row is about 9 KB "
+                   "('emotion,pixels,Usage' with 2,304 pixel values, one row per line): not a "
+                   "FER2013 CSV, or its line ends are missing", where=f"{where}, line "
+                   f"{before + j + 1}")
 
 
 def _bytes_blocks(data: bytes) -> Iterator[list[bytes]]:

@@ -192,7 +192,8 @@ def train(dataset, config: TrainConfig, run_dir, callbacks=(), stop_event=None,
     if not _is_chief():  # a non-chief worker's copy of the run is deleted when it ends
         with _scratch_dir() as scratch:
             return _train(dataset, config, Path(scratch), callbacks, stop_event, resume, command)
-    return _train(dataset, config, Path(run_dir), callbacks, stop_event, resume, command)
+    with runs.run_lock(run_dir, "train --resume" if resume else "train"):  # one writer a run
+        return _train(dataset, config, Path(run_dir), callbacks, stop_event, resume, command)
 
 
 def _train(dataset, config: TrainConfig, run_dir: Path, callbacks, stop_event, resume: bool,

@@ -110,6 +110,11 @@ def apply_swa(dataset, run_dir, first_epoch: int | None = None, last_epoch: int 
     record the result in its metrics.json and model card. Returns the ``swa`` record."""
     run_dir = runs.run_path(run_dir)
     config = run_config(run_dir)
+    with runs.run_lock(run_dir, "swa"):
+        return _apply_swa(dataset, run_dir, config, first_epoch, last_epoch, command, emit)
+
+
+def _apply_swa(dataset, run_dir, config, first_epoch, last_epoch, command, emit) -> dict:
     ds = dataset.remap(config.label_set) if config.label_set != dataset.label_set else dataset
     val_ds = ds.subset("val")
     if len(val_ds) == 0:

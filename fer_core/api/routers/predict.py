@@ -117,6 +117,8 @@ async def predict_batch(request: Request, detect: bool = DETECT, top_k: int = TO
                                    budget=budget)
         except FerError as e:
             return _failed(i, e)
+        except Exception as e:  # noqa: BLE001 - one item's failure is that item's answer
+            return _failed(i, e)  # 500 "internal", logged by error_response
         return {"index": i, "ok": True, "faces": faces}
 
     results = await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
@@ -146,6 +148,6 @@ def _budget(request: Request) -> PixelBudget | None:
     return getattr(request.app.state, "decode_budget", None)
 
 
-def _failed(i: int, e: FerError) -> dict:
+def _failed(i: int, e: Exception) -> dict:
     payload = json.loads(errors.error_response(e).body)
     return {"index": i, "ok": False, "faces": [], **payload}

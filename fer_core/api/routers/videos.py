@@ -11,17 +11,23 @@ streams the upload to disk and reads the job's state and events. Limits (the app
 ``FER_VIDEO_MAX_MB``       largest upload (default 200; it replaces the API's request-body limit
                            ``FER_MAX_UPLOAD_MB`` on this route)
 ``FER_VIDEO_MAX_SECONDS``  longest video accepted (default 600)
-``FER_VIDEO_MAX_JOBS``     video jobs running at once (default 1; more answer 429)
+``FER_VIDEO_MAX_JOBS``     video jobs running at once (default 1; more answer 429). Counted and
+                           reserved under a file lock on ``FER_VIDEO_DIR`` before the upload is
+                           read, so the limit holds across ``serve --workers N`` and several
+                           servers sharing the folder
 ``FER_VIDEO_TTL_HOURS``    finished jobs (files included) are deleted after this, checked at each
                            upload (default 24)
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import shutil
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -134,12 +140,31 @@ def _describe(d: Path) -> dict:
                     progress=progress, error=error, summary=summary, links=links).model_dump()
 
 
+RESERVED = ".reserved"  # in a job folder between the slot's reservation and the job's start
+SLOTS_LOCK = ".slots.lock"
+
+
+def _reservation_alive(d: Path) -> bool:
+    """True while the server process that reserved ``d``'s slot (this host) is alive."""
+    try:
+        holder = json.loads((d / RESERVED).read_text())
+        pid, host, since = int(holder["pid"]), holder["host"], float(holder["since"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname():  # another server sharing the folder: trust it an hour
+        return time.time() - since < 3600
+    return jobs.process_exists(pid)
+
+
 def _running(s: Settings) -> int:
+    """Video jobs in flight: running, or reserved by an upload still being read and probed."""
     n = 0
     if not s.video_dir.is_dir():
         return 0
     for d in s.video_dir.iterdir():
-        if (d / "meta.json").is_file():
+        if (d / RESERVED).is_file() and _reservation_alive(d):
+            n += 1
+        elif (d / "meta.json").is_file():
             h = _handle(d)
             if h is not None and h.running:
                 n += 1
@@ -159,6 +184,33 @@ def job_states(s: Settings) -> dict[str, int]:
     return counts
 
 
+@contextlib.contextmanager
+def _slots_lock(s: Settings):
+    """An exclusive flock on ``FER_VIDEO_DIR/.slots.lock`` (every worker and server sharing the
+    folder), held only while the jobs in flight are counted and a slot is reserved."""
+    s.video_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(s.video_dir / SLOTS_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def reserve_slot(s: Settings, vid: str) -> Path:
+    """Count the jobs in flight and reserve one slot for job ``vid`` under one lock: its folder
+    with a ``.reserved`` file naming this process. ApiError 429 when all slots are taken."""
+    with _slots_lock(s):
+        if _running(s) >= s.video_max_jobs:
+            raise ApiError("too_many_jobs", f"{s.video_max_jobs} video job(s) already running; try "
+                           "again when one has finished", 429)
+        d = s.video_dir / vid
+        d.mkdir()
+        (d / RESERVED).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                              "since": time.time()}))
+    return d
+
+
 def cleanup(s: Settings, now: float | None = None) -> list[str]:
     """Delete job folders older than the time to live that are not running; their ids."""
     now = time.time() if now is None else now
@@ -167,6 +219,9 @@ def cleanup(s: Settings, now: float | None = None) -> list[str]:
         return gone
     for d in s.video_dir.iterdir():
         meta = d / "meta.json"
+        if (d / RESERVED).is_file() and not meta.is_file() and not _reservation_alive(d):
+            shutil.rmtree(d, ignore_errors=True)  # its server died while reading the upload
+            continue
         if not meta.is_file() or now - meta.stat().st_mtime < s.video_ttl_hours * 3600:
             continue
         h = _handle(d)
@@ -193,12 +248,20 @@ async def create_video(request: Request):
     if kind != "multipart/form-data":
         raise unsupported_body(kind, "multipart/form-data with a 'file' field")
     await run_in_threadpool(cleanup, s)
-    if await run_in_threadpool(_running, s) >= s.video_max_jobs:
-        raise ApiError("too_many_jobs", f"{s.video_max_jobs} video job(s) already running; "
-                       "try again when one has finished", 429)
-    limit = int(s.video_max_mb * 1024 * 1024)
     vid = uuid.uuid4().hex
-    d = s.video_dir / vid
+    d = await run_in_threadpool(reserve_slot, s, vid)
+    try:
+        await _read_and_start(request, s, d)
+    except BaseException:
+        shutil.rmtree(d, ignore_errors=True)  # refused or failed: the slot is free again
+        raise
+    (d / RESERVED).unlink(missing_ok=True)  # the running job counts from here on
+    return await run_in_threadpool(_describe, d)
+
+
+async def _read_and_start(request: Request, s: Settings, d: Path) -> None:
+    """Stream the upload into the reserved folder ``d``, probe it and start its job."""
+    limit = int(s.video_max_mb * 1024 * 1024)
     async with read_form(request, max_files=1) as form:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -216,28 +279,21 @@ async def create_video(request: Request):
         name, suffix = _safe_name(upload.filename)
         if suffix not in VIDEO_SUFFIXES:
             suffix = ".bin"
-        d.mkdir(parents=True)
         dest = d / f"input{suffix}"
         size = 0
-        try:
-            with open(dest, "wb") as f:
-                while chunk := await upload.read(CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise ApiError("too_large", f"video larger than the {s.video_max_mb:g} MB "
-                                       "limit", 413, where=name)
-                    f.write(chunk)
-        except BaseException:
-            shutil.rmtree(d, ignore_errors=True)
-            raise
+        with open(dest, "wb") as f:
+            while chunk := await upload.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError("too_large", f"video larger than the {s.video_max_mb:g} MB "
+                                   "limit", 413, where=name)
+                f.write(chunk)
     from fer_core import video
     try:
         info = await run_in_threadpool(video.probe, dest, name)
     except FerError as e:
-        shutil.rmtree(d, ignore_errors=True)
         raise ApiError("not_a_video" if e.status == 400 else "bad_video", str(e), 415) from None
     if info["duration_s"] and info["duration_s"] > s.video_max_seconds:
-        shutil.rmtree(d, ignore_errors=True)
         raise ApiError("too_long", f"video is {info['duration_s']:.1f} s long; the limit is "
                        f"{s.video_max_seconds:g} s", 413, where=name)
     meta = {"name": name, "created_at": time.time(), "size": size, "probe": info}
@@ -247,12 +303,7 @@ async def create_video(request: Request):
             "model": str(api_settings.model_path), "every": every, "smoothing": smoothing,
             "annotate": annotate, "max_duration_s": s.video_max_seconds}
     (d / "job").mkdir()
-    try:
-        await run_in_threadpool(jobs.JobRunner(d).start, "video", spec, d / "job")
-    except BaseException:
-        shutil.rmtree(d, ignore_errors=True)
-        raise
-    return await run_in_threadpool(_describe, d)
+    await run_in_threadpool(jobs.JobRunner(d).start, "video", spec, d / "job")
 
 
 @router.get("/videos/{vid}", response_model=VideoJob, responses=errors.responses(404),
