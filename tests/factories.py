@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from fer_core.data.dataset import Dataset
@@ -47,3 +50,25 @@ def face_image(size: int = 200, smile: bool = True) -> np.ndarray:
     cv2.ellipse(img, (c[0], c[1] + int(size * 0.22)), (int(size * 0.14), int(size * 0.06)), 0,
                 start, end, (60, 60, 140), 4)
     return img
+
+
+def tiny_model(n_classes: int = 7, softmax: bool = True, seed: int = 0):
+    """A small untrained Keras classifier of 48x48x1 faces (rescaling inside)."""
+    import keras
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((48, 48, 1))
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(n_classes, activation="softmax" if softmax else None)(x)
+    return keras.Model(inp, out)
+
+
+def save_run(root: Path, name: str, model, labels=None) -> Path:
+    """A run directory holding ``model`` (and ``labels.json`` when given)."""
+    run = root / name
+    run.mkdir(parents=True)
+    model.save(run / "model.keras")
+    if labels is not None:
+        (run / "labels.json").write_text(json.dumps(labels))
+    return run
