@@ -281,3 +281,30 @@ def test_shipped_model_export_parity_on_publictest(fer2013_path, tmp_path, fmt):
     p = rec["parity"]
     assert p["faces"] == 3589 and p["top1_agreement"] >= 0.995 and p["max_prob_diff"] <= 1e-3
     assert abs(p["accuracy_loss_points"]) <= 0.5
+
+
+# --------------------------------------------------------------------------- packaging
+
+def _pins(lines) -> dict[str, str]:
+    import re
+    out = {}
+    for line in lines:
+        m = re.match(r"^\s*([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^\s;#]+)", line)
+        if m:
+            out[m.group(1).lower().replace("_", "-")] = m.group(3)
+    return out
+
+
+def test_pyproject_pins_equal_the_requirements_pins():
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared += [d for d in extra if not d.startswith("fer-studio")]
+    ours = _pins(declared)
+    reqs = _pins((ROOT / "requirements.txt").read_text().splitlines())
+    assert len(ours) == len(declared)  # every dependency is an exact pin
+    assert ours == reqs  # the same packages, the same versions
+    runtime = _pins(project["dependencies"])
+    assert not {"tensorflow-cpu", "keras", "streamlit"} & set(runtime)
+    assert project["scripts"]["fer-studio"] == "fer_core.cli:console"
