@@ -249,7 +249,7 @@ def export(path, fmt: str, out=None, *, int8: bool = False, data=None,
 def _card_line(rec: dict) -> str:
     p = rec["parity"]
     acc = (f"; accuracy {p['keras_accuracy']:.2f} % (Keras) -> {p['exported_accuracy']:.2f} % "
-           f"({p['accuracy_loss_points']:+.2f} points lost)" if "keras_accuracy" in p else "")
+           f"({-p['accuracy_loss_points']:+.2f} points)" if "keras_accuracy" in p else "")
     return (f"- `{rec['file']}` ({rec['format']}{', int8' if rec['int8'] else ''}, "
             f"{rec['bytes'] / 1e6:.1f} MB, {rec['converter']}): top class agrees with Keras on "
             f"{p['top1_agreement']:.2%} of {p['faces']} faces of {p['faces_from']}, "

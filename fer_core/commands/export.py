@@ -39,6 +39,6 @@ def run(args) -> int:
             f"{p['top1_agreement']:.2%}, probabilities within {p['max_prob_diff']:.2g}")
     if "keras_accuracy" in p:
         text += (f"\naccuracy {p['keras_accuracy']:.2f} % (Keras) -> "
-                 f"{p['exported_accuracy']:.2f} % ({p['accuracy_loss_points']:+.2f} points)")
+                 f"{p['exported_accuracy']:.2f} % ({-p['accuracy_loss_points']:+.2f} points)")
     emit(args, rec, text)
     return 0
