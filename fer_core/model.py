@@ -468,7 +468,7 @@ class FerModel:
         self._count_lock = threading.Lock()
         if model is None:
             self.backend = tfl
-            self._check_outputs(tfl(_probe()))
+            self._check_outputs(tfl(_probe()[:1]))  # batch 1: the interpreter made above
         else:
             self._keras = _KerasBackend(model)
             self.backend = self._make_backend(backend, tflite_cache)

@@ -61,7 +61,7 @@ def venv(tmp_path_factory) -> Path:
         base = getattr(sys, "_base_executable", None) or "python3"
         tmp = tmp_path_factory.mktemp("mkvenv")
         _run([base, "-m", "venv", VENV], tmp)
-        _run([PY, "-m", "pip", "install", "--disable-pip-version-check", "-q",
+        _run([PY, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-compile",
               *BUILD_DEPS, *DEPS], tmp, timeout=1800)
         ready.write_text(KEY)
     return VENV

@@ -308,3 +308,10 @@ def test_pyproject_pins_equal_the_requirements_pins():
     runtime = _pins(project["dependencies"])
     assert not {"tensorflow-cpu", "keras", "streamlit"} & set(runtime)
     assert project["scripts"]["fer-studio"] == "fer_core.cli:console"
+
+
+def test_app_command_finds_the_app_and_checks_its_port():
+    from fer_core.cli import main
+    from fer_core.commands.app import app_dir
+    assert app_dir() == ROOT  # a checkout: the repo root (installed: fer_core/_app)
+    assert main(["app", "--port", "0"]) == 2  # a clear error, before Streamlit starts
