@@ -108,7 +108,7 @@ def _run_saved_model(path: Path):
 RUNNERS = {"tflite": _run_tflite, "onnx": _run_onnx, "saved_model": _run_saved_model}
 
 
-def _batched(fn, x: np.ndarray, batch: int = 64) -> np.ndarray:
+def batched(fn, x: np.ndarray, batch: int = 64) -> np.ndarray:
     out = []
     for i in range(0, len(x), batch):
         chunk = x[i:i + batch]
@@ -140,7 +140,7 @@ def parity(reference: np.ndarray, exported: np.ndarray, labels=None) -> dict:
     return out
 
 
-def _check(fmt: str, int8: bool, p: dict) -> list[str]:
+def check_parity(fmt: str, int8: bool, p: dict) -> list[str]:
     """What fails the checks: float formats must agree with Keras on the top class for
     ``MIN_AGREEMENT`` of the faces with every probability within ``MAX_PROB_DIFF``; int8 may
     lose at most ``MAX_INT8_LOSS_POINTS`` of accuracy on labelled faces (without labels its
@@ -215,11 +215,11 @@ def export(path, fmt: str, out=None, *, int8: bool = False, data=None,
             _four_d(model).export(str(tmp_out), format="tf_saved_model", verbose=False)
         seconds = time.perf_counter() - t0
         ref_model = _four_d(model)
-        ref = _batched(lambda b: ref_model(b, training=False), x, 256)
-        got = _batched(RUNNERS[fmt](tmp_out), x)
+        ref = batched(lambda b: ref_model(b, training=False), x, 256)
+        got = batched(RUNNERS[fmt](tmp_out), x)
         p = parity(ref, got, labels)
         p["faces_from"] = faces_from
-        bad = _check(fmt, int8, p) if check else []
+        bad = check_parity(fmt, int8, p) if check else []
         if bad:
             raise FerError("parity check failed, nothing written: " + "; ".join(bad),
                            where=str(out))
