@@ -1,6 +1,10 @@
 """Command line: ``python -m fer_core COMMAND``, COMMAND one of ``info``, ``train``, ``swa``,
 ``evaluate``, ``calibrate``, ``predict``, ``video``, ``serve``, ``bench``, ``finetune``,
-``promote``, ``rollback``.
+``promote``, ``rollback``, ``export``, ``app`` (installed, the console script ``fer-studio`` is the
+same command line).
+
+On the runtime-only install (no TensorFlow), the commands in :data:`NEEDS_TRAIN` stop with one
+message naming the ``[train]`` extra.
 
 Each command lives in ``fer_core/commands/<name>.py`` with ``add_parser(subparsers)`` (which sets
 ``func``) so that commands import their heavy dependencies (TensorFlow) only when they run.
@@ -19,7 +23,10 @@ import sys
 from fer_core.errors import FerError
 
 COMMANDS = ("info", "train", "swa", "evaluate", "calibrate", "predict", "video", "serve",
-            "bench", "finetune", "promote", "rollback")
+            "bench", "finetune", "promote", "rollback", "export", "app")
+# commands (and bench targets) that need TensorFlow: fer-studio[train]
+NEEDS_TRAIN = {"train", "swa", "evaluate", "calibrate", "export", "finetune", "bench train",
+               "bench evaluate", "bench finetune", "bench align"}
 
 
 def plugins(package: str, names):
@@ -50,12 +57,24 @@ def emit(args, payload: dict, text: str | None = None) -> None:
         print(text)
 
 
-def main(argv: list[str] | None = None) -> int:
+def check_extra(args) -> None:
+    """FerError naming the extra when the command needs TensorFlow and it is not installed."""
+    name = args.command + (f" {args.target}" if getattr(args, "target", None) else "")
+    if args.command in NEEDS_TRAIN or name in NEEDS_TRAIN:
+        from fer_core.model import has_tensorflow, needs_train
+        if not has_tensorflow():
+            raise needs_train(f"`{name}`", where=name)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = build_parser()
+    if prog:
+        parser.prog = prog
     args = parser.parse_args(argv)
     try:
         from fer_core.settings import get_settings
         args.settings = get_settings()  # every FER_* value is checked before any command runs
+        check_extra(args)
         return args.func(args) or 0
     except FerError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -66,3 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         sys.stderr.close()
         return 0
+
+
+def console() -> int:
+    """The ``fer-studio`` console script: the same commands as ``python -m fer_core``."""
+    from fer_core.native_logs import quiet_tensorflow_startup
+    quiet_tensorflow_startup()
+    return main(prog="fer-studio")

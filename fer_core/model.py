@@ -9,15 +9,23 @@ A model knows its labels (``labels.json``, else the one table :func:`default_lab
 size), its label set, an id, and its calibration (``calibration.json`` beside the model: a
 temperature per TTA setting, fitted by :func:`fer_core.evaluation.calibrate`; none means T=1).
 
-Backends: a saved model is converted once to a TensorFlow Lite flatbuffer (XNNPACK kernels;
-cached on disk per model id) and checked against Keras on a probe batch; if conversion fails or
-the outputs differ, a ``tf.function`` with a free batch dimension is used (``backend_name`` tells
-which). TFLite has the lower per-call overhead for the few faces of a frame; Keras (oneDNN) uses
-less CPU per face on large batches, so chunks of ``BULK_BATCH`` faces or more (evaluation,
-teachers) run on the traced Keras function (``bulk_backend``). Faces go through the model in
+Backends. The runtime is LiteRT (``ai-edge-litert``): a TensorFlow Lite flatbuffer run by XNNPACK
+kernels, without TensorFlow. A run may carry its flatbuffer, ``model.tflite`` beside
+``model.keras`` (``<name>.tflite`` beside another .keras file), made by
+``fer-studio export RUN --format tflite`` with its parity against Keras checked and recorded in
+``model.tflite.json`` (with the sha256 of the .keras it was made from): :meth:`FerModel.load`
+then runs it directly and never imports TensorFlow or Keras (the plain ``pip install`` has
+neither). A run without one (or with one made from another .keras) is converted once at load
+time with TensorFlow's converter (``fer-studio[train]``; cached on disk per model id) and
+checked against Keras on a probe batch; if conversion fails or the outputs differ, a
+``tf.function`` with a free batch dimension is used (``backend_name`` tells which). LiteRT has
+the lower per-call overhead for the few faces of a frame; Keras (oneDNN) uses less CPU per face
+on large batches, so chunks of ``BULK_BATCH`` faces or more (evaluation, teachers) run on the
+traced Keras function (``bulk_backend``) when Keras is installed. Faces go through the model in
 chunks of ``BUCKETS[-1]``; a partial chunk is padded to a power-of-two bucket so interpreters
-are reused. TFLite interpreters are not thread-safe: each
-call borrows one from a pool per batch size, so one FerModel can be shared by every thread.
+are reused. Interpreters are not thread-safe: each call borrows one from a pool per batch
+size, so one FerModel can be shared by every thread. The Keras model itself (``model``) is
+loaded on first use.
 
 A model built in memory (``FerModel.wrap``) defaults to the Keras backend and reads its weights
 live, so a model that is still training can be evaluated between epochs.
@@ -26,9 +34,9 @@ live, so a model that is still training can be evaluated between epochs.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import queue
-import tempfile
 import threading
 import warnings
 from collections import OrderedDict
@@ -40,12 +48,10 @@ import numpy as np
 from fer_core import atomic, native_logs, vision
 from fer_core.errors import FerError
 from fer_core.labels import FER7, FERPLUS8, MERGED6, detect_label_set
-from fer_core.model_files import (MODEL_FILE, Calibration, load_keras, model_file,
-                                  read_calibration, read_labels, stamp)
+from fer_core.model_files import (MODEL_FILE, Calibration, file_sha256, load_keras,
+                                  model_file, read_calibration, read_labels, stamp)
 from fer_core.settings import get_settings
 
-warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated",
-                        category=UserWarning)
 
 __all__ = ["FerModel", "FacePrediction", "default_labels", "apply_temperature", "top_k_order",
            "BUCKETS"]
@@ -53,6 +59,9 @@ __all__ = ["FerModel", "FacePrediction", "default_labels", "apply_temperature", 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 TFLITE_FORMAT = 1  # bump to invalidate cached conversions
 BULK_BATCH = 32  # chunks of at least this many faces go to the bulk backend
+RUNTIME_SUFFIX = ".tflite"       # the runtime's format, beside the .keras
+RECORD_SUFFIX = ".tflite.json"   # how it was made: source sha256, parity, int8
+TRAIN_EXTRA = "pip install 'fer-studio[train]'"
 _OUTPUTS_TO_LABELS = {7: FER7, 6: MERGED6, 8: FERPLUS8}
 
 
@@ -71,6 +80,11 @@ class FacePrediction:
     @property
     def confidence(self) -> float:
         return self.scores[self.emotion]
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        """Label -> probability (the same dict as ``scores``)."""
+        return self.scores
 
     def to_dict(self) -> dict:
         return {"box": [int(v) for v in self.box], "emotion": self.emotion,
@@ -103,6 +117,10 @@ def _check_shapes(model, where) -> None:
         raise FerError("model has no single input/output", where=str(where)) from None
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise FerError("expected a model with one input and one output", where=str(where))
+    _check_io(ishape, oshape, where)
+
+
+def _check_io(ishape: tuple, oshape: tuple, where) -> None:
     if ishape not in ((48, 48, 1), (48, 48)):
         raise FerError(f"model expects input {ishape}; expected 48x48x1 grey faces",
                        where=str(where))
@@ -120,6 +138,45 @@ def _file_id(f: Path) -> str:
 
 def _cache_dir() -> Path:
     return get_settings().cache_dir
+
+
+def has_tensorflow() -> bool:
+    """True when Keras and TensorFlow are installed (``fer-studio[train]``), without
+    importing them."""
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in ("keras", "tensorflow"))
+
+
+def needs_train(what: str, where: str | None = None) -> FerError:
+    """The one message of a feature that needs TensorFlow on the runtime-only install."""
+    return FerError(f"{what} needs TensorFlow, which the runtime install leaves out; "
+                    f"install the full package: {TRAIN_EXTRA}", where=where or what)
+
+
+def runtime_file(path) -> Path:
+    """Where the exported runtime model of a run dir or .keras file lives (``model.tflite``)."""
+    return model_file(path).with_suffix(RUNTIME_SUFFIX)
+
+
+def runtime_record_file(path) -> Path:
+    return model_file(path).with_suffix(RECORD_SUFFIX)
+
+
+def read_runtime(path) -> tuple[bytes | None, str]:
+    """(flatbuffer, "") of the exported runtime model of ``path`` when it was made from this
+    very .keras (the sha256 in its record matches); else (None, why not)."""
+    f, rec_f = runtime_file(path), runtime_record_file(path)
+    if not f.is_file() or not rec_f.is_file():
+        return None, f"no {f.name} with its {rec_f.name} beside the model"
+    try:
+        rec = json.loads(rec_f.read_text(encoding="utf-8"))
+        sha = rec["source_sha256"]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        return None, f"{rec_f.name} is not a valid export record"
+    src = model_file(path)
+    if src.is_file() and file_sha256(src) != sha:
+        return None, f"{f.name} was exported from another {src.name}"
+    return f.read_bytes(), ""
 
 
 # --------------------------------------------------------------------------- calibration
@@ -140,6 +197,10 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 # --------------------------------------------------------------------------- backends
 
+def _probe() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype(np.float32)
+
+
 def _bucket(n: int) -> int:
     for b in BUCKETS:
         if n <= b:
@@ -151,7 +212,7 @@ class _KerasBackend:
     name = "keras"
 
     def __init__(self, model):
-        import tensorflow as tf
+        import tensorflow as tf  # fer-studio[train] only: FerModel asks for it lazily
         rank3 = len(model.inputs[0].shape) == 3
 
         def call(x):
@@ -163,7 +224,22 @@ class _KerasBackend:
         return np.asarray(self._fn(x), dtype=np.float32)
 
 
+def _interpreter_class():
+    """LiteRT's interpreter (``ai-edge-litert``); TensorFlow's deprecated ``tf.lite`` one only
+    where LiteRT is missing."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter
+    except ImportError:  # pragma: no cover - ai-edge-litert is a dependency
+        import tensorflow as tf
+        warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated",
+                                category=UserWarning)
+        return tf.lite.Interpreter
+
+
 class _TFLiteBackend:
+    """A TFLite flatbuffer on LiteRT's interpreter (XNNPACK); ``shapes`` = (input, output)."""
+
     name = "tflite"
 
     def __init__(self, blob: bytes):
@@ -177,12 +253,12 @@ class _TFLiteBackend:
             return self._pools.setdefault(batch, queue.SimpleQueue())
 
     def _new(self, batch: int):
-        import tensorflow as tf
-        with warnings.catch_warnings():  # "tf.lite.Interpreter is deprecated"
-            warnings.simplefilter("ignore", UserWarning)
-            it = tf.lite.Interpreter(model_content=self._blob,
-                                     num_threads=get_settings().tflite_threads)
+        it = _interpreter_class()(model_content=self._blob, num_threads=get_settings().tflite_threads)
+        if len(it.get_input_details()) != 1 or len(it.get_output_details()) != 1:
+            raise FerError("expected a model with one input and one output", where="tflite")
         inp = it.get_input_details()[0]
+        self.shapes = (tuple(int(v) for v in inp["shape"][1:]),
+                       tuple(int(v) for v in it.get_output_details()[0]["shape"][1:]))
         if tuple(inp["shape"])[0] != batch:
             it.resize_tensor_input(inp["index"], [batch, 48, 48, 1], strict=False)
         with native_logs.first_time("tflite-allocate"):  # the XNNPACK start-up line
@@ -210,10 +286,8 @@ class _TFLiteBackend:
 def _tflite_blob(model, cache_file: Path | None) -> bytes:
     if cache_file is not None and cache_file.is_file():
         return cache_file.read_bytes()
-    import tensorflow as tf
-    with tempfile.TemporaryDirectory(prefix="fer-export-") as d:
-        model.export(d, format="tf_saved_model", verbose=False)
-        blob = tf.lite.TFLiteConverter.from_saved_model(d).convert()
+    from fer_core.converter import tflite_bytes  # the one converter
+    blob = tflite_bytes(model)
     if cache_file is not None:
         try:
             atomic.write_bytes(cache_file, blob)
@@ -234,21 +308,46 @@ class FerModel:
     """A classifier of 48x48 grey faces with its labels, id, calibration and fastest backend.
 
     Build with :meth:`load` (a saved model, cached) or :meth:`wrap` (a keras.Model in memory).
-    ``backend``: "auto" (TFLite, else Keras), "tflite" or "keras".
+    ``backend``: "auto" (LiteRT, else Keras), "tflite" (LiteRT) or "keras". ``runtime_blob``
+    (with ``model=None``): an exported, parity-checked flatbuffer to run without TensorFlow;
+    the Keras model (``model``) is then read from ``path`` only if something asks for it.
     """
 
     def __init__(self, model, labels, *, model_id: str, path: Path | None = None,
                  label_set: str | None = None, calibration: Calibration | None = None,
-                 backend: str = "auto", tflite_cache: Path | None = None):
+                 backend: str = "auto", tflite_cache: Path | None = None,
+                 runtime_blob: bytes | None = None):
         if backend not in ("auto", "tflite", "keras"):
             raise FerError(f"unknown backend {backend!r}; expected auto, tflite or keras",
                            where="backend")
         where = str(path or model_id)
-        _check_shapes(model, where)
-        n_out = int(model.outputs[0].shape[-1])
-        self.model = model
+        self._model = model
+        self._keras = None
+        self._lazy_lock = threading.Lock()
+        self._bulk = None
         self.path = path
         self.model_id = model_id
+        self._requested = backend
+        self.backend_error: str | None = None
+        self._logits = False
+        if model is None:  # an exported flatbuffer: no Keras, no TensorFlow
+            if runtime_blob is None:
+                raise FerError("expected a keras.Model or an exported model", where=where)
+            if backend == "keras":
+                raise needs_train("the Keras backend", where=where)
+            try:
+                tfl = _TFLiteBackend(runtime_blob)
+            except FerError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a corrupt flatbuffer
+                raise FerError(f"cannot read the exported model ({type(e).__name__}: "
+                               f"{str(e)[:200]})", where=where) from None
+            ishape, oshape = tfl.shapes
+            _check_io(ishape, oshape, where)
+        else:
+            _check_shapes(model, where)
+            oshape = tuple(model.outputs[0].shape)[1:]
+        n_out = int(oshape[-1])
         self.labels = tuple(labels) if labels is not None else default_labels(n_out)
         if len(self.labels) != n_out:
             raise FerError(f"{len(self.labels)} labels for a model with {n_out} outputs",
@@ -264,12 +363,14 @@ class FerModel:
         self.calls = 0        # model invocations (for tests and stats)
         self.faces_seen = 0
         self._count_lock = threading.Lock()
-        self._logits = False
-        self.backend_error: str | None = None
-        self._keras = _KerasBackend(model)
-        self.backend = self._make_backend(backend, tflite_cache)
-        # bulk chunks run on Keras unless TFLite was asked for (it wins on small batches only)
-        self.bulk_backend = self.backend if backend == "tflite" else self._keras
+        if model is None:
+            self.backend = tfl
+            self._check_outputs(tfl(_probe()[:1]))  # batch 1: the interpreter made above
+        else:
+            self._keras = _KerasBackend(model)
+            self.backend = self._make_backend(backend, tflite_cache)
+        if backend == "tflite":  # bulk chunks too (else on Keras, when it is installed)
+            self._bulk = self.backend
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -307,12 +408,23 @@ class FerModel:
 
     @classmethod
     def _from_file(cls, p: Path, f: Path, backend: str) -> "FerModel":
-        model = load_keras(f)
         names, lset = read_labels(p)
         model_id = _file_id(f)
-        return cls(model, names, model_id=model_id, path=f, label_set=lset,
-                   calibration=read_calibration(p), backend=backend,
-                   tflite_cache=_cache_dir() / "tflite" / f"{model_id}-v{TFLITE_FORMAT}.tflite")
+        common = dict(model_id=model_id, path=f, label_set=lset,
+                      calibration=read_calibration(p), backend=backend)
+        if backend != "keras":
+            blob, why = read_runtime(f)
+            if blob is not None:
+                return cls(None, names, runtime_blob=blob, **common)
+            if not has_tensorflow():
+                raise needs_train(f"running a model without an exported {runtime_file(f).name} "
+                                  f"({why}; make one with `fer-studio export RUN --format "
+                                  f"tflite`)", where=str(f))
+        elif not has_tensorflow():
+            raise needs_train("the Keras backend", where=str(f))
+        model = load_keras(f)
+        return cls(model, names, tflite_cache=_cache_dir() / "tflite" /
+                   f"{model_id}-v{TFLITE_FORMAT}.tflite", **common)
 
     @classmethod
     def wrap(cls, model, labels=None, backend: str = "keras") -> "FerModel":
@@ -340,18 +452,21 @@ class FerModel:
                            where="model")
         return cls.load(model)
 
-    def _make_backend(self, backend: str, cache_file: Path | None):
-        probe = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype(np.float32)
-        keras_be = self._keras
-        ref = keras_be(probe)  # also traces the Keras function, so a first call pays no trace
+    def _check_outputs(self, ref: np.ndarray) -> None:
         if not np.all(np.isfinite(ref)):
             raise FerError("model outputs NaN/inf", where=str(self.path or self.model_id))
         if ref.min() < -1e-6 or not np.allclose(ref.sum(1), 1.0, atol=1e-3):
-            self._logits = True  # logits: normalised in _finish
+            self._logits = True  # logits: normalised in forward
+
+    def _make_backend(self, backend: str, cache_file: Path | None):
+        probe = _probe()
+        keras_be = self._keras
+        ref = keras_be(probe)  # also traces the Keras function, so a first call pays no trace
+        self._check_outputs(ref)
         if backend == "keras":
             return keras_be
         try:
-            tfl = _TFLiteBackend(_tflite_blob(self.model, cache_file))
+            tfl = _TFLiteBackend(_tflite_blob(self._model, cache_file))
             got = np.concatenate([tfl(probe[i:i + 1]) for i in range(4)])
             if np.abs(got - ref).max() > 1e-3:
                 raise ValueError(f"TFLite differs from Keras by {np.abs(got - ref).max():.2g}")
@@ -364,6 +479,35 @@ class FerModel:
                                where=str(self.path or self.model_id)) from None
             self.backend_error = str(e)
             return keras_be
+
+    # ---- the Keras side, on first use -----------------------------------------------------
+    @property
+    def model(self):
+        """The keras.Model (loaded from ``path`` on first use for an exported model: Grad-CAM,
+        feature maps, teachers; needs ``fer-studio[train]``)."""
+        if self._model is None:
+            with self._lazy_lock:
+                if self._model is None:
+                    if not has_tensorflow():
+                        raise needs_train("the Keras model (Grad-CAM, feature maps, training)",
+                                          where=str(self.path or self.model_id))
+                    self._model = load_keras(self.path)
+        return self._model
+
+    @property
+    def bulk_backend(self):
+        """What runs chunks of ``BULK_BATCH`` faces or more: the traced Keras function when
+        Keras is installed (less CPU per face on large batches), else LiteRT."""
+        if self._bulk is None:
+            if self._keras is None and not has_tensorflow():
+                self._bulk = self.backend
+            else:
+                model = self.model
+                with self._lazy_lock:
+                    if self._keras is None:
+                        self._keras = _KerasBackend(model)
+                    self._bulk = self._keras
+        return self._bulk
 
     # ---- properties -----------------------------------------------------------------------
     @property
@@ -379,7 +523,7 @@ class FerModel:
     def name(self) -> str:
         """Readable name: the run directory, the .keras file's stem, or the model's name."""
         if self.path is None:
-            return getattr(self.model, "name", "model")
+            return getattr(self._model, "name", "model")
         return self.path.parent.name if self.path.name == MODEL_FILE else self.path.stem
 
     @property

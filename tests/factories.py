@@ -442,3 +442,13 @@ class ServeProcess:
     def stop(self):
         end_process(self.proc)
         self._log.close()
+
+
+def tiny_model(n_classes: int = 7, softmax: bool = True, seed: int = 0):
+    """The predictor tests' CNN: one strided conv (8 filters) and global pooling."""
+    return tiny_cnn(n_classes, width=8, strides=2, softmax=softmax, seed=seed)
+
+
+def save_run(root: Path, name: str, model, labels=None) -> Path:
+    """A run directory ``root/name`` holding ``model`` (and ``labels.json`` when given)."""
+    return save_model_dir(root / name, model, labels)

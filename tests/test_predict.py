@@ -15,17 +15,7 @@ from fer_core.labels import FER7, MERGED6
 from fer_core.predict import FacePrediction, Predictor, annotate
 from fer_core.vision import DetectorConfig
 from fer_core.synthetic import synthetic_frame
-from tests.factories import png, save_model_dir, tiny_cnn as _tiny_cnn
-
-
-def tiny_model(n_classes: int = 7, softmax: bool = True, seed: int = 0):
-    """The predictor tests' CNN: one strided conv (8 filters) and global pooling."""
-    return _tiny_cnn(n_classes, width=8, strides=2, softmax=softmax, seed=seed)
-
-
-def save_run(root: Path, name: str, model, labels=None) -> Path:
-    return save_model_dir(root / name, model, labels)
-
+from tests.factories import png, save_run, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +83,8 @@ def test_bad_model_paths_and_files_raise_fer_error(tmp_path, monkeypatch):
     (bad_labels / "labels.json").write_text("{not json")
     with pytest.raises(FerError, match="labels.json"):
         Predictor(bad_labels)
-    import fer_core
-    monkeypatch.setattr(fer_core, "DEFAULT_MODEL", tmp_path / "fer2013-default")
+    from fer_core import settings
+    monkeypatch.setattr(settings, "DEFAULT_MODEL", tmp_path / "fer2013-default")
     with pytest.raises(FerError, match="--model") as e:
         Predictor()
     assert "fer2013-default" in str(e.value)

@@ -118,8 +118,10 @@ def test_metrics_have_one_owner_with_a_schema_version(tmp_path):
 
 
 def test_committed_runs_are_on_the_current_metrics_schema():
-    from fer_core import MODELS_DIR
-    for metrics_file in MODELS_DIR.glob("*/metrics.json"):
+    from fer_core import DEFAULT_MODEL, MODELS_DIR
+    committed = [*MODELS_DIR.glob("*/metrics.json"), *DEFAULT_MODEL.parent.glob("*/metrics.json")]
+    assert DEFAULT_MODEL / "metrics.json" in committed
+    for metrics_file in committed:
         metrics = json.loads(metrics_file.read_text())
         assert metrics["schema_version"] == runs.METRICS_SCHEMA, metrics_file
         assert metrics["commands"] and metrics["machines"], metrics_file
@@ -166,10 +168,9 @@ def test_model_card_states_the_calibration(tmp_path):
     import json
     import shutil
 
+    from fer_core import DEFAULT_MODEL as src
     from fer_core import runs
-    from tests.factories import ROOT
 
-    src = ROOT / "models" / "fer2013-default"
     run = tmp_path / "run"
     run.mkdir()
     shutil.copy(src / "calibration.json", run / "calibration.json")

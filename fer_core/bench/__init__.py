@@ -3,4 +3,4 @@
 """
 
 TARGETS = ("data", "train", "evaluate", "predict", "api", "video", "finetune", "metrics",
-           "soak")
+           "soak", "runtime")
