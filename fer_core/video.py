@@ -345,7 +345,7 @@ class _Timeline:
     ROW = 10
 
     def __init__(self, width: int, duration: float | None, labels):
-        from fer_core.predict import emotion_colour
+        from fer_core.drawing import emotion_colour
         self.width = width
         self.duration = duration if duration and duration > 0 else 60.0
         self.colours = [emotion_colour(lbl) for lbl in labels]

@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from fer_core import DATA_DIR, jobs, runs
-from fer_core.predict import emotion_colour
+from fer_core.drawing import emotion_colour
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi")
 MAX_POINTS = 4000  # per face in a timeline figure (the CSV keeps every row)

@@ -124,8 +124,8 @@ class ModelService:
                        f"{labels}", 422)
 
     # ---- images -> faces (runs in a worker thread) -----------------------------------------
-    def _detect(self, image: np.ndarray) -> np.ndarray:
-        if self.predictor is not None:  # the Predictor's detector (FER_DETECTOR preset)
+    def _detect(self, image: np.ndarray):
+        if self.predictor is not None:  # the Predictor's detector (FER_DETECTOR[_PRESET])
             return self.predictor.detect(image)
         if self.detector is None:  # feedback by image works without a model too
             from fer_core.vision import FaceDetector
@@ -148,19 +148,19 @@ class ModelService:
         h, w = image.shape[:2]
         if not detect:
             return vision.whole_image_face(image), [[0, 0, int(w), int(h)]]
-        boxes = np.asarray(self._detect(image), dtype=np.int64).reshape(-1, 4)
-        if not len(boxes):
+        dets = self._detect(image)
+        if not len(dets):
             return np.zeros((0, 48, 48), dtype=np.uint8), []
-        margin = getattr(self.predictor, "margin", vision.DEFAULT_MARGIN)
-        faces = vision.crop_faces(image, boxes, margin)
-        return faces, [[int(v) for v in b] for b in boxes]
+        faces = (self.predictor.crops(image, dets) if self.predictor is not None
+                 else vision.crop_faces(image, dets.boxes))
+        return faces, [[int(v) for v in b] for b in dets.int_boxes]
 
     # ---- probabilities -> response faces ---------------------------------------------------
     def describe(self, faces: np.ndarray, boxes, probs: np.ndarray, top_k: int) -> list[dict]:
         """Response faces (FerModel.describe, rounded) with a prediction id for feedback."""
         model_id = self.model_id
         out = []
-        for face, pred in zip(faces, self.predictor.describe(boxes, probs, top_k)):
+        for face, pred in zip(faces, self.predictor.describe(probs, boxes, top_k)):
             d = pred.to_dict()
             d.pop("confidence")
             d["top_k"] = [tuple(kv) for kv in d["top_k"]]
