@@ -253,7 +253,7 @@ MAX_ASPECT = 100.0
 # bench's clips by ``python -m fer_core bench detect --learn`` (the middle of the widest range
 # of thresholds with the fewest misses + false boxes; see README "Face detectors"). Haar's
 # neighbour count (``min_neighbors``) is its threshold, so its score threshold is 0.
-SCORE_THRESHOLDS = {"haar": 0.0, "blazeface": 0.6, "blazeface-short": 0.6}
+SCORE_THRESHOLDS = {"haar": 0.0, "blazeface": 0.55, "blazeface-short": 0.35}
 # Detector box -> the FER2013 framing of the training crops (which Haar + DEFAULT_MARGIN match):
 # a square of side ``scale * max(w, h)`` whose centre moves by ``shift * side`` downwards.
 # Medians of Haar vs BlazeFace boxes on the 58 portraits of ../shared/data/faces where both

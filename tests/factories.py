@@ -47,3 +47,14 @@ def face_image(size: int = 200, smile: bool = True) -> np.ndarray:
     cv2.ellipse(img, (c[0], c[1] + int(size * 0.22)), (int(size * 0.14), int(size * 0.06)), 0,
                 start, end, (60, 60, 140), 4)
     return img
+
+
+def tiny_model(n_classes: int = 7, softmax: bool = True, seed: int = 0):
+    import keras
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((48, 48, 1))
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(n_classes, activation="softmax" if softmax else None)(x)
+    return keras.Model(inp, out)

@@ -13,19 +13,9 @@ import pytest
 from fer_core.errors import FerError
 from fer_core.labels import FER7, MERGED6
 from fer_core.drawing import annotate
+from tests.factories import tiny_model  # noqa: F401 - re-exported for older test modules
 from fer_core.predict import FacePrediction, Predictor
 from fer_core.vision import DetectorConfig, synthetic_frame
-
-
-def tiny_model(n_classes: int = 7, softmax: bool = True, seed: int = 0):
-    import keras
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((48, 48, 1))
-    x = keras.layers.Rescaling(1 / 255)(inp)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(n_classes, activation="softmax" if softmax else None)(x)
-    return keras.Model(inp, out)
 
 
 def save_run(root: Path, name: str, model, labels=None) -> Path:

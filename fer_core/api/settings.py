@@ -14,9 +14,12 @@
 ``FER_BATCH_WAIT_MS``  how long the micro-batcher waits for more faces (default 2 ms)
 ``FER_MAX_BATCH``      largest model call of the micro-batcher (default 64)
 ``FER_CROP_CACHE``     how many recent predictions keep their face crop for feedback (default 10000)
-``FER_DETECTOR``       face detector preset: ``fast`` (default: detect on a <= 320 px copy, Haar
-                       scale step 1.2, faces >= 40 px), ``accurate`` (the app's default settings)
-                       or ``realtime`` (the webcam preset)
+``FER_DETECTOR``       face detector: ``blazeface`` (default), ``blazeface-short`` or ``haar``
+                       (see README "Face detectors"); for compatibility a preset name here
+                       (``fast``/``accurate``/``realtime``) is read as ``FER_DETECTOR_PRESET``
+``FER_DETECTOR_PRESET`` the detector's preset: ``fast`` (default: faces >= 40 px; Haar on a
+                       <= 320 px copy, scale step 1.2), ``accurate`` (= ``photo``, the app's
+                       photo settings) or ``realtime`` (the webcam preset)
 ``FER_TTA``            ``1``/``true``: average each face with its mirror image (flip test-time
                        augmentation: -0.2 to +1.4 points of PublicTest accuracy for the committed
                        models, -0.2 for the shipped one; twice the classification time);
@@ -76,6 +79,20 @@ def _feedback_db(raw: str | None) -> Path | str:
     return raw
 
 
+def _preset(env: dict) -> str:
+    old = (env.get("FER_DETECTOR") or "").strip().lower()
+    if old in ("fast", "accurate", "realtime", "photo", "video"):  # the old meaning
+        return old
+    return (env.get("FER_DETECTOR_PRESET") or "fast").strip().lower()
+
+
+def _detector_name(env: dict) -> str | None:
+    name = (env.get("FER_DETECTOR") or "").strip().lower()
+    if name in ("fast", "accurate", "realtime", "photo", "video"):
+        return None
+    return name or None
+
+
 @dataclass(frozen=True)
 class Settings:
     model: str | None = None                  # None = fer_core.DEFAULT_MODEL
@@ -89,7 +106,8 @@ class Settings:
     batch_wait_ms: float = 2.0
     max_batch: int = 64
     crop_cache: int = 10_000
-    detector: str = "fast"
+    detector: str = "fast"          # the preset (FER_DETECTOR_PRESET)
+    detector_name: str | None = None  # the detector (FER_DETECTOR); None: the default
     tta: bool = False                         # flip test-time augmentation (FER_TTA)
     load_model: bool = True                   # False: start without a model (tests, docs)
 
@@ -102,13 +120,16 @@ class Settings:
         return Path(self.model).expanduser() if self.model else DEFAULT_MODEL
 
     def detector_config(self):
-        """The :class:`fer_core.vision.DetectorConfig` of the ``detector`` preset."""
+        """The :class:`fer_core.vision.DetectorConfig` of ``detector_preset`` for
+        ``detector_name``."""
+        from fer_core.detectors import check_name
         from fer_core.vision import PRESETS, DetectorConfig
         name = {"accurate": "photo"}.get(self.detector, self.detector)
         if name not in PRESETS:
             raise FerError(f"unknown detector preset {self.detector!r}; expected one of "
-                           f"{sorted(set(PRESETS) | {'accurate'})}", where="FER_DETECTOR")
-        return DetectorConfig.preset(name)
+                           f"{sorted(set(PRESETS) | {'accurate'})}", where="FER_DETECTOR_PRESET")
+        kind = check_name(self.detector_name, where="FER_DETECTOR") if self.detector_name else None
+        return DetectorConfig.preset(name, kind)
 
     @classmethod
     def from_env(cls, environ: dict | None = None, **overrides) -> "Settings":
@@ -123,7 +144,8 @@ class Settings:
             batch_wait_ms=_num(env, "FER_BATCH_WAIT_MS", 2.0, float, 0.0),
             max_batch=_num(env, "FER_MAX_BATCH", 64, int, 1),
             crop_cache=_num(env, "FER_CROP_CACHE", 10_000, int, 1),
-            detector=(env.get("FER_DETECTOR") or "fast").strip().lower(),
+            detector=_preset(env),
+            detector_name=_detector_name(env),
             tta=_flag(env, "FER_TTA", False),
         )
         s.detector_config()  # unknown preset -> FerError now

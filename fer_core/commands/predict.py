@@ -64,7 +64,8 @@ def run(args) -> int:
 
     changes = {k: v for k, v in (("max_side", args.max_side), ("min_size", args.min_size))
                if v is not None}
-    cfg = vision.DetectorConfig.preset("photo", args.detector, **changes).validate()
+    cfg = vision.DetectorConfig.preset("photo", args.detector, **changes)
+    vision.FaceDetector(cfg)  # unknown detector / missing package: before the model loads
     images = [(p, vision.decode_image(p)) for p in paths]  # every image checked first
     predictor = Predictor(args.model, detector_config=cfg, tta=args.tta,
                           align=not args.no_align)
