@@ -533,8 +533,9 @@ def crop_face(image: np.ndarray, box, margin: float = DEFAULT_MARGIN, eyes=None)
     return crop_faces(image, [box], margin, None if eyes is None else [eyes])[0]
 
 
-# Tilts below this are left alone (a rotation resamples the face; level faces stay exact).
-MIN_ALIGN_DEGREES = 3.0
+# Tilts below this are left alone: a rotation resamples the face, and BlazeFace's eye points
+# wobble by up to ~4 degrees on upright faces (measured on the drawn test faces).
+MIN_ALIGN_DEGREES = 5.0
 MAX_ALIGN_DEGREES = 60.0
 
 
