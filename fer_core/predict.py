@@ -36,7 +36,8 @@ class Predictor:
 
     ``model``: None (``fer_core.runs.default_model()``), a run dir, a ``.keras`` file, a
     :class:`FerModel`, or a ``keras.Model`` (then ``labels`` may be given). ``backend``: "auto"
-    (TFLite, else Keras), "tflite" or "keras". ``tta``: the default of the predict methods'
+    (TFLite, else Keras), "tflite" or "keras". ``detector_config``: default the ``photo``
+    preset of the default detector. ``tta``: the default of the predict methods'
     ``tta`` (flip averaging); None takes the model's default (its calibration.json decides).
     """
 
@@ -45,7 +46,7 @@ class Predictor:
                  tta: bool | None = None, align: bool = ALIGN_DEFAULT):
         self.margin = float(margin)
         self.align = bool(align)
-        self.detector_config = (detector_config or vision.DetectorConfig()).validate()
+        self.detector_config = (detector_config or vision.DetectorConfig.preset("photo")).validate()
         self._detector: vision.FaceDetector | None = None
         self._det_lock = threading.Lock()
         if model is None:

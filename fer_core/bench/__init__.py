@@ -2,4 +2,4 @@
 ``add_arguments(parser)`` and ``run(args) -> dict`` (printed as JSON with --json, else as a table).
 """
 
-TARGETS = ("data", "train", "evaluate", "predict", "api", "video", "detect")
+TARGETS = ("data", "train", "evaluate", "predict", "api", "video", "detect", "align")
