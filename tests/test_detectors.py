@@ -262,3 +262,41 @@ def test_bench_detect_reports_every_detector(tmp_path):
         assert row["ms_640x480_realtime"] > 0
         if name != "haar":
             assert "learned_threshold" in row["learn"]
+
+
+# --------------------------------------------------------------------------- API and video CLI
+
+def test_api_settings_name_the_detector_and_thin_images_give_no_face(predictor):
+    from fer_core.api.service import ModelService
+    from fer_core.api.settings import Settings
+    s = Settings.from_env({"FER_DETECTOR": "haar", "FER_DETECTOR_PRESET": "realtime"})
+    assert s.detector_config() == DetectorConfig.preset("realtime", "haar")
+    assert Settings.from_env({}).detector_config() == DetectorConfig.preset("fast", "blazeface")
+    # the old meaning of FER_DETECTOR (a preset) still works
+    assert Settings.from_env({"FER_DETECTOR": "realtime"}).detector_config().min_size == 80
+    with pytest.raises(FerError, match="FER_DETECTOR: unknown face detector 'dlib'"):
+        Settings.from_env({"FER_DETECTOR": "dlib"})
+    with pytest.raises(FerError, match="FER_DETECTOR_PRESET: unknown detector preset"):
+        Settings.from_env({"FER_DETECTOR_PRESET": "slow"})
+    for name in NAMES:
+        service = ModelService(Settings.from_env({"FER_DETECTOR": name}, load_model=False))
+        service.predictor = Predictor(predictor.fer_model, service.settings.detector_config())
+        for h, w in ((1, 700), (641, 1), (3, 2000), (1, 1)):
+            ok, png = cv2.imencode(".png", np.full((h, w, 3), 128, np.uint8))
+            faces, boxes = service.prepare(png.tobytes(), detect=True)
+            assert len(faces) == 0 and boxes == []
+        ok, png = cv2.imencode(".png", synthetic_frame(640, 480, face_size=160))
+        faces, boxes = service.prepare(png.tobytes(), detect=True)
+        assert faces.shape == (1, 48, 48) and len(boxes) == 1
+
+
+def test_video_cli_takes_the_detector(run_dir, tmp_path, capsys):
+    clip = video.synthetic_clip(tmp_path / "c.mp4", seconds=1.0, faces=1, face_size=120)
+    assert main(["video", str(clip), "--out", str(tmp_path / "o"), "--model", str(run_dir),
+                 "--detector", "haar", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["processing"]["detector"] == "haar" and len(s["faces"]) == 1
+    assert main(["video", str(clip), "--out", str(tmp_path / "o2"), "--detector", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown face detector 'nope'" in err and "Traceback" not in err
+    assert not (tmp_path / "o2").exists()
