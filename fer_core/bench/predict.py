@@ -92,7 +92,7 @@ def run(args) -> dict:
         raise FerError(f"must be >= 5, got {args.repeat}", where="--repeat")
     changes = {k: v for k, v in (("max_side", args.max_side), ("min_size", args.min_size))
                if v is not None}
-    cfg = vision.DetectorConfig.preset("realtime", args.detector, **changes)
+    cfg = vision.DetectorConfig.preset("realtime", getattr(args, "detector", None), **changes)
     if args.image:
         frame = vision.to_bgr(vision.decode_image(args.image))
         source = args.image
