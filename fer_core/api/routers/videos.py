@@ -255,7 +255,8 @@ async def create_video(request: Request):
     api_settings = request.app.state.settings
     spec = {"input": str(dest), "out_dir": str(d / "job"), "name": name,
             "model": str(api_settings.model_path), "every": every, "smoothing": smoothing,
-            "annotate": annotate, "max_duration_s": s.max_seconds}
+            "annotate": annotate, "max_duration_s": s.max_seconds,
+            "detector": api_settings.detector_name}  # FER_DETECTOR (None: the default)
     (d / "job").mkdir()
     try:
         await run_in_threadpool(jobs.JobRunner(d).start, "video", spec, d / "job")
