@@ -195,8 +195,11 @@ def _litert_interpreter(path: Path, detector: str):
     except ImportError:
         raise FerError(f"the {detector!r} detector needs the 'ai-edge-litert' package (LiteRT): "
                        "pip install ai-edge-litert", where="detector") from None
-    interp = Interpreter(model_path=str(path), num_threads=1)
-    interp.allocate_tensors()
+    from fer_core.native_logs import startup_lines_dropped
+    with startup_lines_dropped():  # LiteRT's "Created ... XNNPACK delegate" line on fd 2
+        interp = Interpreter(model_path=str(path), num_threads=1)
+        interp.allocate_tensors()
+        interp.invoke()  # the delegate is made on the first run
     return interp
 
 
