@@ -33,7 +33,7 @@ def analyse_photo(name: str, data: bytes, predictor, mode: str = "box",
     Raises FerError for a file above MAX_PHOTO_MB / MAX_PHOTO_PIXELS or anything not an image.
     """
     from fer_core import vision
-    from fer_core.predict import annotate
+    from fer_core.drawing import annotate
 
     if len(data) > MAX_PHOTO_MB * 2**20:
         raise FerError(f"file is {len(data) / 2**20:.1f} MB; photos up to {MAX_PHOTO_MB} MB "

@@ -220,13 +220,28 @@ def parse_feedback_db(raw: Any) -> Path | str:
     return raw
 
 
-def parse_detector(raw: Any) -> str:
+# The face detectors registered in fer_core.detectors and the presets of fer_core.vision, by
+# name (tests/test_detectors.py checks that they agree; settings import neither module).
+DETECTOR_NAMES = ("haar", "blazeface", "blazeface-short")
+DETECTOR_PRESETS = ("photo", "realtime", "fast", "video", "accurate")  # accurate = photo
+
+
+def parse_detector(raw: Any) -> str | None:
+    """A registered face detector's name, or None for the default."""
     name = str(raw).strip().lower()
-    if name != "fast":  # the default needs no look-up (and no OpenCV import at start)
-        from fer_core.vision import PRESETS
-        names = sorted(set(PRESETS) | {"accurate"})
-        if {"accurate": "photo"}.get(name, name) not in PRESETS:
-            raise ValueError(f"unknown detector preset {str(raw)!r}; expected one of {names}")
+    if not name:
+        return None
+    if name not in DETECTOR_NAMES:
+        raise ValueError(f"unknown face detector {str(raw)!r}; expected one of "
+                         f"{list(DETECTOR_NAMES)}")
+    return name
+
+
+def parse_detector_preset(raw: Any) -> str:
+    name = str(raw).strip().lower()
+    if name not in DETECTOR_PRESETS:
+        raise ValueError(f"unknown detector preset {str(raw)!r}; expected one of "
+                         f"{sorted(DETECTOR_PRESETS)}")
     return name
 
 
@@ -325,9 +340,14 @@ class Settings(BaseSettings):
     max_batch: Annotated[int, Env("API micro-batching: largest model call", minimum=1)] = 64
     crop_cache: Annotated[int, Env(
         "API: how many recent predictions keep their face crop for feedback", minimum=1)] = 10_000
-    detector: Annotated[str, Env(
-        "API face-detector preset: `fast`, `accurate`, `realtime`",
-        parse=parse_detector)] = "fast"
+    detector: Annotated[str | None, Env(
+        "face detector of the API, its video jobs and the app's pages: `blazeface`, "
+        "`blazeface-short` or `haar` (see \"Face detectors\")",
+        default_doc="`blazeface` (`haar` where the BlazeFace weights package is not installed)",
+        parse=parse_detector)] = None
+    detector_preset: Annotated[str, Env(
+        "API face-detector preset: `fast`, `accurate` (the photo preset), `realtime`",
+        parse=parse_detector_preset)] = "fast"
     tta: Annotated[bool, Env(
         "API: average each face with its mirror image (flip TTA: -0.2 to +1.4 points of "
         "PublicTest accuracy for the committed models, -0.2 for the shipped one; twice the "
@@ -435,11 +455,6 @@ class Settings(BaseSettings):
     def model_path(self) -> Path:
         """``FER_MODEL`` or the shipped default model."""
         return Path(self.model).expanduser() if self.model else DEFAULT_MODEL
-
-    def detector_config(self):
-        """The :class:`fer_core.vision.DetectorConfig` of the ``detector`` preset."""
-        from fer_core.vision import DetectorConfig
-        return DetectorConfig.preset({"accurate": "photo"}.get(self.detector, self.detector))
 
     def to_env(self) -> dict[str, str]:
         """``FER_*`` variables that rebuild these settings in another process."""

@@ -73,18 +73,17 @@ def synthetic_frame(width: int = 640, height: int = 480, face_size: int = 160,
     region[sub_a] = face[sy0:sy0 + dy1 - dy0, sx0:sx0 + dx1 - dx0][sub_a]
     noise = rng.integers(0, 4, frame.shape, dtype=np.uint8)
     return cv2.add(frame, noise)
-
-
 def synthetic_clip(path, seconds: float = 2.0, fps: float = 30, size=(640, 480), faces: int = 2,
                    codec: str = "libx264", rotation: int = 0, frame_times=None,
-                   face_size: int = 90, moving: bool = True) -> Path:
-    """Write a clip of drawn faces (the Haar-detectable :func:`synthetic_face`) moving
+                   face_size: int = 90, moving: bool = True, visible=None) -> Path:
+    """Write a clip of drawn faces (the Haar-detectable :func:`vision.synthetic_face`) moving
     over a still background, for tests and benchmarks. ``frame_times`` (seconds) makes a
     variable-frame-rate clip; ``rotation`` (counter-clockwise degrees) stores the picture sideways
     with a display-matrix rotation that shows it upright, as phones do (``size`` is the displayed
-    size). The container follows the suffix (.mp4, .mkv, .webm, .avi)."""
+    size). The container follows the suffix (.mp4, .mkv, .webm, .avi). ``visible(face, t)``
+    (optional) says whether face number ``face`` is drawn at time ``t`` (faces that leave and
+    come back)."""
     from fer_core.video import _av
-
     av = _av()
     path = Path(path)
     w, h = size
@@ -111,6 +110,8 @@ def synthetic_clip(path, seconds: float = 2.0, fps: float = 30, size=(640, 480),
     for i, t in enumerate(times):
         img = bg.copy()
         for k, (sprite, alpha) in enumerate(sprites):
+            if visible is not None and not visible(k, t):
+                continue
             sh, sw = sprite.shape[:2]
             cx = int((k + 0.5) * w / max(faces, 1))
             cy = h // 2

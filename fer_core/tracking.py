@@ -1,26 +1,27 @@
-"""Face tracks across frames: stable ids, a detection plan, optional probability smoothing.
+"""Faces across frames: the one per-frame step, ``step(frame, index) -> list[TrackedFace]``.
 
 Shared by the live webcam (:mod:`fer_core.webcam`) and video files (:mod:`fer_core.video`):
 
-    tracker = Tracker(max_missing=5)
-    near = tracker.search_regions(frame_no, detect_every=5)   # None: search the whole frame
-    boxes = find_faces(predictor.detect, frame, near)           # Haar near known faces, or all
-    tracks = tracker.update(boxes, frame_no, probs, smoothing=0.5)  # one Track per box, in order
-    tracker.follow(prev_grey, grey, frame_no)   # between detections: template matching (video)
+    step = FaceStep(predictor, every=1, full_every=3, smoothing=0.5, max_missing=30)
+    for index, frame in enumerate(frames):
+        faces = step(frame, index)        # TrackedFace: id, box, landmarks, probs, emotion
 
-* Plan: a full-frame detection every ``detect_every`` frames, or whenever no face was seen on the
-  previous frame; in between only the regions around the faces of the previous frame are
-  searched (a few Haar scales on small crops), and if that finds fewer faces than it looked for,
-  the whole frame is searched again.
-* Matching: greedy assignment of detections to tracks by IoU, with a bonus for centres closer
-  than half a face width. Unmatched detections start a new track with the next id; a track not
-  detected for more than ``max_missing`` frames is dropped, so an id stays with a face while it
-  is in view (or hidden for at most ``max_missing`` frames).
-* Following (video files): between two detections :meth:`Tracker.follow` moves each box by
-  template matching on the grey frames, which costs a fraction of a Haar search.
+* Plan: every ``every``-th frame is *analysed*: a whole-frame detection every ``full_every``
+  frames, or whenever no face was seen lately; in between only the regions around the known
+  faces are searched, and if that finds fewer faces than it looked for, the whole frame is
+  searched again. Detections are classified in one model call (aligned on the eyes when the
+  detector gives landmarks). With ``follow=True`` (video files) the frames in between move each
+  box by template matching (:meth:`Tracker.follow`), a fraction of a detection's cost.
+* Identities: detections are matched to tracks greedily by IoU, with a bonus for centres closer
+  than half a face width. A track missed for up to ``max_missing`` frames (about one second:
+  the video uses the frame rate, the webcam 30 frames) keeps its id when a face is found again
+  near where it was last seen (centre within one face width, size within 0.5-2x). Unmatched
+  detections start a new track, which is *confirmed* once detected on ``confirm`` analysed frames
+  (default 2); only confirmed tracks are returned, so a one-frame false box never becomes a
+  person (in the webcam overlay, ``frames.csv`` or ``summary.json``).
 * Smoothing (optional): per track, ``probs = smoothing * probs + (1 - smoothing) * new``.
 
-Not thread-safe: a caller that shares a tracker between threads holds its own lock.
+Not thread-safe: a caller that shares a step or tracker between threads holds its own lock.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ import numpy as np
 
 from fer_core.vision import iou
 
-__all__ = ["Track", "Tracker", "find_faces"]
+__all__ = ["Track", "Tracker", "TrackedFace", "FaceStep", "find_faces"]
 
 
 @dataclass
 class Track:
+    """A tracker's state for one face (internal; callers get :class:`TrackedFace`)."""
+
     id: int
     box: np.ndarray
     probs: np.ndarray | None
@@ -44,6 +47,8 @@ class Track:
     hits: int = 1
     first_seen: int = field(default=-1)
     last_detected: int = field(default=-1)
+    landmarks: np.ndarray | None = None
+    raw: np.ndarray | None = None
 
     def __post_init__(self):
         if self.first_seen < 0:
@@ -52,51 +57,89 @@ class Track:
             self.last_detected = self.last_seen
 
 
-def find_faces(detect, frame: np.ndarray, near) -> np.ndarray:
-    """Boxes from ``detect(frame, near=...)``: near the given boxes, or in the whole frame when
-    ``near`` is None or the local search found fewer faces than it looked for."""
+@dataclass(frozen=True)
+class TrackedFace:
+    """One face of one frame: the value the webcam, video sinks and drawing use.
+
+    ``box`` [x, y, w, h] pixels, ``landmarks`` (5, 2) or None, ``id`` the track id, ``probs``
+    the (smoothed) probabilities, ``raw`` this detection's own probabilities, ``emotion`` the
+    argmax label of ``probs``, ``scores`` label -> probability, ``detected`` False when the box
+    was moved by following rather than found by the detector on this frame."""
+
+    id: int
+    box: tuple[int, int, int, int]
+    landmarks: np.ndarray | None
+    probs: np.ndarray
+    raw: np.ndarray
+    emotion: str
+    scores: dict[str, float]
+    detected: bool = True
+
+    @property
+    def confidence(self) -> float:
+        return self.scores[self.emotion]
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "box": [int(v) for v in self.box], "emotion": self.emotion,
+                "confidence": round(float(self.confidence), 6),
+                "scores": {k: round(float(v), 6) for k, v in self.scores.items()}}
+
+
+def find_faces(detect, frame: np.ndarray, near):
+    """Detections from ``detect(frame, near=...)``: near the given boxes, or in the whole frame
+    when ``near`` is None or the local search found fewer faces than it looked for."""
     if near is None:
         return detect(frame)
-    boxes = detect(frame, near=near)
-    if len(boxes) < len(near):
-        boxes = detect(frame)  # lost a face: look everywhere
-    return boxes
+    found = detect(frame, near=near)
+    if len(found) < len(near):
+        found = detect(frame)  # lost a face: look everywhere
+    return found
 
 
 class Tracker:
     """Assigns detections to tracks with stable ids (see the module docstring)."""
 
-    def __init__(self, max_missing: int = 5):
+    def __init__(self, max_missing: int = 5, confirm: int = 2):
         self.max_missing = int(max_missing)
+        self.confirm = max(1, int(confirm))
+        self.gap = 1   # frames between two analysed frames
         self.reset()
 
     def reset(self) -> None:
         self.tracks: list[Track] = []
         self.next_id = 1
 
-    def search_regions(self, frame_no: int, detect_every: int) -> list | None:
-        """Boxes to search around on frame ``frame_no``, or None for a full-frame detection."""
-        near = [t.box for t in self.tracks if frame_no - t.last_seen <= 1]
-        if frame_no % max(1, int(detect_every)) == 0 or not near:
+    def confirmed(self, tr: Track) -> bool:
+        return tr.hits >= self.confirm
+
+    def search_regions(self, frame_no: int, full_every: int) -> list | None:
+        """Boxes to search around on frame ``frame_no``, or None for a whole-frame detection."""
+        near = [t.box for t in self.tracks if frame_no - t.last_seen <= self.gap]
+        if frame_no % max(1, int(full_every)) == 0 or not near:
             return None
         return near
 
     def update(self, boxes, frame_no: int, probs: np.ndarray | None = None,
-               smoothing: float = 0.0) -> list[Track]:
+               smoothing: float = 0.0, landmarks=None) -> list[Track]:
         """Match ``boxes`` (N, 4) of frame ``frame_no`` to tracks; returns the N tracks in box
         order. With ``probs`` (N, C) each track's probabilities are updated (EMA with
         ``smoothing``, renormalised). Tracks not detected for more than ``max_missing`` frames
         are dropped."""
-        boxes = np.asarray(boxes).reshape(-1, 4)
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         pairs = []
         for j, b in enumerate(boxes):
-            cb = np.array([b[0] + b[2] / 2, b[1] + b[3] / 2], dtype=np.float64)
+            cb = np.array([b[0] + b[2] / 2, b[1] + b[3] / 2])
             for k, tr in enumerate(self.tracks):
                 o = iou(b, tr.box)
                 ct = np.array([tr.box[0] + tr.box[2] / 2, tr.box[1] + tr.box[3] / 2])
-                close = np.linalg.norm(cb - ct) < 0.5 * max(b[2], tr.box[2])
-                if o > 0.2 or close:
-                    pairs.append((o + (0.1 if close else 0.0), j, k))
+                dist = float(np.linalg.norm(cb - ct))
+                lost = frame_no - tr.last_seen > self.gap
+                ratio = b[2] / max(float(tr.box[2]), 1e-6)
+                close = dist < 0.5 * max(b[2], tr.box[2])
+                # a face missed for a while may come back a little further away
+                back = lost and dist < 1.0 * max(b[2], tr.box[2]) and 0.5 <= ratio <= 2.0
+                if o > 0.2 or close or back:
+                    pairs.append((o + (0.1 if close else 0.0) + (0.05 if back else 0.0), j, k))
         pairs.sort(reverse=True)
         used_d, used_t, result = set(), set(), {}
         for _, j, k in pairs:
@@ -107,19 +150,22 @@ class Tracker:
             tr = self.tracks[k]
             if probs is not None:
                 new = np.asarray(probs[j], dtype=np.float64)
+                tr.raw = new
                 if tr.probs is None:
                     tr.probs = new.copy()
                 else:
                     tr.probs = smoothing * tr.probs + (1 - smoothing) * new
                     tr.probs = tr.probs / tr.probs.sum()
-            tr.box = np.asarray(boxes[j])
+            tr.box = boxes[j].copy()
+            tr.landmarks = None if landmarks is None else np.asarray(landmarks[j])
             tr.last_seen = tr.last_detected = frame_no
             tr.hits += 1
             result[j] = tr
         for j, b in enumerate(boxes):
             if j not in result:
                 p = None if probs is None else np.asarray(probs[j], dtype=np.float64).copy()
-                tr = Track(self.next_id, np.asarray(b), p, frame_no)
+                tr = Track(self.next_id, b.copy(), p, frame_no, raw=p,
+                           landmarks=None if landmarks is None else np.asarray(landmarks[j]))
                 self.next_id += 1
                 self.tracks.append(tr)
                 result[j] = tr
@@ -137,7 +183,9 @@ class Tracker:
         h, w = grey.shape[:2]
         moved = []
         for tr in self.tracks:
-            x, y, bw, bh = (int(v) for v in tr.box)
+            if frame_no - tr.last_seen > self.gap:
+                continue  # lost: wait for a detection
+            x, y, bw, bh = (int(round(v)) for v in tr.box)
             if bw < 8 or bh < 8:
                 continue
             f = min(1.0, 24.0 / bw)
@@ -161,7 +209,73 @@ class Tracker:
                 continue
             nx = int(round(sx0 + mx / f)) - (tx0 - x)
             ny = int(round(sy0 + my / f)) - (ty0 - y)
-            tr.box = np.array([nx, ny, bw, bh], dtype=np.int64)
+            dx, dy = nx - x, ny - y
+            tr.box = np.array([nx, ny, bw, bh], dtype=np.float64)
+            if tr.landmarks is not None:
+                tr.landmarks = tr.landmarks + np.array([dx, dy], dtype=np.float32)
             tr.last_seen = frame_no
             moved.append(tr)
         return moved
+
+
+class FaceStep:
+    """The one per-frame face step: ``step(frame, index) -> list[TrackedFace]``.
+
+    ``frame``: BGR or grey uint8; ``index``: the frame number (increasing). See the module
+    docstring for the plan (``every``, ``full_every``, ``follow``), identities (``max_missing``,
+    ``confirm``) and ``smoothing``. Returns the confirmed faces of the latest analysed frame
+    (moved by following on the frames in between), oldest track first.
+    """
+
+    def __init__(self, predictor, *, every: int = 1, full_every: int = 3,
+                 smoothing: float = 0.0, max_missing: int = 5, confirm: int = 2,
+                 follow: bool = False):
+        self.predictor = predictor
+        self.labels = tuple(predictor.labels)
+        self.every = max(1, int(every))
+        self.full_every = max(1, int(full_every))
+        self.smoothing = float(smoothing)
+        self.follow = bool(follow)
+        self.tracker = Tracker(max_missing, confirm)
+        self.tracker.gap = self.every
+        self.last_analysed = -1
+        self._prev_grey: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self.tracker.reset()
+        self.last_analysed = -1
+        self._prev_grey = None
+
+    def analysed(self, index: int) -> bool:
+        return index % self.every == 0
+
+    def __call__(self, frame: np.ndarray, index: int) -> list[TrackedFace]:
+        return self.step(frame, index)
+
+    def step(self, frame: np.ndarray, index: int) -> list[TrackedFace]:
+        tracker = self.tracker
+        if self.follow:
+            grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+            if self._prev_grey is not None:
+                tracker.follow(self._prev_grey, grey, index)
+            self._prev_grey = grey
+        if self.analysed(index):
+            p = self.predictor
+            near = tracker.search_regions(index, self.full_every)
+            dets = find_faces(p.detect, frame, near)
+            probs = (p.predict_faces(p.crops(frame, dets)) if len(dets)
+                     else np.zeros((0, len(self.labels)), np.float32))
+            tracker.update(dets.boxes, index, probs, self.smoothing,
+                           landmarks=dets.landmarks)
+            self.last_analysed = index
+        return [self._face(tr, index) for tr in tracker.tracks
+                if tr.last_detected == self.last_analysed and tracker.confirmed(tr)]
+
+    def _face(self, tr: Track, index: int) -> TrackedFace:
+        probs = tr.probs
+        lab = int(np.argmax(probs))
+        return TrackedFace(
+            id=tr.id, box=tuple(int(round(v)) for v in tr.box), landmarks=tr.landmarks,
+            probs=probs, raw=tr.raw if tr.raw is not None else probs,
+            emotion=self.labels[lab], scores={n: float(v) for n, v in zip(self.labels, probs)},
+            detected=tr.last_detected == index)

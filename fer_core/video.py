@@ -11,15 +11,17 @@ name and FFmpeg's error for clear messages (unsupported codec, corrupt or trunca
 luma plane without a colour conversion (the detector and the model only need grey), and an H.264
 encoder (libx264) for the annotated video, which OpenCV's wheel does not ship.
 
-Every frame is decoded as grey (downscaled when larger than ``work_side``). Every ``every``-th
-frame is *analysed*: faces are detected (Haar, the ``detector_config()`` preset) on the whole
-frame about once every ``full_detection_s`` and around the tracked faces on the other analysed
-frames (the whole frame again if a face is lost), the same plan as the webcam
-(:mod:`fer_core.tracking`); all faces are classified in one model call
-(``Predictor.predict_faces``: calibrated if the model is) and matched to tracks. On the frames
-in between, the tracker follows each face by template matching, so boxes and ids stay with
-moving faces; each analysed label holds until the next analysed frame for the share of time. Memory is
-constant: one frame at a time (two with ``annotate``), rows streamed to disk.
+The analysis reads as *reader -> step -> sinks* (:func:`process_video`): every frame is decoded
+as grey (downscaled when larger than ``work_side``) and goes through the one per-frame face step
+shared with the webcam (:class:`fer_core.tracking.FaceStep`): every ``every``-th frame is
+*analysed* (faces detected with the ``video`` preset of the chosen detector, on the whole frame
+about once every ``full_detection_s`` and around the tracked faces in between; classified in one
+model call, aligned on the eyes; matched to tracks), and the frames in between follow each face
+by template matching. A face missed for up to ``max_missing_s`` (1 s) keeps its id; a new track
+counts once confirmed (found on 2 analysed frames), so a one-frame false box never becomes a
+face in ``frames.csv`` or ``summary.json``. The sinks then write the CSV rows, the summary
+statistics (each analysed label holds until the next analysed frame), the annotated video and
+the progress. Memory is constant: one frame at a time (two with ``annotate``), rows streamed.
 
 Outputs in ``out_dir`` (written as ``*.part`` and renamed when complete):
 
@@ -29,7 +31,7 @@ Outputs in ``out_dir`` (written as ``*.part`` and renamed when complete):
   ``emotion_smoothed`` and ``<label>_smoothed`` (per-track exponential moving average).
 * ``summary.json``: ``video`` (path, frames, fps, duration_s, width, height, codec, rotation),
   ``processing`` (seconds, frames_per_sec, every, smoothing, model, detector), ``faces`` (per
-  track: id, first_s, last_s, frames, seconds, dominant, share of time per emotion; the smoothed
+  confirmed track: id, first_s, last_s, frames, seconds, dominant, share of time per emotion; the smoothed
   emotion when smoothing > 0), ``warnings`` and ``outputs``.
 * ``annotated.mp4`` (H.264; ``annotated.webm`` VP9 if libx264 is missing) with ``annotate=True``:
   boxes, labels and a per-face emotion timeline band under the picture.
@@ -56,10 +58,10 @@ import numpy as np
 
 from fer_core import atomic
 from fer_core.errors import FerError
-from fer_core.tracking import Tracker, find_faces
-from fer_core.vision import DetectorConfig, crop_faces
+from fer_core.tracking import FaceStep
+from fer_core.vision import DetectorConfig
 
-__all__ = ["analyze", "probe", "run_job", "detector_config", "DEFAULT_EVERY",
+__all__ = ["analyze", "process_video", "probe", "run_job", "detector_config", "DEFAULT_EVERY",
            "WORK_SIDE", "FRAMES_CSV", "SUMMARY_JSON"]
 
 DEFAULT_EVERY = 5
@@ -74,10 +76,10 @@ _LIMITED_TO_FULL = np.clip((np.arange(256) - 16) * 255.0 / 219.0 + 0.5, 0, 255).
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def detector_config(**changes) -> DetectorConfig:
-    """The ``video`` detector preset (CLI, app, API and benchmark): detection on a <= 480 px
-    copy of the frame, Haar scale step 1.2, faces >= 40 px."""
-    return DetectorConfig.preset("video", **changes)
+def detector_config(detector: str | None = None, **changes) -> DetectorConfig:
+    """The ``video`` preset of ``detector`` (default: the default detector) for the CLI, app,
+    API and benchmark: faces >= 40 px (Haar: on a <= 480 px copy, scale step 1.2)."""
+    return DetectorConfig.preset("video", detector, **changes)
 
 
 def _av():
@@ -344,7 +346,7 @@ class _Timeline:
     ROW = 10
 
     def __init__(self, width: int, duration: float | None, labels):
-        from fer_core.predict import emotion_colour
+        from fer_core.drawing import emotion_colour
         self.width = width
         self.duration = duration if duration and duration > 0 else 60.0
         self.colours = [emotion_colour(lbl) for lbl in labels]
@@ -373,14 +375,6 @@ class _Timeline:
 
 # --------------------------------------------------------------------------- analysis
 
-class _FaceStats:
-    __slots__ = ("id", "first", "last", "frames", "time")
-
-    def __init__(self, fid, t, n_labels):
-        self.id, self.first, self.last, self.frames = fid, t, t, 0
-        self.time = np.zeros(n_labels)
-
-
 def _progress_every(interval: float = 0.5):
     last = [0.0]
 
@@ -396,16 +390,17 @@ def _progress_every(interval: float = 0.5):
 def analyze(path, out_dir, *, predictor=None, model=None, every: int = DEFAULT_EVERY,
             smoothing: float = 0.0, annotate: bool = False, progress=None, should_stop=None,
             max_duration_s: float | None = None, name: str | None = None,
-            work_side: int = WORK_SIDE, max_missing_s: float = 0.5,
-            full_detection_s: float = 1.0) -> dict:
+            work_side: int = WORK_SIDE, max_missing_s: float = 1.0,
+            full_detection_s: float = 1.0, detector: str | None = None) -> dict:
     """Analyse the video at ``path``; writes ``frames.csv``, ``summary.json`` (and
     ``annotated.*``) into ``out_dir`` and returns the summary (see the module docstring).
 
     ``predictor``: a :class:`fer_core.predict.Predictor` (else one is made from ``model`` with
-    the video detector preset). ``progress(done, total, fps=..., time_s=...)`` is called about
-    twice a second (``total`` may be None); ``should_stop()`` True ends the analysis early with
-    the outputs of what was analysed. ``name`` is the file name shown in messages and the
-    summary (uploads). ``max_duration_s`` refuses longer videos.
+    the video preset of ``detector``). ``progress(done, total, fps=..., time_s=...)`` is called
+    about twice a second (``total`` may be None); ``should_stop()`` True ends the analysis early
+    with the outputs of what was analysed. ``name`` is the file name shown in messages and the
+    summary (uploads). ``max_duration_s`` refuses longer videos. A face missed for up to
+    ``max_missing_s`` keeps its id (:mod:`fer_core.tracking`).
     """
     if int(every) < 1:
         raise FerError(f"must be >= 1 frame, got {every}", where="every")
@@ -414,6 +409,7 @@ def analyze(path, out_dir, *, predictor=None, model=None, every: int = DEFAULT_E
     out_dir = Path(os.path.expanduser(str(out_dir)))
     if out_dir.exists() and not out_dir.is_dir():
         raise FerError("exists and is not a folder", where=str(out_dir))
+    cfg = detector_config(detector) if predictor is None else None
     reader = _Reader(path, colour=bool(annotate), work_side=work_side, name=name)
     where = reader.where
     try:
@@ -423,59 +419,58 @@ def analyze(path, out_dir, *, predictor=None, model=None, every: int = DEFAULT_E
                            f"{max_duration_s:g} s", where=where, status=413)
         if predictor is None:
             from fer_core.predict import Predictor
-            predictor = Predictor(model, detector_config=detector_config())
+            predictor = Predictor(model, detector_config=cfg)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise FerError(f"cannot create the output folder ({e.strerror or e})",
                            where=str(out_dir)) from None
-        return _run(reader, out_dir, predictor, int(every), float(smoothing), bool(annotate),
-                    progress, should_stop, max_duration_s, where, max_missing_s,
-                    full_detection_s)
+        rate = reader.rate or 30.0
+        every = int(every)
+        step = FaceStep(predictor, every=every, smoothing=float(smoothing), follow=True,
+                        full_every=every * max(1, int(round(rate * full_detection_s / every))),
+                        max_missing=max(every, int(round(max_missing_s * rate))))
+        labels = list(predictor.labels)
+        state = {"frames": 0, "last_t": 0.0}
+        try:
+            sinks = [_CsvSink(out_dir, labels, smoothing > 0), _SummarySink(labels)]
+            if annotate:
+                sinks.append(_AnnotatedSink(reader, out_dir, labels))
+            if progress is not None:
+                sinks.append(_ProgressSink(progress, reader.declared_frames))
+            run = process_video(reader, step, sinks, should_stop, max_duration_s, where, state)
+        except OSError as e:
+            _cleanup(out_dir)
+            if e.errno in _DISK_FULL:
+                raise FerError(f"disk full after {state['frames']} frames "
+                               f"({state['last_t']:.1f} s of the video); the partial outputs "
+                               "were removed; free some space and run again",
+                               where=str(out_dir), status=507) from None
+            raise FerError(f"cannot write the outputs ({e.strerror or e})",
+                           where=str(out_dir)) from None
+        except BaseException:
+            _cleanup(out_dir)
+            raise
+        return _finish(reader, out_dir, predictor, run, sinks, every, float(smoothing), where)
     finally:
         reader.close()
 
 
-def _run(reader, out_dir, predictor, every, smoothing, annotate, progress, should_stop,
-         max_duration_s, where, max_missing_s, full_detection_s):
-    labels = list(predictor.labels)
-    n_labels = len(labels)
-    csv_final, csv_part = out_dir / FRAMES_CSV, out_dir / (FRAMES_CSV + ".part")
-    header = ["frame", "time_s", "face", "x", "y", "w", "h", "emotion", *labels]
-    if smoothing > 0:
-        header += ["emotion_smoothed", *(f"{lbl}_smoothed" for lbl in labels)]
-    rate = reader.rate or 30.0
-    tracker = Tracker(max_missing=max(every, int(round(max_missing_s * rate))))
-    # whole-frame detection about once a second (new faces); around known faces in between
-    full_every = every * max(1, int(round(rate * full_detection_s / every)))
-    prev_grey = None
-    last_analysed = -1
-    if annotate:
-        from fer_core.predict import annotate as draw_faces
-    stats: dict[int, _FaceStats] = {}
-    pending: list[tuple[int, int]] = []   # (face id, label) of the previous frame
-    prev_t = None
+# --------------------------------------------------------------------------- reader -> step -> sinks
+
+def process_video(reader, step, sinks, should_stop=None, max_duration_s=None,
+                  where: str = "video", state: dict | None = None) -> dict:
+    """The analysis loop: each frame of ``reader`` goes through ``step(frame, index)`` (detect,
+    classify, track: :class:`fer_core.tracking.FaceStep`) and then to every sink's
+    ``frame(index, t, frame, faces, analysed, scale)``; then each sink's ``close(t_end)``. On
+    any error every sink is ``abort()``-ed and the error re-raised. ``state`` (a dict) is kept
+    up to date with ``frames`` and ``last_t`` (for the caller's error messages)."""
+    state = {} if state is None else state
+    n_frames, last_t = 0, 0.0
     warnings: list[str] = []
-    encoder = timeline = None
-    fh = None
-    n_frames = n_rows = 0
-    last_t = 0.0
     stopped_by_user = None
-    due = _progress_every()
     t0 = time.perf_counter()
-    total = reader.declared_frames
-
-    def settle(t_next):
-        if prev_t is None:
-            return
-        dt = max(0.0, t_next - prev_t)
-        for fid, lab in pending:
-            stats[fid].time[lab] += dt
-
     try:
-        fh = _open_output(csv_part)
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
         for index, t, grey, bgr in reader:
             if max_duration_s and t > max_duration_s:
                 warnings.append(f"stopped at the {max_duration_s:g} s limit")
@@ -483,115 +478,228 @@ def _run(reader, out_dir, predictor, every, smoothing, annotate, progress, shoul
             if should_stop is not None and index % 8 == 0 and should_stop():
                 stopped_by_user = {"frame": index, "time_s": round(t, 3)}
                 break
-            if prev_grey is not None:
-                tracker.follow(prev_grey, grey, index)
-            prev_grey = grey
-            if index % every == 0:  # an analysed frame: detect and classify
-                inv = 1.0 / reader.scale  # work copy -> displayed pixels (known from frame 0)
-                near = tracker.search_regions(index, full_every)
-                boxes = find_faces(predictor.detect, grey, near)
-                probs = (predictor.predict_faces(crop_faces(grey, boxes, predictor.margin))
-                         if len(boxes) else np.zeros((0, n_labels), np.float32))
-                tracks = tracker.update(boxes, index, probs, smoothing)
-                settle(t)
-                prev_t, pending = t, []
-                for j, tr in enumerate(tracks):
-                    raw = probs[j]
-                    lab = int(np.argmax(raw))
-                    row = [index, f"{t:.3f}", tr.id,
-                           *(int(round(v * inv)) for v in boxes[j]), labels[lab],
-                           *(f"{float(v):.5f}" for v in raw)]
-                    if smoothing > 0:
-                        lab = int(np.argmax(tr.probs))
-                        row += [labels[lab], *(f"{float(v):.5f}" for v in tr.probs)]
-                    writer.writerow(row)
-                    n_rows += 1
-                    st = stats.get(tr.id)
-                    if st is None:
-                        st = stats[tr.id] = _FaceStats(tr.id, t, n_labels)
-                    st.last, st.frames = t, st.frames + 1
-                    pending.append((tr.id, lab))
-                last_analysed = index
-            if annotate:
-                if encoder is None:
-                    encoder = _Encoder(reader.av, out_dir, (bgr.shape[1], bgr.shape[0] + 44),
-                                       reader.rate)
-                    timeline = _Timeline(bgr.shape[1], reader.declared_duration, labels)
-                shown = [tr for tr in tracker.tracks if tr.last_detected == last_analysed]
-                faces = predictor.describe([tr.box for tr in shown],
-                                           [tr.probs for tr in shown])
-                img = draw_faces(bgr, faces, "box", ids=[tr.id for tr in shown])
-                for fid, lab in pending:
-                    timeline.mark(fid, lab, t)
-                encoder.write(timeline.draw(img, t), t)
+            faces = step(grey, index)
+            analysed = step.analysed(index)
+            inv = 1.0 / reader.scale  # work copy -> displayed pixels (known from frame 0)
+            for sink in sinks:
+                sink.frame(index, t, bgr, faces, analysed, inv)
             last_t = t
             n_frames = index + 1
-            if progress is not None and due():
-                el = time.perf_counter() - t0
-                progress(n_frames, total, fps=round(n_frames / el, 1) if el > 0 else None,
-                         time_s=round(t, 3))
-        step = 1.0 / rate
-        settle((prev_t or 0.0) + step)
-        if progress is not None and n_frames:
-            el = time.perf_counter() - t0
-            progress(n_frames, n_frames, fps=round(n_frames / el, 1) if el > 0 else None,
-                     time_s=round(last_t, 3))
+            state["frames"], state["last_t"] = n_frames, last_t
         if n_frames == 0 and not stopped_by_user:
             raise FerError("no frames: the video stream has nothing to decode"
                            + (f" ({reader.stopped['reason']})" if reader.stopped else ""),
                            where=where)
-        fh.flush()
-        os.fsync(fh.fileno())
-        fh.close()
-        fh = None
-        if encoder is not None:
-            encoder.close()
-    except OSError as e:
-        _cleanup(fh, encoder, out_dir)
-        if e.errno in _DISK_FULL:
-            raise FerError(f"disk full after {n_frames} frames ({last_t:.1f} s of the video); "
-                           "the partial outputs were removed; free some space and run again",
-                           where=str(out_dir), status=507) from None
-        raise FerError(f"cannot write the outputs ({e.strerror or e})",
-                       where=str(out_dir)) from None
+        t_end = last_t + 1.0 / (reader.rate or 30.0)
+        for sink in sinks:
+            sink.close(t_end, n_frames, last_t)
     except BaseException:
-        _cleanup(fh, encoder, out_dir)
+        for sink in sinks:
+            sink.abort()
         raise
-    elapsed = time.perf_counter() - t0
-    duration = last_t + 1.0 / rate
+    return {"frames": n_frames, "last_t": last_t, "warnings": warnings,
+            "stopped_by_user": stopped_by_user, "seconds": time.perf_counter() - t0}
+
+
+class _CsvSink:
+    """``frames.csv``: one row per confirmed face per analysed frame (streamed, ``.part``)."""
+
+    def __init__(self, out_dir: Path, labels, smoothed: bool):
+        self.final, self.part = out_dir / FRAMES_CSV, out_dir / (FRAMES_CSV + ".part")
+        self.labels, self.smoothed = labels, smoothed
+        self.rows = 0
+        self.fh = _open_output(self.part)
+        self.writer = csv.writer(self.fh, lineterminator="\n")
+        header = ["frame", "time_s", "face", "x", "y", "w", "h", "emotion", *labels]
+        if smoothed:
+            header += ["emotion_smoothed", *(f"{lbl}_smoothed" for lbl in labels)]
+        self.writer.writerow(header)
+
+    def frame(self, index, t, bgr, faces, analysed, inv):
+        if not analysed:
+            return
+        for f in faces:
+            raw = f.raw
+            row = [index, f"{t:.3f}", f.id, *(int(round(v * inv)) for v in f.box),
+                   self.labels[int(np.argmax(raw))], *(f"{float(v):.5f}" for v in raw)]
+            if self.smoothed:
+                row += [f.emotion, *(f"{float(v):.5f}" for v in f.probs)]
+            self.writer.writerow(row)
+            self.rows += 1
+
+    def close(self, t_end, n_frames, last_t):
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        self.fh = None
+
+    def commit(self):
+        os.replace(self.part, self.final)
+
+    def abort(self):
+        if self.fh is not None:
+            try:
+                self.fh.close()
+            except Exception:  # noqa: BLE001 - the disk may still be full
+                pass
+
+
+class _FaceStats:
+    __slots__ = ("id", "first", "last", "frames", "time")
+
+    def __init__(self, fid, t, n_labels):
+        self.id, self.first, self.last, self.frames = fid, t, t, 0
+        self.time = np.zeros(n_labels)
+
+
+class _SummarySink:
+    """Per confirmed face: first/last seen, analysed frames, and the time per emotion (each
+    analysed label holds until the next analysed frame)."""
+
+    def __init__(self, labels):
+        self.labels = labels
+        self.stats: dict[int, _FaceStats] = {}
+        self.pending: list[tuple[int, int]] = []
+        self.prev_t: float | None = None
+
+    def _settle(self, t_next):
+        if self.prev_t is None:
+            return
+        dt = max(0.0, t_next - self.prev_t)
+        for fid, lab in self.pending:
+            self.stats[fid].time[lab] += dt
+
+    def frame(self, index, t, bgr, faces, analysed, inv):
+        if not analysed:
+            return
+        self._settle(t)
+        self.prev_t, self.pending = t, []
+        for f in faces:
+            st = self.stats.get(f.id)
+            if st is None:
+                st = self.stats[f.id] = _FaceStats(f.id, t, len(self.labels))
+            st.last, st.frames = t, st.frames + 1
+            self.pending.append((f.id, int(np.argmax(f.probs))))
+
+    def close(self, t_end, n_frames, last_t):
+        self._settle((self.prev_t or 0.0) + (t_end - last_t))
+
+    def abort(self):
+        pass
+
+    def faces(self) -> list[dict]:
+        out = []
+        for st in sorted(self.stats.values(), key=lambda s: s.id):
+            total_t = float(st.time.sum())
+            share = st.time / total_t if total_t > 0 else st.time
+            out.append({"id": st.id, "first_s": round(st.first, 3), "last_s": round(st.last, 3),
+                        "frames": st.frames, "seconds": round(total_t, 3),
+                        "dominant": self.labels[int(np.argmax(st.time))],
+                        "share": {lbl: round(float(v), 4) for lbl, v in zip(self.labels, share)}})
+        return out
+
+
+class _AnnotatedSink:
+    """``annotated.mp4``: every frame with its faces drawn and the emotion timeline band."""
+
+    def __init__(self, reader, out_dir: Path, labels):
+        self.reader, self.out_dir, self.labels = reader, out_dir, labels
+        self.encoder: _Encoder | None = None
+        self.timeline: _Timeline | None = None
+        self.marks: list[tuple[int, int]] = []
+
+    def frame(self, index, t, bgr, faces, analysed, inv):
+        from fer_core.drawing import annotate
+        if self.encoder is None:
+            self.encoder = _Encoder(self.reader.av, self.out_dir,
+                                    (bgr.shape[1], bgr.shape[0] + 44), self.reader.rate)
+            self.timeline = _Timeline(bgr.shape[1], self.reader.declared_duration, self.labels)
+        if analysed:
+            self.marks = [(f.id, int(np.argmax(f.probs))) for f in faces]
+        img = annotate(bgr, faces, "box")
+        for fid, lab in self.marks:
+            self.timeline.mark(fid, lab, t)
+        self.encoder.write(self.timeline.draw(img, t), t)
+
+    def close(self, t_end, n_frames, last_t):
+        if self.encoder is not None:
+            self.encoder.close()
+
+    def abort(self):
+        if self.encoder is not None:
+            try:
+                self.encoder.out.close()
+            except Exception:  # noqa: BLE001 - the disk may still be full
+                pass
+
+    def commit(self):
+        if self.encoder is not None:
+            os.replace(self.encoder.path, self.encoder.final)
+
+
+class _ProgressSink:
+    """Calls ``progress(done, total, fps=..., time_s=...)`` about twice a second, and once at
+    the end with done == total."""
+
+    def __init__(self, progress, total):
+        self.progress, self.total = progress, total
+        self.due = _progress_every()
+        self.t0 = time.perf_counter()
+
+    def _fps(self, n):
+        el = time.perf_counter() - self.t0
+        return round(n / el, 1) if el > 0 else None
+
+    def frame(self, index, t, bgr, faces, analysed, inv):
+        if self.due():
+            self.progress(index + 1, self.total, fps=self._fps(index + 1), time_s=round(t, 3))
+
+    def close(self, t_end, n_frames, last_t):
+        if n_frames:
+            self.progress(n_frames, n_frames, fps=self._fps(n_frames), time_s=round(last_t, 3))
+
+    def abort(self):
+        pass
+
+
+def _finish(reader, out_dir, predictor, run, sinks, every, smoothing, where) -> dict:
+    """summary.json from the sinks; the outputs renamed into place (atomic)."""
+    csv_sink, summary_sink = sinks[0], sinks[1]
+    video_sink = next((s for s in sinks if isinstance(s, _AnnotatedSink)), None)
+    encoder = video_sink.encoder if video_sink is not None else None
+    labels = list(predictor.labels)
+    n_frames, last_t, elapsed = run["frames"], run["last_t"], run["seconds"]
+    rate = reader.rate or 30.0
+    warnings = list(run["warnings"])
     if reader.stopped:
         s = reader.stopped
         warnings.append(f"decoding stopped at frame {s['frame']} ({s['time_s']:.2f} s): "
                         f"{s['reason']}; the outputs cover what was decoded")
     if reader.decode_errors and not reader.stopped:
         warnings.append(f"{reader.decode_errors} damaged packets were skipped")
+    stopped_by_user = run["stopped_by_user"]
     if stopped_by_user:
         warnings.append(f"stopped on request at frame {stopped_by_user['frame']} "
                         f"({stopped_by_user['time_s']:.2f} s)")
-    if not stats:
+    faces = summary_sink.faces()
+    if not faces:
         warnings.append(f"no face found in {n_frames} frames")
-    faces = []
-    for st in sorted(stats.values(), key=lambda s: s.id):
-        total_t = float(st.time.sum())
-        share = st.time / total_t if total_t > 0 else st.time
-        faces.append({"id": st.id, "first_s": round(st.first, 3), "last_s": round(st.last, 3),
-                      "frames": st.frames, "seconds": round(total_t, 3),
-                      "dominant": labels[int(np.argmax(st.time))],
-                      "share": {lbl: round(float(v), 4) for lbl, v in zip(labels, share)}})
+    det = getattr(predictor, "detector_config", None)
     summary = {
         "video": {"path": where, "frames": n_frames,
                   "fps": round(reader.rate, 3) if reader.rate else None,
-                  "duration_s": round(duration, 3), "width": reader.size[0],
+                  "duration_s": round(last_t + 1.0 / rate, 3), "width": reader.size[0],
                   "height": reader.size[1], "codec": reader.codec, "rotation": reader.rotation,
                   "declared_duration_s": (round(reader.declared_duration, 3)
                                           if reader.declared_duration else None),
                   "stopped": reader.stopped},
         "processing": {"seconds": round(elapsed, 3),
                        "frames_per_sec": round(n_frames / elapsed, 1) if elapsed > 0 else None,
-                       "every": every, "smoothing": smoothing, "rows": n_rows,
+                       "every": every, "smoothing": smoothing, "rows": csv_sink.rows,
                        "work_scale": round(reader.scale, 4),
                        "stopped_by_user": stopped_by_user,
                        "model": getattr(predictor, "model_id", None),
+                       "detector": det.kind if det is not None else None,
                        "labels": labels},
         "faces": faces,
         "warnings": warnings,
@@ -599,12 +707,12 @@ def _run(reader, out_dir, predictor, every, smoothing, annotate, progress, shoul
                     "annotated": encoder.final.name if encoder is not None else None},
     }
     try:
-        os.replace(csv_part, csv_final)
-        if encoder is not None:
-            os.replace(encoder.path, encoder.final)
+        csv_sink.commit()
+        if video_sink is not None:
+            video_sink.commit()
         atomic.write_text(out_dir / SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
     except OSError as e:
-        _cleanup(None, None, out_dir, final=True)
+        _cleanup(out_dir, final=True)
         if e.errno in _DISK_FULL:
             raise FerError("disk full while writing the summary; the partial outputs were "
                            "removed; free some space and run again", where=str(out_dir),
@@ -614,14 +722,7 @@ def _run(reader, out_dir, predictor, every, smoothing, annotate, progress, shoul
     return summary
 
 
-def _cleanup(fh, encoder, out_dir: Path, final: bool = False) -> None:
-    for closer in (fh.close if fh is not None else None,
-                   encoder.out.close if encoder is not None else None):
-        if closer is not None:
-            try:
-                closer()
-            except Exception:  # noqa: BLE001 - the disk may still be full
-                pass
+def _cleanup(out_dir: Path, final: bool = False) -> None:
     names = [FRAMES_CSV + ".part", "annotated.mp4.part", "annotated.webm.part"]
     if final:
         names += [FRAMES_CSV, "annotated.mp4", "annotated.webm", SUMMARY_JSON]
@@ -637,7 +738,7 @@ def _cleanup(fh, encoder, out_dir: Path, final: bool = False) -> None:
 def run_job(spec: dict, ctx) -> dict:
     """The "video" job (``fer_core.jobs``): ``spec`` = ``{"input": path, "out_dir": path
     (default the job dir), "name", "model", "every", "smoothing", "annotate",
-    "max_duration_s"}``; progress events go to ``ctx``; returns the summary."""
+    "max_duration_s", "detector"}``; progress events go to ``ctx``; returns the summary."""
     out_dir = Path(spec.get("out_dir") or ctx.job_dir)
 
     summary = analyze(spec["input"], out_dir, model=spec.get("model"),
@@ -645,5 +746,5 @@ def run_job(spec: dict, ctx) -> dict:
                       smoothing=float(spec.get("smoothing") or 0.0),
                       annotate=bool(spec.get("annotate")), progress=ctx.progress,
                       should_stop=ctx.stop_requested, name=spec.get("name"),
-                      max_duration_s=spec.get("max_duration_s"))
+                      max_duration_s=spec.get("max_duration_s"), detector=spec.get("detector"))
     return summary

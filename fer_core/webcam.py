@@ -4,10 +4,11 @@
     out = annotator(bgr_frame)          # in the video callback (any thread)
     annotator.latest(); annotator.history(30); annotator.summary(); annotator.to_csv()
 
-* Tracking (:mod:`fer_core.tracking`, shared with video files): a full-frame detection every
-  ``detect_every`` frames (or when no face is tracked); in between only the regions around known
-  faces are searched (a few Haar scales on a small crop). Faces are matched to tracks by
-  IoU/centre distance and keep an id ("#1").
+* The per-frame work is the one face step shared with video files
+  (:class:`fer_core.tracking.FaceStep`): a full-frame detection every ``detect_every`` frames
+  (or when no face is tracked); in between only the regions around known faces are searched.
+  Faces keep an id ("#1") while missed for up to ``max_missing`` frames (30: about a second), and
+  a new face is shown once it is confirmed (found on two frames).
 * Smoothing: per face, an exponential moving average of the probabilities,
   ``p = smoothing * p_prev + (1 - smoothing) * p_new`` (0 = none); ``window=N`` sets
   ``smoothing = 1 - 2 / (N + 1)`` (the EMA whose mean age equals an N-frame average).
@@ -29,12 +30,12 @@ from collections import deque
 import cv2
 import numpy as np
 
+from fer_core.drawing import annotate
 from fer_core.errors import FerError
-from fer_core.predict import FacePrediction, Predictor, annotate
-from fer_core.tracking import Track, Tracker, find_faces
-from fer_core.vision import crop_faces
+from fer_core.predict import Predictor
+from fer_core.tracking import FaceStep, TrackedFace
 
-__all__ = ["FrameAnnotator", "Track"]
+__all__ = ["FrameAnnotator", "TrackedFace"]
 
 
 class FrameAnnotator:
@@ -42,7 +43,7 @@ class FrameAnnotator:
 
     def __init__(self, predictor: Predictor, smoothing: float = 0.5, window: int | None = None,
                  detect_every: int = 3, mode: str = "box", show_fps: bool = True,
-                 history_seconds: float = 30.0, max_rows: int = 200_000, max_missing: int = 5,
+                 history_seconds: float = 30.0, max_rows: int = 200_000, max_missing: int = 30,
                  clock=time.time):
         if window is not None:
             if int(window) < 1:
@@ -90,9 +91,10 @@ class FrameAnnotator:
     def reset(self) -> None:
         """Forget tracks, history and the session summary."""
         with self._state:
-            self._tracker = Tracker(self.max_missing)
+            self._step = FaceStep(self.predictor, every=1, full_every=self.detect_every,
+                                  smoothing=self.smoothing, max_missing=self.max_missing)
             self._frame_no = 0
-            self._drawn: list[tuple[int, FacePrediction]] = []
+            self._drawn: list[TrackedFace] = []
             self._rows.clear()
             self._time_per_label = np.zeros(len(self.labels))
             self._last_t: float | None = None
@@ -119,8 +121,7 @@ class FrameAnnotator:
             with self._state:
                 self.skipped += 1
                 drawn, mode = list(self._drawn), self.mode
-            return self._overlay(annotate(frame, [f for _, f in drawn], mode,
-                                          ids=[i for i, _ in drawn], stale=True))
+            return self._overlay(annotate(frame, drawn, mode, stale=True))
         try:
             t0 = time.perf_counter()
             drawn = self._process(frame)
@@ -129,33 +130,26 @@ class FrameAnnotator:
                 self.processed += 1
                 self.latency_ms = ms if self.processed == 1 else 0.8 * self.latency_ms + 0.2 * ms
                 mode = self.mode
-            return self._overlay(annotate(frame, [f for _, f in drawn], mode,
-                                          ids=[i for i, _ in drawn]))
+            return self._overlay(annotate(frame, drawn, mode))
         finally:
             self._busy.release()
 
-    def _process(self, frame: np.ndarray) -> list[tuple[int, FacePrediction]]:
+    def _process(self, frame: np.ndarray) -> list[TrackedFace]:
         with self._state:
             frame_no = self._frame_no
             self._frame_no += 1
-            near = self._tracker.search_regions(frame_no, self.detect_every)
-        boxes = find_faces(self.predictor.detect, frame, near)
-        probs = (self.predictor.predict_faces(crop_faces(frame, boxes, self.predictor.margin))
-                 if len(boxes) else np.zeros((0, len(self.labels)), np.float32))
+            step = self._step
+            step.full_every, step.smoothing = self.detect_every, self.smoothing
+        faces = step(frame, frame_no)   # only this (busy-locked) thread runs the step
         t = self._clock()
         with self._state:
-            matched = self._tracker.update(boxes, frame_no, probs, self.smoothing)
-            preds = self.predictor.describe([tr.box for tr in matched],
-                                            np.stack([tr.probs for tr in matched])
-                                            if matched else np.zeros((0, len(self.labels))))
-            drawn = [(tr.id, p) for tr, p in zip(matched, preds)]
-            self._drawn = drawn
+            self._drawn = faces
             dt = 0.0 if self._last_t is None else min(max(t - self._last_t, 0.0), 1.0)
             self._last_t = t
-            for tr in matched:
-                self._rows.append((t, tr.id, tr.probs.astype(np.float32)))
-                self._time_per_label[int(np.argmax(tr.probs))] += dt if dt > 0 else 1e-3
-        return drawn
+            for f in faces:
+                self._rows.append((t, f.id, f.probs.astype(np.float32)))
+                self._time_per_label[int(np.argmax(f.probs))] += dt if dt > 0 else 1e-3
+        return faces
 
     def _overlay(self, img: np.ndarray) -> np.ndarray:
         if not self.show_fps:
@@ -175,7 +169,7 @@ class FrameAnnotator:
     def latest(self) -> dict:
         """The most recent result: faces (id, box, emotion, scores) and live statistics."""
         with self._state:
-            faces = [{"id": i, **f.to_dict()} for i, f in self._drawn]
+            faces = [f.to_dict() for f in self._drawn]
             return {"timestamp": self._last_t, "faces": faces, "fps": round(self.fps, 2),
                     "latency_ms": round(self.latency_ms, 2), "frames": self.frames,
                     "processed": self.processed, "skipped": self.skipped}

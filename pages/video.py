@@ -6,7 +6,7 @@ import streamlit as st
 
 from fer_core.errors import FerError
 from ui.data import max_upload_mb
-from ui.models import model_picker
+from ui.models import detector_picker, model_picker
 from ui.text import fmt_seconds, md
 from ui.video import (VIDEO_SUFFIXES, current, data_videos, results, share_figure,
                       start, status, timeline_figure)
@@ -52,15 +52,16 @@ with st.form("video_form"):
     smoothing = c[2].slider("Smoothing", 0.0, 0.95, 0.5, 0.05, key="video_smoothing",
                             help="Per-face moving average of the probabilities (0 = raw)")
     annotate = c[3].toggle("Annotated video", True, key="video_annotate")
+    detector = detector_picker("video_det")
     go_ = st.form_submit_button("▶ Analyse", type="primary", disabled=model is None)
 if go_:
     try:
         if src == "Upload" and upload is not None:
             start(upload.name, data=upload.getvalue(), model=model, every=every,
-                  smoothing=smoothing, annotate=annotate)
+                  smoothing=smoothing, annotate=annotate, detector=detector)
         elif src == "From data/" and picked is not None:
             start(picked.name, path=picked, model=model, every=every, smoothing=smoothing,
-                  annotate=annotate)
+                  annotate=annotate, detector=detector)
         else:
             st.session_state["video_error"] = "Choose a video first."
     except FerError as exc:

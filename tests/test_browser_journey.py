@@ -1,9 +1,10 @@
 """A user's whole journey in one server and one browser session, pages opened from the sidebar.
 
 Home -> Dataset Explorer (demo, then an uploaded FER2013-format CSV) -> Train (start a job) ->
-Evaluate -> Photo (upload a face) -> Webcam (fake camera, START, annotated frames) -> Video
-(upload a clip, the background job finishes, a timeline) -> Models (fine-tune the trained run
-on the feedback store's corrections as a job, one epoch, then its comparison).
+Evaluate -> Photo (upload a face, then switch the face detector to Haar) -> Webcam (fake camera,
+START, annotated frames) -> Video (upload a clip, the background job finishes, a timeline) ->
+Models (fine-tune the trained run on the feedback store's corrections as a job, one epoch, then
+its comparison).
 Pages are reached by clicking the sidebar links, never by loading a URL, so the session state
 carries over as it does for a user: the CSV chosen in the explorer is the dataset of Train and
 Evaluate, and the browser document is never reloaded. After every step the server process is
@@ -148,6 +149,14 @@ def photo(j: Journey):
     png = j.tmp / "face.png"
     cv2.imwrite(str(png), face_image())
     j.main.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(png))
+    expect(j.main.get_by_text("1 face found")).to_be_visible(timeout=120_000)  # BlazeFace
+    j.wait_idle()
+    # the detector choice: the 2001 Haar cascade finds the same face
+    j.main.get_by_test_id("stSelectbox").filter(has_text="Face detector").first.click()
+    j.page.get_by_role("option", name="Haar cascade (2001, fastest)").click()
+    j.wait_idle()
+    expect(j.main.get_by_role("combobox", name="Face detector")).to_have_value(
+        "Haar cascade (2001, fastest)", timeout=60_000)
     expect(j.main.get_by_text("1 face found")).to_be_visible(timeout=120_000)
     j.wait_idle()
 

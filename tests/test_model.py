@@ -228,7 +228,7 @@ def test_api_and_photo_page_give_the_same_top_k_for_a_tie(tmp_path):
     ok, buf = cv2.imencode(".png", frame)
     data = buf.tobytes()
     app_res = analyse_photo("f.png", data, Predictor(r, vision.DetectorConfig.preset("photo")))
-    with TestClient(create_app(Settings(model=str(r), detector="accurate",
+    with TestClient(create_app(Settings(model=str(r), detector_preset="accurate",
                                         feedback_db=tmp_path / "fb.sqlite3"))) as client:
         body = client.post("/v1/predict?top_k=4",
                            files={"file": ("f.png", data, "image/png")}).json()

@@ -12,9 +12,10 @@ import pytest
 
 from fer_core.errors import FerError
 from fer_core.labels import FER7, MERGED6
-from fer_core.predict import FacePrediction, Predictor, annotate
-from fer_core.vision import DetectorConfig
+from fer_core.drawing import annotate
+from fer_core.predict import FacePrediction, Predictor
 from fer_core.synthetic import synthetic_frame
+from fer_core.vision import DetectorConfig
 from tests.factories import png, save_run, tiny_model
 
 
@@ -190,9 +191,10 @@ def test_every_input_kind_gives_the_same_prediction(predictor, tmp_path):
                 predictor.predict_image(rgb, color="rgb"),
                 predictor.predict_image(rgba, color="rgb"),
                 predictor.predict_image(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))):
-        assert len(got) == 1 and got[0].box == ref[0].box
+        # grey input reaches a CNN detector as grey RGB: boxes within a few pixels
+        assert len(got) == 1 and got[0].box == pytest.approx(ref[0].box, abs=8)
         for k in FER7:
-            assert got[0].scores[k] == pytest.approx(ref[0].scores[k], abs=2e-3)
+            assert got[0].scores[k] == pytest.approx(ref[0].scores[k], abs=1e-2)
 
 
 def test_no_detect_uses_the_whole_image(predictor):
@@ -252,7 +254,7 @@ def test_annotate_box_and_emoji_modes(predictor):
     centre = emoji[y + h // 3:y + 2 * h // 3, x + w // 4:x + 3 * w // 4].reshape(-1, 3)
     yellowish = (centre[:, 2] > 180) & (centre[:, 1] > 150) & (centre[:, 0] < 120)
     assert yellowish.mean() > 0.3
-    grey_out = annotate(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), [f.to_dict() for f in faces])
+    grey_out = annotate(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), faces)
     assert grey_out.shape == frame.shape
     with pytest.raises(FerError, match="mode"):
         annotate(frame, faces, mode="sparkles")
@@ -286,8 +288,8 @@ def test_cli_predict_json_out_and_errors(run_dir, tmp_path, capsys):
     assert len(single["faces"]) == 1 and single["tta"] is False
     assert main(["predict", str(img), "--model", str(run_dir), "--tta", "--json"]) == 0
     tta_out = json.loads(capsys.readouterr().out)
-    expect = Predictor(run_dir).predict_image(synthetic_frame(640, 480, face_size=160),
-                                               tta=True)[0]
+    expect = Predictor(run_dir, DetectorConfig.preset("photo")).predict_image(
+        synthetic_frame(640, 480, face_size=160), tta=True)[0]
     assert tta_out["tta"] is True
     assert tta_out["faces"][0]["scores"] == pytest.approx(expect.scores, abs=1e-4)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from fer_core import runs, settings as fs
+from fer_core.vision import DetectorConfig
 from fer_core.errors import FerError
 from fer_core.settings import Settings, SettingsError
 from tests.factories import ROOT, free_port
@@ -99,12 +100,14 @@ def test_values_are_parsed_and_defaults_kept(tmp_path):
                            "FER_DATA_ROOTS": os.pathsep.join(["~/a", str(tmp_path)]),
                            "FER_ICE_SERVERS": '[{"urls": ["stun:x:3478"]}]',
                            "FER_RUNS_DIR": "~/my-runs", "FER_VIDEO_MAX_MB": "",
-                           "FER_NATIVE_LOGS": "1", "FER_DETECTOR": "Accurate"})
+                           "FER_NATIVE_LOGS": "1", "FER_DETECTOR": "Haar",
+                           "FER_DETECTOR_PRESET": "Accurate"})
     assert s.video_max_jobs == 3 and s.tflite_threads == 4 and s.video_max_mb == 200.0
     assert s.data_roots == (Path.home() / "a", tmp_path)
     assert s.ice_servers == [{"urls": ["stun:x:3478"]}] and s.native_logs is True
-    assert s.runs_dir == Path.home() / "my-runs" and s.detector == "accurate"
-    assert s.detector_config().min_size > 0
+    assert s.runs_dir == Path.home() / "my-runs" and s.detector == "haar"
+    assert s.detector_preset == "accurate" and DetectorConfig.of(s).kind == "haar"
+    assert DetectorConfig.of(s).min_size > 0
     assert Settings.from_env(s.to_env()) == s  # what child processes rebuild
     assert s.with_(video_max_mb=5).video_max_mb == 5.0
     with pytest.raises(SettingsError, match="FER_VIDEO_MAX_MB: must be >= 0.001"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import re
 import os
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def test_two_moving_faces_give_rows_tracks_and_summary(clip, predictor, tmp_path
     s = video.analyze(clip, tmp_path, predictor=predictor, every=5)
     assert header(tmp_path / "frames.csv") == HEAD
     table = rows(tmp_path / "frames.csv")
-    analysed = list(range(0, 60, 5))
+    analysed = list(range(5, 60, 5))  # a new face counts once confirmed: from frame 5 on
     assert [int(r["frame"]) for r in table] == [f for f in analysed for _ in (0, 1)]
     for r in table:
         assert float(r["time_s"]) == pytest.approx(int(r["frame"]) / 30, abs=2e-3)
@@ -66,12 +67,12 @@ def test_two_moving_faces_give_rows_tracks_and_summary(clip, predictor, tmp_path
     assert s["processing"]["every"] == 5 and s["processing"]["frames_per_sec"] > 0
     assert [f["id"] for f in s["faces"]] == [1, 2]
     for f in s["faces"]:
-        assert f["frames"] == 12 and f["first_s"] == 0
+        assert f["frames"] == 11 and f["first_s"] == pytest.approx(5 / 30, abs=2e-3)
         assert f["last_s"] == pytest.approx(55 / 30, abs=2e-3)
         assert sum(f["share"].values()) == pytest.approx(1, abs=1e-3)
         assert f["dominant"] == max(f["share"], key=f["share"].get)
         labels = [r["emotion"] for r in by_id[f["id"]]]
-        assert f["share"][f["dominant"]] == pytest.approx(labels.count(f["dominant"]) / 12,
+        assert f["share"][f["dominant"]] == pytest.approx(labels.count(f["dominant"]) / 11,
                                                           abs=0.02)
     assert json.loads((tmp_path / "summary.json").read_text()) == s
     assert s["warnings"] == [] and not list(tmp_path.glob("*.part"))
@@ -83,7 +84,6 @@ def test_smoothed_columns_follow_the_raw_ones(clip, predictor, tmp_path):
     assert head == HEAD + ["emotion_smoothed", *(f"{k}_smoothed" for k in FER7)]
     r = rows(tmp_path / "frames.csv")
     first = [x for x in r if x["face"] == "1"]
-    assert [float(first[0][k]) for k in FER7] == [float(first[0][f"{k}_smoothed"]) for k in FER7]
     raw = np.array([[float(x[k]) for k in FER7] for x in first])
     sm = np.array([[float(x[f"{k}_smoothed"]) for k in FER7] for x in first])
     assert np.allclose(sm[1], 0.6 * sm[0] + 0.4 * raw[1], atol=1e-4)
@@ -94,10 +94,10 @@ def test_variable_frame_rate_times_come_from_timestamps(predictor, tmp_path):
     clip = synthetic.synthetic_clip(tmp_path / "vfr.mkv", frame_times=times, faces=1)
     s = video.analyze(clip, tmp_path / "out", predictor=predictor, every=1)
     got = [float(r["time_s"]) for r in rows(tmp_path / "out" / "frames.csv")]
-    assert got == pytest.approx(times, abs=2e-3)
+    assert got == pytest.approx(times[1:], abs=2e-3)  # counted once confirmed (2nd frame)
     assert s["video"]["frames"] == len(times)
     share_time = s["faces"][0]["seconds"]
-    assert share_time == pytest.approx(2.0 + 1 / s["video"]["fps"], abs=0.05)
+    assert share_time == pytest.approx(2.0 - 0.1 + 1 / s["video"]["fps"], abs=0.05)
 
 
 def test_phone_rotation_is_honoured(predictor, tmp_path):
@@ -107,7 +107,7 @@ def test_phone_rotation_is_honoured(predictor, tmp_path):
     s = video.analyze(clip, tmp_path / "out", predictor=predictor, every=3)
     assert (s["video"]["width"], s["video"]["height"], s["video"]["rotation"]) == (320, 480, 90)
     table = rows(tmp_path / "out" / "frames.csv")
-    assert len(table) == 5 and {r["face"] for r in table} == {"1"}
+    assert len(table) == 4 and {r["face"] for r in table} == {"1"}  # frames 3..12
     for r in table:  # the face is centred in the displayed (portrait) frame
         cx, cy = int(r["x"]) + int(r["w"]) / 2, int(r["y"]) + int(r["h"]) / 2
         assert abs(cx - 160) < 30 and abs(cy - 240) < 40
@@ -122,9 +122,9 @@ def test_no_face_gives_a_header_only_csv_and_says_so(predictor, tmp_path):
 
 
 def test_4k_frames_are_downscaled_and_boxes_mapped_back(predictor, tmp_path):
-    clip = synthetic.synthetic_clip(tmp_path / "uhd.mp4", seconds=0.1, fps=30, size=(3840, 2160),
+    clip = synthetic.synthetic_clip(tmp_path / "uhd.mp4", seconds=0.2, fps=30, size=(3840, 2160),
                                 faces=1, face_size=500, moving=False)
-    s = video.analyze(clip, tmp_path / "out", predictor=predictor)
+    s = video.analyze(clip, tmp_path / "out", predictor=predictor, every=3)
     assert (s["video"]["width"], s["video"]["height"]) == (3840, 2160)
     assert s["processing"]["work_scale"] == pytest.approx(1280 / 3840, abs=1e-3)
     r = rows(tmp_path / "out" / "frames.csv")[0]
@@ -153,7 +153,7 @@ def test_stop_request_keeps_what_was_analysed(clip, predictor, tmp_path):
         return len(calls) > 3
     s = video.analyze(clip, tmp_path, predictor=predictor, every=2, should_stop=stop)
     assert s["video"]["frames"] == 24 and s["processing"]["stopped_by_user"]["frame"] == 24
-    assert len(rows(tmp_path / "frames.csv")) == 2 * 12
+    assert len(rows(tmp_path / "frames.csv")) == 2 * 11
     assert any("stopped on request" in w for w in s["warnings"])
     # stopped before the first frame (e.g. while the model loaded): empty outputs, not an error
     s = video.analyze(clip, tmp_path / "early", predictor=predictor, should_stop=lambda: True)
@@ -290,8 +290,10 @@ def test_cli_writes_outputs_prints_json_and_progress(clip, tmp_path):
     assert s["video"]["frames"] == 60 and s["processing"]["every"] == 3
     assert len(s["faces"]) == 2 and (out / "annotated.mp4").stat().st_size > 1000
     assert s == json.loads((out / "summary.json").read_text())
-    assert len(rows(out / "frames.csv")) == 2 * 20
-    assert "60/60 frames" in r.stderr and "fps" in r.stderr
+    assert len(rows(out / "frames.csv")) == 2 * 19
+    # tqdm's bar where tqdm is installed (ai-edge-litert brings it), else the plain one
+    assert re.search(r"60/60 (frames|\[.*frame/s)", r.stderr) and \
+        ("fps" in r.stderr or "frame/s" in r.stderr), r.stderr
 
 
 def test_cli_bad_input_exits_2_with_a_message(tmp_path):

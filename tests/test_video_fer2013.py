@@ -59,7 +59,9 @@ def test_per_face_accuracy_matches_evaluate_and_times_line_up(public_faces, tmp_
     images, labels = public_faces
     clip = tmp_path / "publictest.mp4"
     _write_clip(clip, images)
-    predictor = Predictor(None, detector_config=video.detector_config())
+    # Haar: BlazeFace finds only ~50 % of these 4x-upscaled, tightly cropped 48x48 faces (100 of
+    # 200 when measured), Haar over 60 %; this test is about per-face accuracy and timing
+    predictor = Predictor(None, detector_config=video.detector_config("haar"))
     s = video.analyze(clip, tmp_path / "out", predictor=predictor, every=1)
     assert s["video"]["frames"] == N_FACES * FPS
     assert s["video"]["duration_s"] == pytest.approx(N_FACES, abs=0.01)

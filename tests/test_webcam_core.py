@@ -30,6 +30,7 @@ class Spy:
     def __init__(self, inner: Predictor, noise: float = 0.0, gate: threading.Event | None = None):
         self.inner, self.noise, self.gate = inner, noise, gate
         self.labels, self.margin, self.describe = inner.labels, inner.margin, inner.describe
+        self.crops = inner.crops
         self.detect_calls: list[bool] = []  # True = full frame, False = near known faces
         self.entered = threading.Event()
         self.rng = np.random.default_rng(0)
@@ -64,9 +65,11 @@ def test_annotator_draws_tracks_and_reports(predictor):
     out = ann(frame)
     assert out.shape == frame.shape and out.dtype == np.uint8
     assert np.array_equal(frame, original)  # input untouched
+    assert ann.latest()["faces"] == []  # a new face is shown once confirmed (2 detections)
+    out = ann(frame)
     assert (np.abs(out.astype(int) - frame).sum(axis=2) > 60).sum() > 500  # box, label, fps
     first = ann.latest()
-    assert len(first["faces"]) == 1 and first["processed"] == 1
+    assert len(first["faces"]) == 1 and first["processed"] == 2
     face = first["faces"][0]
     assert abs(sum(face["scores"].values()) - 1) < 1e-4 and face["emotion"] in FER7
     ann(synthetic_frame(640, 480, face_size=160, centre=(330, 245)))  # moved a little
@@ -93,7 +96,7 @@ def test_smoothing_reduces_variance(predictor):
         for _ in range(25):
             ann(frame)
         rows = ann.history()
-        assert len(rows) == 25 and len({r["face"] for r in rows}) == 1
+        assert len(rows) == 24 and len({r["face"] for r in rows}) == 1
         return np.array([[r[k] for k in FER7] for r in rows[5:]]).std(axis=0).mean()
 
     raw, smooth = spread(0.0), spread(0.8)
@@ -139,7 +142,7 @@ def test_history_window_summary_and_csv(predictor):
     assert ann.seconds_tracked() == pytest.approx(39.0, abs=0.01)
     table = list(csv.reader(io.StringIO(ann.to_csv())))
     assert table[0] == ["timestamp", "face", *FER7]
-    assert len(table) == 41  # the whole session, not just the chart window
+    assert len(table) == 40  # the whole session (from the confirming frame on)
     assert abs(sum(float(v) for v in table[1][2:]) - 1) < 1e-3
     df = ann.history_frame()
     assert list(df.columns) == ["time", "timestamp", "face", *FER7] and len(df) == len(rows)

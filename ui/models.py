@@ -6,8 +6,9 @@
 - :func:`get_model`: the :class:`fer_core.model.FerModel` (loaded once per file and mtime by
   ``FerModel.load``; this adds the "Loading model…" spinner). :func:`get_predictor`: a
   :class:`fer_core.predict.Predictor` of it with the page's detector settings.
-- :func:`detector_settings`: the face-detector widgets, defaulting to one
-  ``fer_core.vision.DetectorConfig`` preset.
+- :func:`detector_picker` / :func:`detector_settings`: the face-detector select box (default
+  ``FER_DETECTOR``, else BlazeFace) and settings, defaulting to one
+  ``fer_core.vision.DetectorConfig`` preset of that detector.
 - :func:`evaluate_cached`: evaluation reports shared by all sessions, with a progress bar.
 - :func:`ice_servers`: WebRTC ICE servers from ``FER_ICE_SERVERS`` (default none).
 
@@ -118,26 +119,52 @@ def model_picker(label: str = "Model", key: str = "model_pick", exclude=None,
     return chosen.path
 
 
+DETECTOR_LABELS = {"blazeface": "BlazeFace (CNN, default)",
+                   "blazeface-short": "BlazeFace short range (CNN, faces within 2 m)",
+                   "haar": "Haar cascade (2001, fastest)"}
+
+
+def default_detector() -> str:
+    """The app's default face detector: ``FER_DETECTOR`` when set, else the core's."""
+    from fer_core.vision import default_detector
+    return get_settings().detector or default_detector()
+
+
+def detector_picker(key: str, container=None) -> str:
+    """The "Face detector" select box (default :func:`default_detector`); returns the name."""
+    from fer_core.detectors import DETECTORS
+    names = list(DETECTORS)
+    where = container or st
+    return where.selectbox("Face detector", names, index=names.index(default_detector()),
+                           key=f"{key}_kind", format_func=lambda n: DETECTOR_LABELS.get(n, n),
+                           help="BlazeFace finds turned, tilted and partly hidden faces and "
+                                "gives eye positions (faces are then rotated level); Haar is "
+                                "the 2001 cascade (see README: Face detectors).")
+
+
 def detector_settings(key: str = "det", container=None, preset: str = "photo") -> dict:
-    """Face-detector widgets (OpenCV Haar cascade) whose defaults are the
-    ``fer_core.vision.DetectorConfig.preset(preset)``: "photo" for photos, "realtime" for the
-    webcam (the preset ``bench predict`` measures). Returns keyword settings for
+    """The face-detector select box and settings whose defaults are the
+    ``fer_core.vision.DetectorConfig.preset(preset, detector)``: "photo" for photos, "realtime"
+    for the webcam (the preset ``bench predict`` measures). Returns keyword settings for
     ``DetectorConfig``."""
     from fer_core.vision import DetectorConfig
 
-    base = DetectorConfig.preset(preset)
     where = container or st
+    kind = detector_picker(key, where)
+    base = DetectorConfig.preset(preset, kind)
+    out = base.to_dict()
     with where.expander("Face detector settings"):
-        scale = st.slider("Scale factor", 1.05, 1.5, float(base.scale_factor), 0.05,
-                          key=f"{key}_scale",
-                          help="Step between detection scales: smaller finds more faces, slower.")
-        neighbours = st.slider("Min neighbours", 1, 10, int(base.min_neighbors), key=f"{key}_nb",
-                               help="Detections needed to keep a face: higher means fewer "
-                                    "false faces.")
-        min_size = st.slider("Min face size (px)", 20, 200, int(base.min_size), 10,
-                             key=f"{key}_min", help="Faces smaller than this are ignored.")
-    return {**base.to_dict(), "scale_factor": float(scale), "min_neighbors": int(neighbours),
-            "min_size": int(min_size)}
+        if kind == "haar":
+            out["scale_factor"] = float(st.slider(
+                "Scale factor", 1.05, 1.5, float(base.scale_factor), 0.05, key=f"{key}_scale",
+                help="Step between detection scales: smaller finds more faces, slower."))
+            out["min_neighbors"] = int(st.slider(
+                "Min neighbours", 1, 10, int(base.min_neighbors), key=f"{key}_nb",
+                help="Detections needed to keep a face: higher means fewer false faces."))
+        out["min_size"] = int(st.slider("Min face size (px)", 20, 200, int(base.min_size), 10,
+                                        key=f"{key}_min",
+                                        help="Faces smaller than this are ignored."))
+    return out
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=6)
@@ -152,10 +179,13 @@ def get_model(path):
 
 
 def get_predictor(path, settings: dict | None = None):
-    """A Predictor of the shared model for ``path`` with detector ``settings``."""
+    """A Predictor of the shared model for ``path`` with detector ``settings``; FerError for
+    an unknown detector or one whose package is missing (the message names it)."""
     from fer_core.predict import Predictor
     from fer_core.vision import DetectorConfig
-    return Predictor(get_model(path), DetectorConfig(**(settings or {})))
+    predictor = Predictor(get_model(path), DetectorConfig(**(settings or {})))
+    predictor.detector  # noqa: B018 - load the detector now: a missing package is a FerError
+    return predictor
 
 
 # ------------------------------------------------------------------------------------------

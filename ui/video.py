@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from fer_core import DATA_DIR, jobs, runs
-from fer_core.predict import emotion_colour
+from fer_core.drawing import emotion_colour
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi")
 MAX_POINTS = 4000  # per face in a timeline figure (the CSV keeps every row)
@@ -61,7 +61,8 @@ def prune(keep: int = KEEP_JOBS) -> None:
 
 
 def start(name: str, *, data: bytes | None = None, path: Path | None = None, model=None,
-          every: int = 5, smoothing: float = 0.0, annotate: bool = False):
+          every: int = 5, smoothing: float = 0.0, annotate: bool = False,
+          detector: str | None = None):
     """Start a video job on an uploaded file (``data``) or a file on disk (``path``)."""
     from fer_core import video
     prune(KEEP_JOBS - 1)
@@ -77,10 +78,13 @@ def start(name: str, *, data: bytes | None = None, path: Path | None = None, mod
     else:
         src = Path(path)
     try:
+        from fer_core.vision import FaceDetector
+        FaceDetector(video.detector_config(detector))  # unknown detector / missing package
         video.probe(src, name=name)  # not a video / no frames / codec: say so now
         return runner().start("video", {"input": str(src), "out_dir": str(job_dir),
                                         "name": name, "model": str(model) if model else None,
                                         "every": int(every), "smoothing": float(smoothing),
+                                        "detector": detector,
                                         "annotate": bool(annotate)}, job_dir)
     except BaseException:
         import shutil

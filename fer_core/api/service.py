@@ -129,7 +129,8 @@ class ModelService:
             raise FerError("model not found; train one (python -m fer_core train) or set "
                            "FER_MODEL to a run directory or .keras file", where=str(path))
         from fer_core.predict import Predictor
-        predictor = Predictor(model=str(path), detector_config=self.settings.detector_config(),
+        from fer_core.vision import DetectorConfig
+        predictor = Predictor(model=str(path), detector_config=DetectorConfig.of(self.settings),
                               tta=self.settings.tta)
         predictor.predict_faces(np.zeros((1, 48, 48), dtype=np.uint8))  # warm-up
         return predictor
@@ -270,12 +271,12 @@ class ModelService:
                        f"{labels}", 422)
 
     # ---- images -> faces (runs in a worker thread) -----------------------------------------
-    def _detect(self, image: np.ndarray) -> np.ndarray:
-        if self.predictor is not None:  # the Predictor's detector (FER_DETECTOR preset)
+    def _detect(self, image: np.ndarray):
+        if self.predictor is not None:  # the Predictor's detector (FER_DETECTOR[_PRESET])
             return self.predictor.detect(image)
         if self.detector is None:  # feedback by image works without a model too
-            from fer_core.vision import FaceDetector
-            self.detector = FaceDetector(self.settings.detector_config())
+            from fer_core.vision import DetectorConfig, FaceDetector
+            self.detector = FaceDetector(DetectorConfig.of(self.settings))
         return self.detector.detect(image)
 
     def prepare(self, data: bytes, detect: bool, where: str = "image"):
@@ -297,12 +298,12 @@ class ModelService:
         try:
             if not detect:
                 return vision.whole_image_face(image), [[0, 0, int(w), int(h)]]
-            boxes = np.asarray(self._detect(image), dtype=np.int64).reshape(-1, 4)
-            if not len(boxes):
+            dets = self._detect(image)
+            if not len(dets):
                 return np.zeros((0, 48, 48), dtype=np.uint8), []
-            margin = getattr(self.predictor, "margin", vision.DEFAULT_MARGIN)
-            faces = vision.crop_faces(image, boxes, margin)
-            return faces, [[int(v) for v in b] for b in boxes]
+            faces = (self.predictor.crops(image, dets) if self.predictor is not None
+                     else vision.crop_faces(image, dets.boxes))
+            return faces, [[int(v) for v in b] for b in dets.int_boxes]
         except FerError:
             raise
         except Exception as e:  # noqa: BLE001 - an odd image must not become a 500
@@ -320,7 +321,7 @@ class ModelService:
         count_faces(len(faces))
         model_id = self.model_id
         out = []
-        for face, pred in zip(faces, self.predictor.describe(boxes, probs, top_k)):
+        for face, pred in zip(faces, self.predictor.describe(probs, boxes, top_k)):
             d = pred.to_dict()
             d.pop("confidence")
             d["top_k"] = [tuple(kv) for kv in d["top_k"]]

@@ -2,5 +2,5 @@
 ``add_arguments(parser)`` and ``run(args) -> dict`` (printed as JSON with --json, else as a table).
 """
 
-TARGETS = ("data", "train", "evaluate", "predict", "api", "video", "finetune", "metrics",
-           "soak", "runtime")
+TARGETS = ("data", "train", "evaluate", "predict", "api", "video", "detect", "align",
+           "finetune", "metrics", "soak", "runtime")

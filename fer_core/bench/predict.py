@@ -32,6 +32,8 @@ def add_arguments(p) -> None:
     p.add_argument("--min-size", type=int, default=None,
                    help="smallest face px (default: the realtime preset's)")
     p.add_argument("--backend", choices=("auto", "tflite", "keras"), default="auto")
+    from fer_core.detectors import add_argument
+    add_argument(p)
     p.add_argument("--tta", action="store_true", default=None,
                    help="flip test-time augmentation (each face with its mirror image, as "
                         "predict --tta and FER_TTA=1; default: the model's)")
@@ -90,7 +92,7 @@ def run(args) -> dict:
         raise FerError(f"must be >= 5, got {args.repeat}", where="--repeat")
     changes = {k: v for k, v in (("max_side", args.max_side), ("min_size", args.min_size))
                if v is not None}
-    cfg = vision.DetectorConfig.preset("realtime", **changes)
+    cfg = vision.DetectorConfig.preset("realtime", getattr(args, "detector", None), **changes)
     if args.image:
         frame = vision.to_bgr(vision.decode_image(args.image))
         source = args.image
@@ -103,8 +105,8 @@ def run(args) -> dict:
     predictor = Predictor(model, detector_config=cfg, backend=args.backend, tta=args.tta)
     load_s = time.perf_counter() - t0
 
-    boxes = predictor.detect(frame)
-    faces = vision.crop_faces(frame, boxes[:1]) if len(boxes) else \
+    found = predictor.detect(frame)
+    faces = predictor.crops(frame, found.select(slice(0, 1))) if len(found) else \
         vision.whole_image_face(frame)
     one = faces[:1]
     face_ms = _timed(lambda: predictor.predict_faces(one), args.repeat, "face")
@@ -112,12 +114,13 @@ def run(args) -> dict:
     batch_ms = _timed(lambda: predictor.predict_faces(batch8), max(5, args.repeat // 4))
     detect_ms = _timed(lambda: predictor.detect(frame), args.repeat, "detect")
     frame_ms = _timed(lambda: predictor.predict_image(frame), args.repeat, "frame")
-    near = boxes[:1]
+    near = found.boxes[:1]
     tracked_ms = _timed(lambda: predictor.predict_boxes(frame, predictor.detect(frame, near=near))
                         if len(near) else predictor.predict_image(frame), args.repeat, "tracked")
     # the fer package's detection step, same frame, same moment: full-frame Haar, scale 1.1,
     # 5 neighbours, faces >= 50 px (its defaults)
-    fer_style = vision.FaceDetector(vision.DetectorConfig(max_side=max(frame.shape[:2]),
+    fer_style = vision.FaceDetector(vision.DetectorConfig(kind="haar",
+                                                          max_side=max(frame.shape[:2]),
                                                           min_size=50))
     fer_ms = _timed(lambda: fer_style.detect(frame), max(5, args.repeat // 4), "fer_style_detect")
     annot = FrameAnnotator(predictor, smoothing=0.5, detect_every=3, show_fps=True)
@@ -138,7 +141,7 @@ def run(args) -> dict:
         "webcam_annotator_ms_median": r(annot_ms),
         "batch8_ms_median": r(batch_ms),
         "cpu_ms_median": {f"{k}_ms": v for k, v in _CPU.items()},
-        "faces_found": int(len(boxes)),
+        "faces_found": int(len(found)),
         "targets": TARGETS,
         "meets_targets": bool(r(frame_ms) <= TARGETS["frame_ms_median"]
                               and r(face_ms) <= TARGETS["face_ms_median"]),

@@ -37,6 +37,8 @@ def add_arguments(p) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the 1 vs 10 minute memory runs")
     p.add_argument("--memory-fps", type=float, default=10.0,
                    help="frame rate of the memory clips (default 10)")
+    from fer_core.detectors import add_argument
+    add_argument(p)
 
 
 def _fer_style(clip: Path, predictor, limit: int) -> dict:
@@ -45,7 +47,8 @@ def _fer_style(clip: Path, predictor, limit: int) -> dict:
     import cv2
 
     from fer_core import vision
-    haar = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, vision.HAAR_FILE))
+    from fer_core.detectors import HAAR_FILE
+    haar = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, HAAR_FILE))
     cap = cv2.VideoCapture(str(clip))
     n = faces = 0
     c0, t0 = time.process_time(), time.perf_counter()
@@ -120,7 +123,8 @@ def run(args) -> dict:
     if args.seconds <= 0 or args.fer_frames < 10:
         raise FerError("--seconds must be > 0 and --fer-frames >= 10", where="bench video")
     model, model_desc = _model(args.model)
-    predictor = Predictor(model, detector_config=video.detector_config())
+    cfg = video.detector_config(args.detector)
+    predictor = Predictor(model, detector_config=cfg)
     with tempfile.TemporaryDirectory(prefix="fer-bench-video-") as tmp:
         tmp = Path(tmp)
         clip = synthetic.synthetic_clip(tmp / "clip.mp4", seconds=args.seconds)
@@ -151,6 +155,6 @@ def run(args) -> dict:
         "meets_goal_fps": bool(ours["frames_per_sec"] >= TARGETS["frames_per_sec_goal"]),
         "memory": memory,
         "model": model_desc, "model_id": predictor.model_id, "backend": predictor.backend_name,
-        "detector": video.detector_config().to_dict(),
+        "detector": cfg.to_dict(),
         "cpu_count": os.cpu_count(), "load_average": load_avg,
     }

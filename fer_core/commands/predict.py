@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fer_core.detectors import add_argument
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="emotions of the faces in images")
@@ -34,6 +36,9 @@ def add_parser(sub) -> None:
                    help="downscale larger images to this side for detection (default 640)")
     p.add_argument("--min-size", type=int, default=None,
                    help="smallest face side in pixels (default 30)")
+    p.add_argument("--no-align", action="store_true",
+                   help="do not rotate faces so the eyes are level")
+    add_argument(p)
     p.set_defaults(func=run)
 
 
@@ -54,13 +59,16 @@ def run(args) -> int:
             raise FerError("exists and is not a folder", where=str(out_dir))
 
     from fer_core import atomic, vision
-    from fer_core.predict import Predictor, annotate
+    from fer_core.drawing import annotate
+    from fer_core.predict import Predictor
 
     changes = {k: v for k, v in (("max_side", args.max_side), ("min_size", args.min_size))
                if v is not None}
-    cfg = vision.DetectorConfig.preset("photo", **changes)
+    cfg = vision.DetectorConfig.preset("photo", args.detector, **changes)
+    vision.FaceDetector(cfg)  # unknown detector / missing package: before the model loads
     images = [(p, vision.decode_image(p)) for p in paths]  # every image checked first
-    predictor = Predictor(args.model, detector_config=cfg, tta=args.tta)
+    predictor = Predictor(args.model, detector_config=cfg, tta=args.tta,
+                          align=not args.no_align)
 
     results, lines = [], []
     for p, img in images:

@@ -31,6 +31,8 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--progress", action="store_true",
                    help="progress bar on stderr even when it is not a terminal")
+    from fer_core.detectors import add_argument
+    add_argument(p)
     p.set_defaults(func=run)
 
 
@@ -90,12 +92,15 @@ def run(args) -> int:
 
     from fer_core import video
 
+    from fer_core.vision import FaceDetector
+    FaceDetector(video.detector_config(args.detector))  # unknown detector / missing package
     video.probe(src)  # not a video / unsupported codec / no frames: before the model loads
     every = video.DEFAULT_EVERY if args.every is None else args.every
     bar = ProgressBar() if (args.progress or sys.stderr.isatty()) else None
     try:
         summary = video.analyze(src, out, model=args.model, every=every,
-                                smoothing=args.smoothing, annotate=args.annotate, progress=bar)
+                                smoothing=args.smoothing, annotate=args.annotate, progress=bar,
+                                detector=args.detector)
     finally:
         if bar is not None:
             bar.close()

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from fer_core import DEFAULT_MODEL, __version__, runs
+from fer_core.vision import DetectorConfig
 from fer_core.api.deps import get_service
 from fer_core.api.schemas import Health, LabelsResponse, ModelsResponse
 from fer_core.api.service import ModelService
@@ -60,7 +61,7 @@ async def health(request: Request, service: ModelService = Depends(get_service))
     return {"status": "ok" if service.loaded else "degraded", "model_loaded": service.loaded,
             "model_id": service.model_id, "model_error": service.public_error,
             "labels": service.labels if service.loaded else None, "versions": versions(),
-            "detector": service.settings.detector, "tta": service.settings.tta,
+            "detector": DetectorConfig.of(service.settings).kind, "tta": service.settings.tta,
             "batches": b.calls if b else 0, "batched_faces": b.faces if b else 0,
             "feedback_store": await feedback_store_health(request)}
 

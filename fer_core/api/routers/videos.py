@@ -301,7 +301,8 @@ async def _read_and_start(request: Request, s: Settings, d: Path) -> None:
     api_settings = request.app.state.settings
     spec = {"input": str(dest), "out_dir": str(d / "job"), "name": name,
             "model": str(api_settings.model_path), "every": every, "smoothing": smoothing,
-            "annotate": annotate, "max_duration_s": s.video_max_seconds}
+            "annotate": annotate, "max_duration_s": s.video_max_seconds,
+            "detector": api_settings.detector}  # FER_DETECTOR (None: the default)
     (d / "job").mkdir()
     await run_in_threadpool(jobs.JobRunner(d).start, "video", spec, d / "job")
 
