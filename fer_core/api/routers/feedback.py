@@ -16,7 +16,7 @@ from fer_core.api.feedback_store import FeedbackStore
 from fer_core.api.imaging import b64decode, declared_pixels
 from fer_core.api.schemas import FeedbackJSON, FeedbackResponse
 from fer_core.api.service import ModelService
-from fer_core.settings import FALSE_WORDS, TRUE_WORDS
+from fer_core.settings import parse_flag
 from fer_core.errors import FerError
 
 router = APIRouter(tags=["feedback"], dependencies=[Depends(require_api_key)])
@@ -52,12 +52,11 @@ def _unavailable_as_503():
 def _form_bool(value, field: str) -> bool:
     if value is None:
         return True
-    v = str(value).strip().lower()
-    if v in TRUE_WORDS:
-        return True
-    if v in FALSE_WORDS:
-        return False
-    raise ApiError("invalid_request", f"{field}: expected true or false, got {value!r}", 422)
+    try:
+        return parse_flag(value)
+    except ValueError:
+        raise ApiError("invalid_request", f"{field}: expected true or false, got {value!r}",
+                       422) from None
 
 
 @router.post("/feedback", response_model=FeedbackResponse, status_code=201,
