@@ -298,9 +298,11 @@ async def _read_and_start(request: Request, s: Settings, d: Path) -> None:
                        f"{s.video_max_seconds:g} s", 413, where=name)
     meta = {"name": name, "created_at": time.time(), "size": size, "probe": info}
     (d / "meta.json").write_text(json.dumps(meta))
-    api_settings = request.app.state.settings
+    api_settings, service = request.app.state.settings, request.app.state.service
+    # the model this instance serves now (a promoted one after promote), else FER_MODEL
+    model = service.predictor.model_path if service.loaded else api_settings.model_path
     spec = {"input": str(dest), "out_dir": str(d / "job"), "name": name,
-            "model": str(api_settings.model_path), "every": every, "smoothing": smoothing,
+            "model": str(model), "every": every, "smoothing": smoothing,
             "annotate": annotate, "max_duration_s": s.video_max_seconds,
             "detector": api_settings.detector}  # FER_DETECTOR (None: the default)
     (d / "job").mkdir()
