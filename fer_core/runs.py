@@ -105,6 +105,7 @@ def run_lock(run_dir, what: str):
     FerError (409) naming the holder when another process (or thread) writes the run. Re-entrant
     within one thread, so a command may take it early and the training it calls again."""
     run_dir = Path(run_dir)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     key = (str(run_dir.resolve()), threading.get_ident())
     with _HELD_LOCK:
@@ -133,6 +134,9 @@ def run_lock(run_dir, what: str):
                 del _HELD[key]
         if last:
             (run_dir / RUN_HOLDER).unlink(missing_ok=True)
+            if created and [p.name for p in run_dir.iterdir()] == [RUN_LOCK]:
+                (run_dir / RUN_LOCK).unlink()  # a refused start leaves nothing behind
+                run_dir.rmdir()
             os.close(held[0])  # releases the flock
 
 

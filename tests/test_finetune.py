@@ -247,6 +247,7 @@ def test_a_store_failing_mid_promotion_changes_nothing(world, tmp_path, monkeypa
 
 def test_a_request_pinned_before_a_swap_finishes_on_its_model(world, tmp_path):
     import asyncio
+    import concurrent.futures
 
     from fer_core.api.service import ModelService
     store = FeedbackStore(tmp_path / "pin.sqlite3")
@@ -272,7 +273,10 @@ def test_a_request_pinned_before_a_swap_finishes_on_its_model(world, tmp_path):
         await view.release()                          # the last request on it: batcher stops
         assert old.batcher._task is None
         await svc.stop()
-    asyncio.run(go())
+    # its own thread and event loop: an earlier test in this process (a browser test) may have
+    # left a loop running in the main thread, where asyncio.run() refuses to start
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, go()).result()
     store.close()
 
 
