@@ -1,6 +1,6 @@
 """Fine-tuning from feedback: the corrections in the feedback store become a candidate model.
 
-    spec = finetune_spec(base="fer_core/shipped/fer2013-default", feedback_db="data/feedback.sqlite3")
+    spec = finetune_spec(base="models/fer2013-default", feedback_db="data/feedback.sqlite3")
     handle = JobRunner(runs_dir()).start("finetune", spec, run_dir)     # a child process
     finetune(base, feedback, replay_dataset, run_dir)                   # or in this process
 

@@ -7,5 +7,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 ROOT = PACKAGE_DIR.parent
 DATA_DIR = ROOT / "data"
 MODELS_DIR = ROOT / "models"
-# the shipped model is package data: inside the package in a checkout and when installed
-DEFAULT_MODEL = PACKAGE_DIR / "shipped" / "fer2013-default"
+# The shipped model: models/fer2013-default in a checkout; the build (setup.py) copies it into
+# the package as fer_core/shipped/fer2013-default, where an installed package finds it.
+_PACKAGED_MODEL = PACKAGE_DIR / "shipped" / "fer2013-default"
+DEFAULT_MODEL = _PACKAGED_MODEL if _PACKAGED_MODEL.is_dir() else MODELS_DIR / "fer2013-default"

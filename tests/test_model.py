@@ -203,7 +203,7 @@ def test_shipped_model_is_calibrated_on_publictest(fer2013_path):
 
     clear_cache()
     m = FerModel.load(DEFAULT_MODEL)
-    assert m.calibration.fitted, "fer_core/shipped/fer2013-default/calibration.json is missing or stale"
+    assert m.calibration.fitted, "models/fer2013-default/calibration.json is missing or stale"
     rep = evaluation.evaluate(m, data.load(fer2013_path), split="val")
     assert rep["n"] == 3589
     assert rep["ece"] <= 0.03 < rep["uncalibrated"]["ece"]

@@ -1,4 +1,4 @@
-"""The shipped default model (fer_core/shipped/fer2013-default): loads safely, predicts, and has learned
+"""The shipped default model (models/fer2013-default; fer_core/shipped/ when installed): loads safely, predicts, and has learned
 FER2013 (a fixed 500-face PublicTest sample, when ../shared holds the data)."""
 
 from __future__ import annotations
