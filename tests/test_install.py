@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from tests.factories import free_port
+from tests.factories import end_process, free_port
 from tests.factories import face_image
 
 pytestmark = pytest.mark.slow
@@ -182,8 +182,4 @@ def test_plain_install_has_no_tensorflow_and_serves(venv, inputs, tmp_path):
         assert r.status_code == 200, r.text
         assert len(r.json()["faces"]) == 1
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        end_process(server, timeout=20)
