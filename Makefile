@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
+# pytest-xdist workers for `make test` (files stay whole on one worker); TEST_WORKERS=0 runs serially
+TEST_WORKERS ?= 2
 
 .PHONY: run test install install-dev chromium postgresql demo serve clean
 
@@ -11,7 +13,7 @@ run: install demo
 
 test: install-dev chromium postgresql demo
 	$(PY) -m ruff check --quiet .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.dev-installed

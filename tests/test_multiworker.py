@@ -1,5 +1,6 @@
 """Training across processes: two ``python -m fer_core train`` workers with ``TF_CONFIG`` on
-loopback ports (``MultiWorkerMirroredStrategy``) train one epoch on the demo data together."""
+loopback ports (``MultiWorkerMirroredStrategy``) train one epoch together, on a small FER2013-format
+CSV the test writes (the strategy, not the data size, is under test)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import os
 import subprocess
 import sys
 
-from tests.factories import ROOT, free_port
+from tests.factories import ROOT, free_port, pattern_faces, write_fer_csv
 
 
 def test_two_workers_train_one_epoch_only_the_chief_writes(tmp_path):
+    data = write_fer_csv(pattern_faces(n_per_class=24, splits=("train", "val", "test")),
+                         tmp_path / "faces.csv")
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs, dirs = [], []
@@ -23,9 +26,9 @@ def test_two_workers_train_one_epoch_only_the_chief_writes(tmp_path):
                "PYTHONPATH": str(ROOT), "FER_RUNS_DIR": str(d["cwd"] / "runs"),
                "TF_CONFIG": json.dumps({"cluster": cluster,
                                         "task": {"type": "worker", "index": index}})}
-        cmd = [sys.executable, "-m", "fer_core", "train", "demo", "--arch", "mini_xception",
-               "--epochs", "1", "--batch-size", "128", "--no-cache", "--quiet", "--json",
-               "--out", str(d["out"])]
+        cmd = [sys.executable, "-m", "fer_core", "train", str(data), "--arch",
+               "mini_xception", "--epochs", "1", "--batch-size", "32", "--no-cache", "--quiet",
+               "--json", "--out", str(d["out"])]
         log = open(d["log"], "w")
         procs.append((subprocess.Popen(cmd, cwd=d["cwd"], env=env, stdout=subprocess.PIPE,
                                        stderr=log, text=True), log))
@@ -57,8 +60,8 @@ def test_two_workers_train_one_epoch_only_the_chief_writes(tmp_path):
 
     # the chief's run loads and evaluates
     r = subprocess.run([sys.executable, "-m", "fer_core", "evaluate", "--model", str(run),
-                        "--data", "demo", "--json"], cwd=ROOT, capture_output=True, text=True,
+                        "--data", str(data), "--json"], cwd=ROOT, capture_output=True, text=True,
                        timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert r.returncode == 0, r.stderr[-3000:]
     ev = json.loads(r.stdout)
-    assert ev["n"] == 700 and 0.0 <= ev["accuracy"] <= 1.0 and len(ev["labels"]) == 7
+    assert ev["n"] == 7 * 24 and 0.0 <= ev["accuracy"] <= 1.0 and len(ev["labels"]) == 7
