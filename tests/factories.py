@@ -403,6 +403,16 @@ def post_feedback(client, faces, label: str, headers=None) -> list[dict]:
     return out
 
 
+def run_coroutine(coro):
+    """``coro``'s result, run in its own thread and event loop: an earlier test in this process
+    (a browser test) may have left a loop running in the main thread, where asyncio.run()
+    refuses to start."""
+    import asyncio
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def tiny_keras_run(root, seed: int = 0):
     """An untrained tiny Keras classifier saved as a run dir (model.keras + labels.json)."""
     return save_model_dir(root, tiny_cnn(seed=seed), FER7_LABELS)

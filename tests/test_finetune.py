@@ -19,8 +19,8 @@ from fer_core.api.settings import Settings
 from fer_core.cli import main
 from fer_core.errors import FerError
 from fer_core.labels import FER7
-from tests.factories import (pattern_faces, png_b64, post_feedback, tiny_trained_run,
-                             without_class)
+from tests.factories import (pattern_faces, png_b64, post_feedback, run_coroutine,
+                             tiny_trained_run, without_class)
 
 FEAR = FER7.index("fear")
 
@@ -246,9 +246,6 @@ def test_a_store_failing_mid_promotion_changes_nothing(world, tmp_path, monkeypa
 
 
 def test_a_request_pinned_before_a_swap_finishes_on_its_model(world, tmp_path):
-    import asyncio
-    import concurrent.futures
-
     from fer_core.api.service import ModelService
     store = FeedbackStore(tmp_path / "pin.sqlite3")
     faces = world["fear_faces"][:2]
@@ -273,10 +270,7 @@ def test_a_request_pinned_before_a_swap_finishes_on_its_model(world, tmp_path):
         await view.release()                          # the last request on it: batcher stops
         assert old.batcher._task is None
         await svc.stop()
-    # its own thread and event loop: an earlier test in this process (a browser test) may have
-    # left a loop running in the main thread, where asyncio.run() refuses to start
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, go()).result()
+    run_coroutine(go())
     store.close()
 
 

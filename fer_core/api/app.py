@@ -73,19 +73,27 @@ class BodyLimit:
 
 async def follow_pointer(app: FastAPI) -> None:
     """Every ``model_poll_s`` seconds: read the store's active-model pointer and swap to the
-    model it names (a store that is down leaves the current model serving)."""
+    model it names (a store that is down leaves the current model serving). Nothing but
+    cancellation ends the loop: an unexpected error is logged, counted as a store error and
+    the next poll tries again."""
     settings, service, store = app.state.settings, app.state.service, app.state.store
     while True:
         await asyncio.sleep(settings.model_poll_s)
         try:
             pointer = await run_in_threadpool(store.active)
+            changed = await service.follow(store, pointer)
         except FerError:
             app.state.metrics.store_errors.labels("poll").inc()
             continue
-        if await service.follow(store, pointer):
+        except Exception:  # noqa: BLE001 - one failed poll must not stop following the store
+            app.state.metrics.store_errors.labels("poll").inc()
+            log.exception("following the active-model pointer failed; next try in %s s",
+                          settings.model_poll_s)
+            continue
+        if changed:
             app.state.metrics.swaps.inc()
             log.info("now serving model %s (pointer version %s)", service.model_id,
-                     pointer.get("version"))
+                     service.pointer_version)
         elif service.swap_error:
             log.warning("%s", service.swap_error)
 

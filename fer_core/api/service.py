@@ -155,24 +155,45 @@ class ModelService:
     async def follow(self, store, pointer: dict) -> bool:
         """Serve the model ``pointer`` (:meth:`FeedbackStore.active`) names: load it (from the
         store, in a worker thread) and swap; True when the model changed. A model that cannot
-        be loaded leaves the current one serving (``swap_error`` says why)."""
+        be loaded leaves the current one serving (``swap_error`` says why).
+
+        Pointers only move forward: one older than the pointer this instance already follows
+        (a poll that read the store before an API promotion took the lock) changes nothing.
+        Loading takes seconds, so once a model is loaded the pointer is read again: when it
+        moved meanwhile (a rollback during the load), the loaded model is dropped and the
+        newer pointer is followed instead; a model the store no longer names is never swapped
+        in."""
         from starlette.concurrency import run_in_threadpool
         async with self._swap_lock:
-            want = pointer.get("model_id")
-            current = self._slot
-            if (want is None and current is self._configured) or \
-                    (want is not None and current.model_id == want):
-                self.pointer_version = pointer.get("version", 0)
-                return False
-            if want is None:
-                new = self._configured
-            else:
+            while True:
+                version = pointer.get("version", 0)
+                if version < self.pointer_version:
+                    return False
+                want = pointer.get("model_id")
+                current = self._slot
+                if (want is None and current is self._configured) or \
+                        (want is not None and current.model_id == want):
+                    self.pointer_version = version
+                    return False
+                if want is None:
+                    new = self._configured
+                    break
                 try:
                     new = await run_in_threadpool(self._load_promoted, store, want)
                 except Exception as e:  # noqa: BLE001 - keep serving the current model
                     self.swap_error = f"cannot load promoted model {want}: {e}"
                     return False
+                try:
+                    latest = await run_in_threadpool(store.active)
+                except FerError:
+                    latest = pointer  # the store is down now: the pointer read last stands
+                if latest.get("version", 0) > version:
+                    pointer = latest
+                    if latest.get("model_id") != want:   # moved on during the load
+                        await new.batcher.stop()          # never started: frees its thread
+                        continue
                 await new.batcher.start()
+                break
             self.swap_error = None
             self._slot = new        # one assignment: new requests pin the new slot from here
             self.pointer_version = pointer.get("version", 0)
