@@ -20,12 +20,12 @@ install-dev: $(VENV)/.dev-installed
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
-	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --disable-pip-version-check --no-compile -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check --no-compile -q --no-deps -r requirements-nodeps.txt
 	touch $@
 
 $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check --no-compile -q -r requirements-dev.txt
 	touch $@
 
 # Debian's Chromium for the browser tests (Playwright cannot download browsers here).
