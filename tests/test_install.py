@@ -2,12 +2,15 @@
 TensorFlow, used from outside the repo (slow: marked, but part of ``make test``).
 
 One virtualenv holds the runtime dependencies of pyproject.toml (the plain install: no
-TensorFlow, no Keras). It is cached as ``.venv-runtime-<hash>`` in the repo root (git-ignored),
+TensorFlow, no Keras, no PyAV, no pandas; at most 400 MB). It is cached as ``.venv-runtime-<hash>`` in the repo root (git-ignored),
 keyed by the hash of those pins and the Python version, so only the first run downloads
 them; every run then installs this checkout's package into it afresh (``--no-deps
 --force-reinstall``): first the wheel built by ``python -m build``, then ``pip install .``.
 Each test runs the installed ``fer-studio`` and the Python API in a temp folder, with the
-repo off ``sys.path``.
+repo off ``sys.path``. The last test starts ``fer-studio app`` from the wheel installed into a
+fresh virtualenv layered over this (full) one, which holds the ``[app]`` extra's packages
+(a second, 2.7 GB virtualenv would cost minutes on its first run for no added check of
+this project's code).
 """
 
 from __future__ import annotations
@@ -142,11 +145,29 @@ def _check_runtime(venv: Path, inputs: dict, cwd: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def source(tmp_path_factory) -> Path:
+    """A copy of the checkout's files (tracked, and new ones git does not ignore), so building
+    writes its build/ and egg-info there rather than into the checkout (tests run in
+    parallel). Outside a git checkout: the checkout itself."""
+    p = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                       cwd=ROOT, capture_output=True)
+    if p.returncode != 0:
+        return ROOT
+    src = tmp_path_factory.mktemp("source")
+    for name in p.stdout.decode().split("\0"):
+        f = ROOT / name
+        if name and f.is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, src / name)
+    return src
+
+
+@pytest.fixture(scope="module")
+def wheel(source, tmp_path_factory) -> Path:
     """The wheel of this checkout, built by ``python -m build``."""
     tmp = tmp_path_factory.mktemp("build")
     _run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", tmp / "dist",
-          ROOT], tmp)
+          source], tmp)
     return next((tmp / "dist").glob("fer_studio-*.whl"))
 
 
@@ -164,13 +185,20 @@ def test_wheel_installs_and_runs_outside_the_repo(venv, wheel, inputs, tmp_path)
     _check_runtime(venv, inputs, work)
 
 
-def test_plain_install_has_no_tensorflow_and_serves(venv, inputs, tmp_path):
+def test_plain_install_has_no_tensorflow_and_serves(venv, source, inputs, tmp_path):
     _run([venv / "bin" / "python", "-m", "pip", "install", "--disable-pip-version-check", "-q",
-          "--no-deps", "--force-reinstall", "--no-build-isolation", ROOT], tmp_path)
+          "--no-deps", "--force-reinstall", "--no-build-isolation", source], tmp_path)
     p = _run([venv / "bin" / "python", "-c",
               "import importlib.util as u; print([m for m in ('tensorflow', 'keras') "
               "if u.find_spec(m)])"], tmp_path)
     assert p.stdout.strip() == "[]"
+    # what the runtime installs (the distributions' own files, without the virtualenv's pip,
+    # setuptools and wheel, and without bytecode written at run time): at most 400 MB
+    from fer_core.bench.runtime import site_packages
+    size = site_packages(str(venv / "bin" / "python"), top=100)
+    names = {n.lower() for n in size["packages_mb"]}
+    assert not names & {"tensorflow", "tensorflow-cpu", "keras", "av", "pandas", "streamlit"}
+    assert sum(size["packages_mb"].values()) - size["venv_tools_mb"] <= 400, size
     _check_runtime(venv, inputs, tmp_path)
 
     # a command that needs TensorFlow says so, naming the extra; exit 2, no traceback
