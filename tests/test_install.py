@@ -232,6 +232,20 @@ def test_plain_install_has_no_tensorflow_and_serves(venv, source, inputs, tmp_pa
                        timeout=60)
         assert r.status_code == 200, r.text
         assert len(r.json()["faces"]) == 1
+        # a video job (a child process) reads through OpenCV and writes the WebM
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/videos", data={"annotate": "true"},
+                       files={"file": ("clip.mp4", inputs["clip"].read_bytes(), "video/mp4")},
+                       timeout=60)
+        assert r.status_code == 202, r.text
+        url = f"http://127.0.0.1:{port}/v1/videos/{r.json()['id']}"
+        deadline = time.monotonic() + 180
+        while (job := httpx.get(url, timeout=10).json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.3)
+        assert job["status"] == "finished", job
+        assert job["summary"]["video"]["frames"] == 10 and len(job["summary"]["faces"]) == 1
+        r = httpx.get(f"{url}/annotated", timeout=10)
+        assert r.status_code == 200 and r.headers["content-type"] == "video/webm"
     finally:
         end_process(server, timeout=20)
 
