@@ -4,8 +4,9 @@
     model = fer_core.load_model()                 # shipped model; or a run dir / .keras file
     faces = model.predict("photo.jpg")            # path, bytes, numpy array (BGR/grey) or PIL
     faces[0].emotion, faces[0].box, faces[0].probabilities, faces[0].to_dict()
-    result = model.video("clip.mp4")              # result.frames: pandas DataFrame, one row
-    result.summary["faces"]                       #   per face per analysed frame; + summary
+    result = model.video("clip.mp4")              # result.rows: one dict per face per
+    result.frames, result.summary["faces"]        #   analysed frame (.frames: as a pandas
+                                                  #   DataFrame, needs pandas); + summary
     report = model.evaluate("demo")               # metrics dict (needs fer-studio[train])
     model = fer_core.train("demo", "runs/r1", epochs=2)   # a trained Model ([train])
 
@@ -17,6 +18,7 @@ need ``pip install 'fer-studio[train]'`` and say so. Every user error is a
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -42,13 +44,41 @@ ImageLike = Any  # str | os.PathLike | bytes | np.ndarray | PIL.Image.Image
 
 @dataclass(frozen=True)
 class VideoResult:
-    """What :meth:`Model.video` found: ``frames`` (one row per face per analysed frame, the
-    columns of ``frames.csv``), ``summary`` (the dict of ``summary.json``: video, processing,
-    faces, warnings) and ``out_dir`` (where those files are; None when they were temporary)."""
+    """What :meth:`Model.video` found: ``rows`` (one dict per face per analysed frame, the
+    columns of ``frames.csv``: ``frame``, ``face``, ``x``, ``y``, ``w``, ``h`` int, ``time_s``
+    and the probabilities float, ``emotion`` str), ``summary`` (the dict of ``summary.json``:
+    video, processing, faces, warnings) and ``out_dir`` (where those files are; None when they
+    were temporary). ``frames`` is ``rows`` as a pandas DataFrame (pandas is not part of the
+    runtime install: ``pip install 'fer-studio[pandas]'``)."""
 
-    frames: "pd.DataFrame"
+    rows: list[dict] = field(repr=False)
     summary: dict = field(repr=False)
     out_dir: Path | None = None
+    columns: tuple[str, ...] = field(default=(), repr=False)  # of frames.csv, also when empty
+
+    @property
+    def frames(self) -> "pd.DataFrame":
+        """``rows`` as a pandas DataFrame, one column per ``frames.csv`` column."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise FerError("VideoResult.frames is a pandas DataFrame and pandas is not "
+                           "installed: pip install 'fer-studio[pandas]' (or use .rows, a list "
+                           "of dicts)", where="frames") from None
+        return pd.DataFrame(self.rows, columns=list(self.columns) or None)
+
+
+_INT_COLUMNS = ("frame", "face", "x", "y", "w", "h")
+
+
+def _read_rows(path: Path) -> tuple[list[dict], tuple[str, ...]]:
+    """The rows of a ``frames.csv`` with their types (ints, strings for the emotions, floats
+    for the rest) and its columns."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        rows = [{k: (int(v) if k in _INT_COLUMNS else v if k.startswith("emotion")
+                     else float(v)) for k, v in row.items()} for row in reader]
+        return rows, tuple(reader.fieldnames or ())
 
 
 def _as_image(image: ImageLike):
@@ -116,8 +146,6 @@ class Model:
         ``every``-th frame is analysed, faces are tracked in between. ``out``: a folder to
         keep ``frames.csv``, ``summary.json`` (and ``annotated.mp4`` with ``annotate``);
         None analyses into a temporary folder."""
-        import pandas as pd
-
         from fer_core import video
 
         src = Path(os.path.expanduser(str(path)))
@@ -128,8 +156,8 @@ class Model:
             folder = Path(os.path.expanduser(str(out))) if out is not None else Path(tmp)
             summary = video.analyze(src, folder, predictor=self._predictor, every=every,
                                     smoothing=smoothing, annotate=annotate)
-            frames = pd.read_csv(folder / video.FRAMES_CSV)
-        return VideoResult(frames=frames, summary=summary,
+            rows, columns = _read_rows(folder / video.FRAMES_CSV)
+        return VideoResult(rows=rows, summary=summary, columns=columns,
                            out_dir=folder if out is not None else None)
 
     def evaluate(self, data, split: str | None = None, *, tta: bool = False) -> dict:

@@ -3,13 +3,17 @@
     summary = analyze("interview.mp4", "out/", every=5, annotate=True, progress=print_progress)
     python -m fer_core video interview.mp4 --out out/ --every 5 --annotate --json
 
-Decoding uses PyAV, imported lazily inside this module's functions only (never at import time,
-so importing ``fer_core.video`` in the app process loads no native video stack; importing ``av``
+Decoding uses PyAV when it is installed (the ``[app]`` and ``[video]`` extras, and ``make``'s
+full install), imported lazily inside this module's functions only (never at import time, so
+importing ``fer_core.video`` in the app process loads no native video stack; importing ``av``
 after TensorFlow is safe, unlike pylibsrtp). PyAV rather than OpenCV's ``VideoCapture`` because
-it gives each frame's own timestamp (variable frame rate) and display-matrix rotation, the codec
-name and FFmpeg's error for clear messages (unsupported codec, corrupt or truncated data), the
-luma plane without a colour conversion (the detector and the model only need grey), and an H.264
-encoder (libx264) for the annotated video, which OpenCV's wheel does not ship.
+it gives FFmpeg's error and the codec name for clear messages (no video stream, unsupported
+codec, corrupt data skipped packet by packet), the luma plane without a colour conversion (the
+detector and the model only need grey), and an H.264 encoder (libx264) for the annotated video,
+which OpenCV's wheel does not ship. The runtime install (``pip install fer-studio``) leaves PyAV
+out (-100 MB) and reads through OpenCV's own FFmpeg (:class:`_CvReader`: the same frames, each
+frame's timestamp and the display rotation; coarser messages for files it cannot open) and
+writes the annotated video as VP8 in WebM (:class:`_CvEncoder`, browser-playable).
 
 The analysis reads as *reader -> step -> sinks* (:func:`process_video`): every frame is decoded
 as grey (downscaled when larger than ``work_side``) and goes through the one per-frame face step
@@ -33,7 +37,8 @@ Outputs in ``out_dir`` (written as ``*.part`` and renamed when complete):
   ``processing`` (seconds, frames_per_sec, every, smoothing, model, detector), ``faces`` (per
   confirmed track: id, first_s, last_s, frames, seconds, dominant, share of time per emotion; the smoothed
   emotion when smoothing > 0), ``warnings`` and ``outputs``.
-* ``annotated.mp4`` (H.264; ``annotated.webm`` VP9 if libx264 is missing) with ``annotate=True``:
+* ``annotated.mp4`` (H.264; ``annotated.webm``, VP9, if libx264 is missing, VP8 without PyAV) with
+  ``annotate=True``:
   boxes, labels and a per-face emotion timeline band under the picture.
 
 Bad input raises :class:`FerError` naming the file: not a video, an image, no video stream, an
@@ -47,6 +52,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import importlib.util
 import json
 import os
 import time
@@ -85,10 +91,23 @@ def detector_config(detector: str | None = None, **changes) -> DetectorConfig:
 def _av():
     try:
         import av
-    except ImportError:  # pragma: no cover - installed with streamlit-webrtc
-        raise FerError("reading videos needs PyAV (pip install av)", where="video") from None
+    except ImportError:
+        raise FerError("this needs PyAV, which the runtime install leaves out: "
+                       "pip install 'fer-studio[video]'", where="video") from None
     av.logging.set_level(av.logging.PANIC)  # FFmpeg's own stderr chatter; errors still raise
     return av
+
+
+def has_pyav() -> bool:
+    """Whether PyAV is installed (else videos are read and written through OpenCV)."""
+    return importlib.util.find_spec("av") is not None
+
+
+def open_video(path, colour: bool = False, work_side: int = WORK_SIDE, name: str | None = None):
+    """A reader of the video at ``path`` (see :class:`_Reader`): PyAV when installed, else
+    OpenCV's own FFmpeg (:class:`_CvReader`)."""
+    cls = _Reader if has_pyav() else _CvReader
+    return cls(path, colour=colour, work_side=work_side, name=name)
 
 
 def _av_error(av, e: Exception) -> str:
@@ -98,17 +117,11 @@ def _av_error(av, e: Exception) -> str:
 
 # --------------------------------------------------------------------------- reading
 
-class _Reader:
-    """Opens a video and yields ``(index, time_s, grey, bgr_or_None)``, one frame at a time.
+class _VideoFile:
+    """What both readers share: the checks of the path, the work copy of each frame (rotated
+    as displayed, downscaled) and where a decode stopped early."""
 
-    ``grey`` (and ``bgr`` with ``colour=True``) are rotated as displayed and downscaled so the
-    longer side is <= ``work_side``; ``scale`` maps them back to the displayed size. After the
-    loop ``stopped`` describes a decode that ended early (corrupt/truncated data), else None.
-    """
-
-    def __init__(self, path, colour: bool = False, work_side: int = WORK_SIDE,
-                 name: str | None = None):
-        self.av = av = _av()
+    def _check_path(self, path, name, colour, work_side) -> None:
         self.path = Path(os.path.expanduser(str(path)))
         self.where = name or str(self.path)
         if not self.path.exists():
@@ -118,18 +131,74 @@ class _Reader:
         if self.path.stat().st_size == 0:
             raise FerError("empty file, expected a video (MP4, WebM, MOV, MKV, AVI)",
                            where=self.where)
+        self.colour = colour
+        self.work_side = int(work_side)
+        self.rotation = 0
+        self.scale = 1.0
+        self.stopped: dict | None = None
+        self.decode_errors = 0
+
+    def _truncated(self) -> FerError:
+        return FerError("truncated or unfinished MP4/MOV: its index ('moov' box) is missing, "
+                        "so no frame can be located; remux or re-export it", where=self.where)
+
+    def _is_mp4(self) -> bool:
+        with open(self.path, "rb") as f:
+            return f.read(12)[4:8] == b"ftyp"
+
+    def _work_copy(self, index, grey, bgr, rot):
+        """``grey`` and ``bgr`` as displayed (``rot``: counter-clockwise degrees still to turn)
+        and downscaled; frame 0 sets the displayed size and the scale."""
+        if rot:
+            k = rot // 90
+            grey = np.ascontiguousarray(np.rot90(grey, k))
+            if bgr is not None:
+                bgr = np.ascontiguousarray(np.rot90(bgr, k))
+        if index == 0:
+            h, w = grey.shape
+            self.size = (w, h)
+            self.scale = min(1.0, self.work_side / max(w, h))
+        if self.scale < 1.0:
+            size = (max(1, round(self.size[0] * self.scale)),
+                    max(1, round(self.size[1] * self.scale)))
+            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+            if bgr is not None:
+                bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+        return grey, bgr
+
+    def _check_end(self, index, last_t, step) -> None:
+        if self.stopped is None and self.declared_duration and last_t is not None:
+            # demuxer ran out of data well before the declared end: a truncated file
+            gap = self.declared_duration - (last_t + step)
+            if gap > max(0.5, 3 * step):
+                self._stop(index, last_t, "the file ends before its declared duration "
+                           f"({self.declared_duration:.2f} s)")
+
+    def _stop(self, index, last_t, reason):
+        self.stopped = {"frame": index, "time_s": round(last_t or 0.0, 3), "reason": reason}
+
+
+class _Reader(_VideoFile):
+    """Opens a video with PyAV and yields ``(index, time_s, grey, bgr_or_None)``, one frame at
+    a time.
+
+    ``grey`` (and ``bgr`` with ``colour=True``) are rotated as displayed and downscaled so the
+    longer side is <= ``work_side``; ``scale`` maps them back to the displayed size. After the
+    loop ``stopped`` describes a decode that ended early (corrupt/truncated data), else None.
+    """
+
+    def __init__(self, path, colour: bool = False, work_side: int = WORK_SIDE,
+                 name: str | None = None):
+        self.av = av = _av()
+        self._check_path(path, name, colour, work_side)
         try:
             self.container = av.open(str(self.path), "r", metadata_errors="ignore")
         except av.error.EOFError:
             raise FerError("no frames: the file ends before any video data (an empty or cut-off "
                            "recording)", where=self.where) from None
         except av.error.FFmpegError as e:
-            with open(self.path, "rb") as f:
-                head = f.read(12)
-            if head[4:8] == b"ftyp":  # an MP4/MOV whose index (moov box) never got written
-                raise FerError("truncated or unfinished MP4/MOV: its index ('moov' box) is "
-                               "missing, so no frame can be located; remux or re-export it",
-                               where=self.where) from None
+            if self._is_mp4():  # an MP4/MOV whose index (moov box) never got written
+                raise self._truncated() from None
             raise FerError(f"not a video file FFmpeg can read ({_av_error(av, e)}); expected MP4, "
                            "WebM, MOV, MKV or AVI", where=self.where) from None
         try:
@@ -137,12 +206,10 @@ class _Reader:
         except BaseException:
             self.container.close()
             raise
-        self.stopped: dict | None = None
-        self.decode_errors = 0
 
     def _check_and_describe(self, colour, work_side):
         c = self.container
-        fmt = c.format.name
+        fmt = self.format = c.format.name
         if fmt in IMAGE_FORMATS or fmt.endswith("_pipe"):
             raise FerError(f"is an image ({fmt}), not a video; use predict for photos",
                            where=self.where)
@@ -174,11 +241,7 @@ class _Reader:
         if not n and dur and self.rate:
             n = int(round(dur * self.rate))
         self.declared_frames = n or None
-        self.colour = colour
-        self.work_side = int(work_side)
-        self.rotation = 0
         self.size = (w, h)          # displayed size, known for sure after the first frame
-        self.scale = 1.0
 
     def close(self):
         try:  # drain the decoder first: closing with frames in flight in its threads can hang
@@ -232,43 +295,84 @@ class _Reader:
                 if last_t is not None and t <= last_t:
                     t = last_t + 1e-3  # keep time strictly increasing
                 rot = int(getattr(frame, "rotation", 0) or 0) % 360
-                grey = self._grey(frame)
-                bgr = frame.to_ndarray(format="bgr24") if self.colour else None
-                if rot:
-                    k = rot // 90
-                    grey = np.ascontiguousarray(np.rot90(grey, k))
-                    if bgr is not None:
-                        bgr = np.ascontiguousarray(np.rot90(bgr, k))
                 if index == 0:
                     self.rotation = rot
-                    h, w = grey.shape
-                    self.size = (w, h)
-                    self.scale = min(1.0, self.work_side / max(w, h))
-                if self.scale < 1.0:
-                    size = (max(1, round(self.size[0] * self.scale)),
-                            max(1, round(self.size[1] * self.scale)))
-                    grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-                    if bgr is not None:
-                        bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+                grey, bgr = self._work_copy(
+                    index, self._grey(frame),
+                    frame.to_ndarray(format="bgr24") if self.colour else None, rot)
                 yield index, t, grey, bgr
                 index += 1
                 last_t = t
-        if self.stopped is None and self.declared_duration and last_t is not None:
-            # demuxer ran out of data well before the declared end: a truncated file
-            gap = self.declared_duration - (last_t + step)
-            if gap > max(0.5, 3 * step):
-                self._stop(index, last_t, "the file ends before its declared duration "
-                           f"({self.declared_duration:.2f} s)")
+        self._check_end(index, last_t, step)
 
-    def _stop(self, index, last_t, reason):
-        self.stopped = {"frame": index, "time_s": round(last_t or 0.0, 3), "reason": reason}
+
+# FFmpeg's names of the codecs OpenCV reports as a FourCC
+_FOURCC_CODECS = {"avc1": "h264", "h264": "h264", "x264": "h264", "hev1": "hevc", "hvc1": "hevc",
+                  "hevc": "hevc", "vp80": "vp8", "vp90": "vp9", "av01": "av1", "mp4v": "mpeg4",
+                  "fmp4": "mpeg4", "xvid": "mpeg4", "mjpg": "mjpeg", "mpng": "png"}
+
+
+class _CvReader(_VideoFile):
+    """:class:`_Reader` through OpenCV's own FFmpeg (``cv2.VideoCapture``), for the runtime
+    install without PyAV: the same frames with each frame's timestamp (``CAP_PROP_POS_MSEC``)
+    and the display rotation (applied by OpenCV); a file it cannot open gets one message (not a
+    video it can decode, or an MP4 cut before its index), and a decode that stops early is
+    found by comparing with the declared duration."""
+
+    def __init__(self, path, colour: bool = False, work_side: int = WORK_SIDE,
+                 name: str | None = None):
+        self._check_path(path, name, colour, work_side)
+        if cv2.haveImageReader(str(self.path)):
+            raise FerError("is an image, not a video; use predict for photos", where=self.where)
+        self.cap = cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            if self._is_mp4():
+                raise self._truncated()
+            raise FerError("not a video file FFmpeg can read here (no video stream it can "
+                           "decode); expected MP4, WebM, MOV, MKV or AVI", where=self.where)
+        fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little")
+        tag = fourcc.decode("latin-1").strip("\0 ").lower()
+        self.codec = _FOURCC_CODECS.get(tag, tag or "unknown")
+        with open(self.path, "rb") as f:
+            head = f.read(12)
+        self.format = ("mov,mp4" if head[4:8] == b"ftyp" else "matroska,webm"
+                       if head[:4] == b"\x1aE\xdf\xa3" else "avi" if head[8:12] == b"AVI "
+                       else None)
+        self.rate = float(cap.get(cv2.CAP_PROP_FPS) or 0) or None
+        n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.declared_frames = int(n) if 0 < n < 1e12 else None
+        self.declared_duration = (self.declared_frames / self.rate
+                                  if self.declared_frames and self.rate else None)
+        self.rotation = (-int(cap.get(cv2.CAP_PROP_ORIENTATION_META) or 0)) % 360
+        self.size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),  # as displayed
+                     int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+
+    def close(self):
+        self.cap.release()
+
+    def __iter__(self):
+        index, last_t = 0, None
+        step = 1.0 / self.rate if self.rate else 1 / 30
+        while True:
+            ok, bgr = self.cap.read()
+            if not ok:
+                break
+            t = self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            if last_t is not None and t <= last_t:
+                t = last_t + 1e-3  # keep time strictly increasing
+            grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+            grey, bgr = self._work_copy(index, grey, bgr if self.colour else None, 0)
+            yield index, t, grey, bgr
+            index += 1
+            last_t = t
+        self._check_end(index, last_t, step)
 
 
 def probe(path, name: str | None = None) -> dict:
     """Header facts of a video without decoding it all: ``{"path", "format", "codec",
     "width", "height", "fps", "duration_s", "frames"}`` (None when the header does not say).
     FerError if it is not a readable video (see :class:`_Reader`)."""
-    r = _Reader(path, name=name)
+    r = open_video(path, name=name)
     try:
         first = None
         for first in r:
@@ -276,7 +380,7 @@ def probe(path, name: str | None = None) -> dict:
         if first is None:
             raise FerError("no frames: the video stream has nothing to decode"
                            + (f" ({r.stopped['reason']})" if r.stopped else ""), where=r.where)
-        return {"path": str(r.path), "format": r.container.format.name, "codec": r.codec,
+        return {"path": str(r.path), "format": r.format, "codec": r.codec,
                 "width": r.size[0], "height": r.size[1], "rotation": r.rotation,
                 "fps": round(r.rate, 3) if r.rate else None,
                 "duration_s": round(r.declared_duration, 3) if r.declared_duration else None,
@@ -337,6 +441,42 @@ class _Encoder:
         for packet in self.stream.encode():
             self.out.mux(packet)
         self.out.close()
+
+    def abort(self) -> None:
+        self.out.close()
+
+
+class _CvEncoder:
+    """:class:`_Encoder` through OpenCV's FFmpeg (``cv2.VideoWriter``), for the runtime
+    install without PyAV: VP8 in WebM (OpenCV's wheel has no H.264 encoder; VP8 plays in
+    browsers and encodes about 4x faster than VP9 here), at the video's average frame rate."""
+
+    def __init__(self, out_dir: Path, size, fps):
+        self.final = out_dir / "annotated.webm"
+        self.path = out_dir / "annotated.part.webm"  # FFmpeg picks the container by suffix
+        w, h = size
+        self.w, self.h = w + (w % 2), h + (h % 2)
+        self.out = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG,
+                                   cv2.VideoWriter_fourcc(*"VP80"), float(fps or 30.0),
+                                   (self.w, self.h))
+        if not self.out.isOpened():
+            raise FerError("cannot write an annotated video: OpenCV's FFmpeg has no VP8 "
+                           "encoder here; pip install 'fer-studio[video]' for H.264",
+                           where="annotate")
+
+    def write(self, bgr: np.ndarray, t: float) -> None:
+        h, w = bgr.shape[:2]
+        if (w, h) != (self.w, self.h):
+            bgr = cv2.copyMakeBorder(bgr, 0, self.h - h, 0, self.w - w, cv2.BORDER_CONSTANT)
+        self.out.write(bgr)
+
+    def close(self) -> None:
+        self.out.release()
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            raise OSError(errno.EIO, "the video writer wrote nothing", str(self.path))
+
+    def abort(self) -> None:
+        self.out.release()
 
 
 class _Timeline:
@@ -410,7 +550,7 @@ def analyze(path, out_dir, *, predictor=None, model=None, every: int = DEFAULT_E
     if out_dir.exists() and not out_dir.is_dir():
         raise FerError("exists and is not a folder", where=str(out_dir))
     cfg = detector_config(detector) if predictor is None else None
-    reader = _Reader(path, colour=bool(annotate), work_side=work_side, name=name)
+    reader = open_video(path, colour=bool(annotate), work_side=work_side, name=name)
     where = reader.where
     try:
         if (max_duration_s and reader.declared_duration
@@ -611,8 +751,10 @@ class _AnnotatedSink:
     def frame(self, index, t, bgr, faces, analysed, inv):
         from fer_core.drawing import annotate
         if self.encoder is None:
-            self.encoder = _Encoder(self.reader.av, self.out_dir,
-                                    (bgr.shape[1], bgr.shape[0] + 44), self.reader.rate)
+            size = (bgr.shape[1], bgr.shape[0] + 44)
+            self.encoder = (_Encoder(self.reader.av, self.out_dir, size, self.reader.rate)
+                            if isinstance(self.reader, _Reader)
+                            else _CvEncoder(self.out_dir, size, self.reader.rate))
             self.timeline = _Timeline(bgr.shape[1], self.reader.declared_duration, self.labels)
         if analysed:
             self.marks = [(f.id, int(np.argmax(f.probs))) for f in faces]
@@ -628,7 +770,7 @@ class _AnnotatedSink:
     def abort(self):
         if self.encoder is not None:
             try:
-                self.encoder.out.close()
+                self.encoder.abort()
             except Exception:  # noqa: BLE001 - the disk may still be full
                 pass
 
@@ -723,7 +865,8 @@ def _finish(reader, out_dir, predictor, run, sinks, every, smoothing, where) -> 
 
 
 def _cleanup(out_dir: Path, final: bool = False) -> None:
-    names = [FRAMES_CSV + ".part", "annotated.mp4.part", "annotated.webm.part"]
+    names = [FRAMES_CSV + ".part", "annotated.mp4.part", "annotated.webm.part",
+             "annotated.part.webm"]
     if final:
         names += [FRAMES_CSV, "annotated.mp4", "annotated.webm", SUMMARY_JSON]
     for n in names:

@@ -207,6 +207,8 @@ def test_api_video_returns_rows_and_summary(api_model, tmp_path):
     res = api_model.video(clip, every=2)
     assert res.out_dir is None and len(res.frames) > 0
     assert {"frame", "time_s", "face", "emotion"} <= set(res.frames.columns)
+    assert res.frames.to_dict("records") == res.rows  # the same rows, typed alike
+    assert isinstance(res.rows[0]["face"], int) and isinstance(res.rows[0]["happy"], float)
     assert res.summary["video"]["frames"] == 10 and len(res.summary["faces"]) == 1
 
 

@@ -1,4 +1,8 @@
-"""fer_core.video: frames.csv + summary.json from video files, tracks, timestamps, bad input."""
+"""fer_core.video: frames.csv + summary.json from video files, tracks, timestamps, bad input.
+
+Tests taking the ``reader`` fixture run with both readers: PyAV, and OpenCV's own FFmpeg as on
+the runtime install (no PyAV); tests/test_install.py runs ``fer-studio video`` on that install.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,15 @@ HEAD = ["frame", "time_s", "face", "x", "y", "w", "h", "emotion", *FER7]
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
     return Predictor(tiny_cnn(width=8, strides=2), video.detector_config(), labels=FER7)
+
+
+@pytest.fixture(params=["pyav", "opencv"])
+def reader(request, monkeypatch) -> str:
+    """A test taking it runs twice: videos read through PyAV, then through OpenCV's own FFmpeg
+    as on the runtime install, which has no PyAV (``video.has_pyav()`` answering False)."""
+    if request.param == "opencv":
+        monkeypatch.setattr(video, "has_pyav", lambda: False)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +102,7 @@ def test_smoothed_columns_follow_the_raw_ones(clip, predictor, tmp_path):
     assert np.allclose(sm[1], 0.6 * sm[0] + 0.4 * raw[1], atol=1e-4)
 
 
-def test_variable_frame_rate_times_come_from_timestamps(predictor, tmp_path):
+def test_variable_frame_rate_times_come_from_timestamps(predictor, tmp_path, reader):
     times = [0.0, 0.1, 0.15, 0.5, 0.52, 1.3, 1.35, 2.0]
     clip = synthetic.synthetic_clip(tmp_path / "vfr.mkv", frame_times=times, faces=1)
     s = video.analyze(clip, tmp_path / "out", predictor=predictor, every=1)
@@ -100,7 +113,7 @@ def test_variable_frame_rate_times_come_from_timestamps(predictor, tmp_path):
     assert share_time == pytest.approx(2.0 - 0.1 + 1 / s["video"]["fps"], abs=0.05)
 
 
-def test_phone_rotation_is_honoured(predictor, tmp_path):
+def test_phone_rotation_is_honoured(predictor, tmp_path, reader):
     # stored sideways (240x320) with a 90 degree display rotation: upright faces only if rotated
     clip = synthetic.synthetic_clip(tmp_path / "phone.mp4", seconds=0.5, size=(320, 480), faces=1,
                                 rotation=90, face_size=70, moving=False)
@@ -145,6 +158,47 @@ def test_annotated_video_is_h264_with_every_frame_and_the_band(clip, predictor, 
     assert (band.std(axis=2) > 20).sum() > 200  # coloured timeline marks, not a flat strip
 
 
+def test_opencv_reader_gives_what_pyav_gives(clip, predictor, tmp_path, monkeypatch):
+    """The runtime install's reader (OpenCV's FFmpeg) against PyAV on the same clip."""
+    ref = video.analyze(clip, tmp_path / "av", predictor=predictor, every=5)
+    monkeypatch.setattr(video, "has_pyav", lambda: False)
+    assert isinstance(video.open_video(clip), video._CvReader)
+    got = video.analyze(clip, tmp_path / "cv", predictor=predictor, every=5)
+    for key in ("frames", "fps", "width", "height", "codec", "rotation", "duration_s"):
+        assert got["video"][key] == ref["video"][key], key
+    a, b = rows(tmp_path / "av" / "frames.csv"), rows(tmp_path / "cv" / "frames.csv")
+    assert len(b) == len(a) > 0
+    for ra, rb in zip(a, b):
+        assert (rb["frame"], rb["time_s"], rb["face"]) == (ra["frame"], ra["time_s"], ra["face"])
+        # grey from OpenCV's BGR instead of FFmpeg's luma plane: the same faces, the boxes
+        # within a detector scale step (seen: up to 7 px on a 69 px face)
+        tol = max(4, 0.12 * int(ra["w"]))
+        assert all(abs(int(rb[k]) - int(ra[k])) <= tol for k in "xywh"), (ra, rb)
+    assert [f["id"] for f in got["faces"]] == [f["id"] for f in ref["faces"]] == [1, 2]
+    assert got["warnings"] == [] and video.probe(clip)["codec"] == "h264"
+
+
+def test_without_pyav_the_annotated_video_is_vp8_webm(clip, predictor, tmp_path, monkeypatch):
+    import cv2
+    monkeypatch.setattr(video, "has_pyav", lambda: False)
+    s = video.analyze(clip, tmp_path, predictor=predictor, annotate=True)
+    assert s["outputs"]["annotated"] == "annotated.webm"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "annotated.webm", "frames.csv", "summary.json"]
+    cap = cv2.VideoCapture(str(tmp_path / "annotated.webm"))
+    tag = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode("latin-1")
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    assert tag.upper() == "VP80"
+    assert len(frames) == 60 and frames[0].shape == (480 + 44, 640, 3)
+    assert (frames[-1][480:].std(axis=2) > 20).sum() > 200  # the coloured timeline band
+
+
 def test_stop_request_keeps_what_was_analysed(clip, predictor, tmp_path):
     calls = []
 
@@ -172,7 +226,7 @@ def test_progress_reports_frames(clip, predictor, tmp_path, monkeypatch):
 
 # ---- bad input -------------------------------------------------------------------------------
 
-def test_not_a_video_an_image_an_empty_file_and_a_folder(tmp_path):
+def test_not_a_video_an_image_an_empty_file_and_a_folder(tmp_path, reader):
     import cv2
     (tmp_path / "notes.mp4").write_text("hello\n" * 50)
     cv2.imwrite(str(tmp_path / "face.png"), np.zeros((40, 40, 3), np.uint8))
@@ -186,7 +240,8 @@ def test_not_a_video_an_image_an_empty_file_and_a_folder(tmp_path):
         assert str(tmp_path / name) in str(e.value) or name == "."
 
 
-def test_truncated_file_keeps_what_was_decoded_and_says_where_it_stopped(predictor, tmp_path):
+def test_truncated_file_keeps_what_was_decoded_and_says_where_it_stopped(predictor, tmp_path,
+                                                                          reader):
     full = synthetic.synthetic_clip(tmp_path / "full.mkv", seconds=4, faces=1)
     data = full.read_bytes()
     cut = tmp_path / "cut.mkv"

@@ -1,7 +1,10 @@
 """Install size, cold start and peak memory of ``predict`` per Python environment (medians).
 
 For each ``--python`` interpreter (default: this one; pass the full install's and the runtime
-install's to compare them side by side): the size of its site-packages, then ``--repeat``
+install's to compare them side by side): the size of its site-packages (``du``; per installed
+distribution from the files its RECORD lists; ``installed_mb`` leaves out the virtualenv's own
+pip, setuptools and wheel, which ``python -m venv`` puts there before anything is installed),
+then ``--repeat``
 runs of ``python -m fer_core predict IMAGE --json`` in a new process, each timed from process
 start to answer (wall clock) with its peak RSS (``wait4``). Runs alternate between the
 interpreters so both see the same machine load. Targets for the runtime install (issue 26):
@@ -11,6 +14,7 @@ RSS <= 250 MB. Noisy on a shared machine: compare the columns of one run.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -30,12 +34,46 @@ def add_arguments(p) -> None:
     p.add_argument("--repeat", type=int, default=5, help="runs per interpreter (default 5)")
 
 
-def _site_packages(python: str) -> tuple[str, float]:
-    out = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()"
-                          "['purelib'])"], capture_output=True, text=True, check=True)
-    path = out.stdout.strip()
-    du = subprocess.run(["du", "-sm", path], capture_output=True, text=True, check=True)
-    return path, float(du.stdout.split()[0])
+VENV_TOOLS = ("pip", "setuptools", "wheel")
+
+# run by the measured interpreter: disk use (as du counts it) of the files each installed
+# distribution's RECORD lists (a file counted once), and of the files no RECORD lists
+# (__pycache__ written at run time)
+_SIZES = r"""
+import json, os, sysconfig
+from importlib import metadata
+from pathlib import Path
+sp = Path(sysconfig.get_paths()["purelib"]).resolve()
+seen, dists = set(), {}
+for d in metadata.distributions(path=[str(sp)]):
+    total = 0
+    for f in d.files or ():
+        p = (sp / f).resolve()
+        if p not in seen and p.is_file():
+            seen.add(p)
+            total += os.stat(p).st_blocks * 512
+    dists[d.metadata["Name"]] = dists.get(d.metadata["Name"], 0) + total
+other = sum(os.lstat(Path(r, f)).st_blocks * 512 for r, _, fs in os.walk(sp) for f in fs
+            if Path(r, f).resolve() not in seen)
+print(json.dumps({"path": str(sp), "dists": dists, "other": other}))
+"""
+
+
+def site_packages(python: str, top: int = 12) -> dict:
+    """Size of ``python``'s site-packages: ``site_packages_mb`` (du), ``installed_mb`` (without
+    the virtualenv's pip/setuptools/wheel), ``packages_mb`` (the ``top`` largest distributions,
+    MB, largest first) and ``unrecorded_mb`` (files no distribution lists: run-time bytecode)."""
+    out = subprocess.run([python, "-c", _SIZES], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    du = subprocess.run(["du", "-sm", got["path"]], capture_output=True, text=True, check=True)
+    total = float(du.stdout.split()[0])
+    mb = {k: v / 2**20 for k, v in got["dists"].items()}
+    tools = sum(v for k, v in mb.items() if k.lower() in VENV_TOOLS)
+    ranked = sorted(mb.items(), key=lambda kv: -kv[1])
+    return {"site_packages": got["path"], "site_packages_mb": total,
+            "installed_mb": round(total - tools, 1), "venv_tools_mb": round(tools, 1),
+            "packages_mb": {k: round(v, 1) for k, v in ranked[:top]},
+            "unrecorded_mb": round(got["other"] / 2**20, 1)}
 
 
 def _cold(python: str, image: str, cwd: str) -> tuple[float, float]:
@@ -73,8 +111,7 @@ def run(args) -> dict:
                 rss[p].append(m)
         rows = []
         for p in pythons:
-            path, mb = _site_packages(p)
-            rows.append({"python": p, "site_packages": path, "site_packages_mb": mb,
+            rows.append({"python": p, **site_packages(p),
                          "cold_predict_s": round(statistics.median(times[p]), 2),
                          "cold_predict_runs_s": [round(t, 2) for t in times[p]],
                          "peak_rss_mb": round(statistics.median(rss[p]), 1)})

@@ -2,11 +2,13 @@
 
 In a checkout it is ``streamlit_app.py`` at the repo root (what ``make run`` starts); installed,
 the wheel carries the app in ``fer_core/_app/`` (see setup.py). Needs ``fer-studio[app]``.
+On POSIX the command becomes the Streamlit server (``exec``), so signals reach it directly.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +48,15 @@ def run(args) -> int:
         cmd += ["--server.address", args.host]
     from fer_core.settings import child_env
     env = child_env(pythonpath=d)
-    try:  # the app's folder is its working directory: Streamlit reads .streamlit/ there
+    if os.name == "posix":
+        # Streamlit replaces this process: a SIGTERM (docker stop, systemd) reaches the server
+        # itself instead of leaving it running without its parent. The app's folder is its
+        # working directory: Streamlit reads .streamlit/ there.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.chdir(d)
+        os.execve(sys.executable, cmd, env)
+    try:
         return subprocess.call(cmd, cwd=d, env=env)
     except KeyboardInterrupt:
         return 130
