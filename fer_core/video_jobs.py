@@ -297,7 +297,8 @@ class VideoJobStore:
             expired = self.ttl_hours is not None and \
                 now - meta.stat().st_mtime >= self.ttl_hours * 3600
             surplus = self.keep is not None and i >= max(0, self.keep - room)
-            if (expired or surplus) and not self.is_running(vid):
+            if (expired or surplus) and not self.is_running(vid) and \
+                    not self._reservation_alive(self.root / vid):  # not between accept and start
                 shutil.rmtree(self.root / vid, ignore_errors=True)
                 gone.append(vid)
         return gone
