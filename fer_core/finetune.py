@@ -44,7 +44,7 @@ import numpy as np
 
 from fer_core import ROOT, runs
 from fer_core.errors import FerError
-from fer_core.job_events import Done, Log, Metric
+from fer_core.job_events import Done, Log, Metric, eta
 from fer_core.labels import canonical
 
 DEFAULT_REPLAY = 8.0        # replay faces per feedback training face
@@ -382,7 +382,7 @@ def train_head(base, ds, run_dir, recipe: dict, callbacks=(), stop_event=None,
                "time_sec": time.perf_counter() - t, "best_val_accuracy": best_acc,
                "best_epoch": best_epoch}
         runs.append_jsonl(history_path, row)
-        emit(Metric(**row))
+        emit(Metric(**row, eta_sec=eta(epoch, recipe["epochs"], 1 / max(row["time_sec"], 1e-9))))
         done = epoch
     if best is not None:
         head.set_weights(best)
