@@ -108,7 +108,10 @@ class VideoJobStore:
         return jobs.JobRunner(self.path(vid)).current()
 
     def is_running(self, vid: str) -> bool:
-        h = self.handle(vid)
+        try:
+            h = self.handle(vid)
+        except FerError:  # deleted meanwhile (another process pruned it)
+            return False
         return h is not None and h.running
 
     def stop(self, vid: str) -> None:
@@ -146,7 +149,10 @@ class VideoJobStore:
         """How many jobs are in each state (``/metrics``' ``fer_video_jobs``)."""
         counts: dict[str, int] = {}
         for vid in self.ids():
-            h = self.handle(vid)
+            try:
+                h = self.handle(vid)
+            except FerError:  # deleted meanwhile
+                continue
             state = h.state().get("status", "queued") if h is not None else "queued"
             counts[state] = counts.get(state, 0) + 1
         return counts
@@ -293,9 +299,11 @@ class VideoJobStore:
                 shutil.rmtree(d, ignore_errors=True)  # its process died while reading the input
         gone = []
         for i, vid in enumerate(self.ids()):
-            meta = self.root / vid / META
-            expired = self.ttl_hours is not None and \
-                now - meta.stat().st_mtime >= self.ttl_hours * 3600
+            try:
+                age = now - (self.root / vid / META).stat().st_mtime
+            except OSError:  # deleted meanwhile by another process pruning
+                continue
+            expired = self.ttl_hours is not None and age >= self.ttl_hours * 3600
             surplus = self.keep is not None and i >= max(0, self.keep - room)
             if (expired or surplus) and not self.is_running(vid) and \
                     not self._reservation_alive(self.root / vid):  # not between accept and start

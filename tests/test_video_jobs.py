@@ -170,3 +170,13 @@ def test_a_running_job_is_never_pruned_and_its_progress_is_read(page_store, api_
         finally:
             if handle.running:
                 handle.kill()
+
+
+def test_a_job_deleted_by_another_process_meanwhile_is_passed_over(api_store, monkeypatch):
+    """Two API workers prune the same folder: ids listed by one may be gone when it reads them."""
+    kept = _ended_job(api_store, time.time())
+    gone = uuid.uuid4().hex
+    monkeypatch.setattr(api_store, "ids", lambda: [gone, kept])
+    assert api_store.prune(now=time.time() + 48 * 3600) == [kept]
+    assert api_store.states() == {} and api_store.in_flight() == 0
+    assert not api_store.is_running(gone)
