@@ -44,6 +44,7 @@ import numpy as np
 
 from fer_core import ROOT, runs
 from fer_core.errors import FerError
+from fer_core.job_events import Done, Log, Metric, eta
 from fer_core.labels import canonical
 
 DEFAULT_REPLAY = 8.0        # replay faces per feedback training face
@@ -278,7 +279,7 @@ def finetune(base, feedback, replay_ds, run_dir, *, replay: float = DEFAULT_REPL
               "best_val_accuracy": summary.get("best_val_accuracy"),
               "train_time_s": round(t_train, 2)}
     if summary["status"] in ("finished", "early_stopped") and head_cache is not None:
-        emit({"type": "compare", "stage": "compare"})
+        emit(Log(topic="finetune", stage="compare"))
         result = head_comparison(base_model, run_dir, head_cache, n_boot,
                                  focus=sorted({base_model.labels[i] for i in y}))
         result["finetune"] = {k: record[k] for k in ("mode", "n_feedback", "n_holdout",
@@ -286,13 +287,13 @@ def finetune(base, feedback, replay_ds, run_dir, *, replay: float = DEFAULT_REPL
         compare.write(run_dir, result)
         record["verdict"] = result["verdict"]
     elif summary["status"] in ("finished", "early_stopped"):
-        emit({"type": "compare", "stage": "calibrate"})
+        emit(Log(topic="finetune", stage="calibrate"))
         n_val = int((replay_ds.split == "val").sum())
         if n_val >= 100:
             cal = evaluation.calibrate(run_dir, replay_ds, split="val", n_boot=200,
                                        check_split=None)
             evaluation.write_calibration(run_dir, cal)
-        emit({"type": "compare", "stage": "compare"})
+        emit(Log(topic="finetune", stage="compare"))
         sets = {"val": replay_ds.subset("val"), "feedback_holdout": (faces[held], y[held])}
         result = compare.compare_models(base, run_dir, sets, n_boot=n_boot,
                                         focus=sorted({base_model.labels[i] for i in y}))
@@ -350,9 +351,9 @@ def train_head(base, ds, run_dir, recipe: dict, callbacks=(), stop_event=None,
             c(e)
     t0 = time.perf_counter()
     (xt, yt), (xv, yv) = feats("train"), feats("val")
-    emit({"type": "start", "run_dir": str(run_dir), "arch": recipe.get("arch"), "mode": "head",
-          "epochs": recipe["epochs"], "initial_epoch": 0, "batches": 1, "n_train": len(yt),
-          "n_val": len(yv), "resumed": False, "features_sec": time.perf_counter() - t0})
+    emit(Log(topic="train", stage="start", run_dir=str(run_dir), arch=recipe.get("arch"),
+             mode="head", epochs=recipe["epochs"], initial_epoch=0, batches=1, n_train=len(yt),
+             n_val=len(yv), resumed=False, features_sec=time.perf_counter() - t0))
     clf = keras.Sequential([keras.Input((xt.shape[1],)),
                             keras.layers.Dense(n_classes, activation=head.activation)])
     clf.layers[-1].set_weights(head.get_weights())
@@ -375,13 +376,13 @@ def train_head(base, ds, run_dir, recipe: dict, callbacks=(), stop_event=None,
         val_acc = float((clf.predict(xv, batch_size=1024, verbose=0).argmax(1) == yv).mean())
         if val_acc > best_acc:
             best, best_acc, best_epoch = clf.layers[-1].get_weights(), val_acc, epoch
-        row = {"type": "epoch", "epoch": epoch, "epochs": recipe["epochs"],
+        row = {"epoch": epoch, "epochs": recipe["epochs"],
                "loss": float(h["loss"][-1]), "accuracy": float(h["accuracy"][-1]),
                "val_accuracy": val_acc, "lr": recipe["lr"],
                "time_sec": time.perf_counter() - t, "best_val_accuracy": best_acc,
                "best_epoch": best_epoch}
-        runs.append_jsonl(history_path, {k: v for k, v in row.items() if k != "type"})
-        emit(row)
+        runs.append_jsonl(history_path, row)
+        emit(Metric(**row, eta_sec=eta(epoch, recipe["epochs"], 1 / max(row["time_sec"], 1e-9))))
         done = epoch
     if best is not None:
         head.set_weights(best)
@@ -396,7 +397,7 @@ def train_head(base, ds, run_dir, recipe: dict, callbacks=(), stop_event=None,
         "label_set": ds.label_set, "has_model": best is not None, "run_dir": str(run_dir),
         "data": {"source": ds.source, "synthetic": bool(ds.synthetic), "n_train": len(yt),
                  "n_val": len(yv)}})
-    emit({"type": "end", **metrics})
+    emit(Done(**metrics))
     cache = {"w0": w0, "best": best, "sets": {"val": (yv, xv)}}
     for name, (faces_, labels_) in (extra or {}).items():
         if len(labels_):

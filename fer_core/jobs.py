@@ -9,7 +9,8 @@ alone. The job directory holds:
 * ``job.json``: kind, the ``module:function`` target and the spec (JSON values only);
 * ``job_state.json``: status (running, finished, stopped, failed; crashed or interrupted when
   the child ended without saying so), pid, times, result or error (written atomically);
-* ``events.jsonl``: what the job emits (:meth:`JobContext.emit`), one JSON object per line;
+* ``events.jsonl``: what the job emits (:meth:`JobContext.emit`): typed events of
+  :mod:`fer_core.job_events`, one JSON object per line (a ``failed`` event when it raises);
 * ``job.log``: the child's stdout and stderr (Python's fault handler writes the stack of a
   fatal signal here);
 * ``stop``: created by :meth:`JobHandle.stop`; the job sees it through
@@ -44,8 +45,8 @@ from collections import deque
 from pathlib import Path
 
 from fer_core import ROOT, atomic, settings
-from fer_core.atomic import json_default
 from fer_core.errors import FerError
+from fer_core.job_events import Failed, Meter, Progress, eta, lenient, parse, parse_lines
 
 JOB_FILE, STATE_FILE, EVENTS_FILE, LOG_FILE, STOP_FILE = (
     "job.json", "job_state.json", "events.jsonl", "job.log", "stop")
@@ -231,9 +232,10 @@ class JobHandle:
     def status(self) -> str:
         return self.state()["status"]
 
-    def events(self, since: int = 0) -> tuple[list[dict], int]:
-        """Events after byte offset ``since`` and the offset to read from next time (a line
-        still being written is left for then; at most :data:`MAX_EVENT_BYTES` are read)."""
+    def events(self, since: int = 0) -> tuple[list, int]:
+        """Typed events (:mod:`fer_core.job_events`) after byte offset ``since`` and the offset
+        to read from next time (a line still being written is left for then; at most
+        :data:`MAX_EVENT_BYTES` are read). A bad line reads as a ``log`` event saying why."""
         path = self.job_dir / EVENTS_FILE
         try:
             with open(path, "rb") as f:
@@ -244,13 +246,7 @@ class JobHandle:
         end = data.rfind(b"\n") + 1
         if end == 0 and len(data) == MAX_EVENT_BYTES:  # one oversized line: skip it
             end = len(data)
-        out = []
-        for line in data[:end].splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out, since + end
+        return parse_lines(data[:end], since), since + end
 
     def stop(self) -> None:
         """Ask the job to end cleanly at its next check."""
@@ -381,11 +377,6 @@ class JobRunner:
 # ----------------------------------------------------------------------------- child side
 
 
-def _lenient(o):
-    """JSON for events and results: numpy values, paths and sets as JSON; anything else as text."""
-    return json_default(o, fallback=str)
-
-
 class JobContext:
     """What a job function gets in the child: where to write, how to report, when to stop."""
 
@@ -393,17 +384,23 @@ class JobContext:
         self.job_dir = Path(job_dir)
         self._events = open(self.job_dir / EVENTS_FILE, "a", encoding="utf-8")
         self._stop = False
-        self._t0 = time.monotonic()
+        self._meter = Meter()
+        self._meter.update(0)
 
-    def emit(self, event: dict) -> None:
-        """Append ``event`` (a JSON-able dict) to events.jsonl, flushed."""
-        self._events.write(json.dumps(event, default=_lenient) + "\n")
+    def emit(self, event) -> None:
+        """Append ``event`` (a :mod:`fer_core.job_events` event, or a dict one parses to) to
+        events.jsonl, flushed."""
+        if isinstance(event, dict):
+            event = parse(event)
+        self._events.write(event.to_json() + "\n")
         self._events.flush()
 
-    def progress(self, done, total, **extra) -> None:
-        elapsed = time.monotonic() - self._t0
-        eta = elapsed / done * (total - done) if done and total else None
-        self.emit({"type": "progress", "done": done, "total": total, "eta_sec": eta, **extra})
+    def progress(self, done, total, rate=None, **extra) -> None:
+        """A progress event; the rate (when not given) and the ETA from the job's start."""
+        measured, _ = self._meter.update(done)
+        rate = measured if rate is None else rate
+        self.emit(Progress(done=done, total=total, rate=rate, eta_sec=eta(done, total, rate),
+                           **extra))
 
     def stop_requested(self) -> bool:
         if not self._stop and (self.job_dir / STOP_FILE).exists():
@@ -444,12 +441,14 @@ def child_main(job_dir) -> int:
         traceback.print_exc()
         state.update(status="failed", error=f"{type(e).__name__}: {e}", exit_code=1)
     finally:
+        if state.get("status") == "failed":
+            ctx.emit(Failed(error=state["error"]))
         ctx.close()
     state["finished_at"] = time.time()
     try:
         json.dumps(state)
     except (TypeError, ValueError):
-        state["result"] = json.loads(json.dumps(state.get("result"), default=_lenient))
+        state["result"] = json.loads(json.dumps(state.get("result"), default=lenient))
     _write_json(job_dir / STATE_FILE, state)
     print(f"job {state['status']}", flush=True)
     return state["exit_code"]

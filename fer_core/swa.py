@@ -24,6 +24,7 @@ import numpy as np
 
 from fer_core import atomic, runs
 from fer_core.errors import FerError
+from fer_core.job_events import Log
 
 SNAPSHOT_DIR = "swa"
 _SNAPSHOT = re.compile(r"^epoch_(\d+)\.weights\.h5$")
@@ -153,9 +154,9 @@ def average_into_run(run_dir, train_ds, val_ds, first_epoch: int | None = None,
     emit = emit or (lambda e: None)
     model = runs.load_model(run_dir)
     before = _val_accuracy(model, val_ds)
-    emit({"type": "swa", "stage": "average", "epochs": sorted(chosen)})
+    emit(Log(topic="swa", stage="average", epochs=sorted(chosen)))
     average_weights(model, chosen.values())
-    emit({"type": "swa", "stage": "batchnorm", "n_train": len(train_ds)})
+    emit(Log(topic="swa", stage="batchnorm", n_train=len(train_ds)))
     recalibrate_batchnorm(model, train_ds.images)
     after = _val_accuracy(model, val_ds)
     used = after > before
@@ -164,5 +165,5 @@ def average_into_run(run_dir, train_ds, val_ds, first_epoch: int | None = None,
     record = {"epochs": [min(chosen), max(chosen)], "n_snapshots": len(chosen),
               "val_accuracy": round(after, 6), "replaced_val_accuracy": round(before, 6),
               "used": used}
-    emit({"type": "swa", "stage": "done", **record})
+    emit(Log(topic="swa", stage="done", **record))
     return record

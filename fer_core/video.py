@@ -884,10 +884,13 @@ def run_job(spec: dict, ctx) -> dict:
     "max_duration_s", "detector"}``; progress events go to ``ctx``; returns the summary."""
     out_dir = Path(spec.get("out_dir") or ctx.job_dir)
 
+    def progress(done, total, fps=None, **extra):
+        ctx.progress(done, total, rate=fps, unit="frame", **extra)
+
     summary = analyze(spec["input"], out_dir, model=spec.get("model"),
                       every=int(spec.get("every") or DEFAULT_EVERY),
                       smoothing=float(spec.get("smoothing") or 0.0),
-                      annotate=bool(spec.get("annotate")), progress=ctx.progress,
+                      annotate=bool(spec.get("annotate")), progress=progress,
                       should_stop=ctx.stop_requested, name=spec.get("name"),
                       max_duration_s=spec.get("max_duration_s"), detector=spec.get("detector"))
     return summary

@@ -13,8 +13,8 @@ from fer_core.labels import LABEL_SETS
 from fer_core.training import OPTIMIZERS, SCHEDULES, TrainConfig
 from ui.data import active_choice, dataset_label, get_active_dataset
 from ui.figures import training_curves_figure
-from ui.jobs import (current_job, fmt_seconds, resume_job, snapshot,
-                     start_training_job)
+from fer_core.job_events import fmt_duration
+from ui.jobs import current_job, resume_job, snapshot, start_training_job
 from ui.text import md
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,12 +32,12 @@ def live_view():
     if not snap or not snap["running"]:  # the job ended: rerun the page to show how
         st.rerun(scope="app")
     st.progress(snap["progress"], text=f"epoch {snap['epoch']}/{snap['epochs']} · batch "
-                f"{snap['batch']}/{snap['batches']} · ETA {fmt_seconds(snap['eta'])}")
+                f"{snap['batch']}/{snap['batches']} · ETA {fmt_duration(snap['eta'])}")
     m = st.columns(4)
     m[0].metric("images/s", f"{snap['images_per_sec']:.0f}" if snap["images_per_sec"] else "–")
     m[1].metric("train accuracy (batch)", pct(snap["accuracy"]))
     m[2].metric("best val accuracy", pct(snap["best_val_accuracy"]))
-    m[3].metric("elapsed", fmt_seconds(snap["elapsed"]))
+    m[3].metric("elapsed", fmt_duration(snap["elapsed"]))
     st.plotly_chart(training_curves_figure(snap["history"], snap["batch_rows"]), key="live_curves")
     if st.button("⏹ Stop", type="primary"):
         snap["job"].stop()
@@ -62,7 +62,7 @@ def ended(snap):
     c = st.columns(3)
     c[0].metric("best epoch", snap["best_epoch"] or "–")
     c[1].metric("best val accuracy", pct(snap["best_val_accuracy"]))
-    c[2].metric("training time", fmt_seconds(snap["elapsed"]))
+    c[2].metric("training time", fmt_duration(snap["elapsed"]))
     if snap["resumable"] and st.button("↻ Resume", key="resume"):
         try:
             st.session_state["my_run"] = str(resume_job(snap["job"]).job_dir)
@@ -163,4 +163,4 @@ else:
     run = next(r for r in past if r.id == chosen)
     st.plotly_chart(training_curves_figure(run.history), key="past_curves")
     st.caption(f"{md(run.path)} · {run.metrics.get('epochs_done', len(run.history))} epochs · "
-               f"{fmt_seconds(run.metrics.get('train_time_sec'))}")
+               f"{fmt_duration(run.metrics.get('train_time_sec'))}")

@@ -7,20 +7,22 @@ import streamlit as st
 from fer_core.errors import FerError
 from ui.data import max_upload_mb
 from ui.models import detector_picker, model_picker
-from ui.text import fmt_seconds, md
-from ui.video import (VIDEO_SUFFIXES, current, data_videos, results, share_figure,
-                      start, status, timeline_figure)
+from fer_core.job_events import fmt_duration
+from ui.text import md
+from ui.video import (VIDEO_SUFFIXES, data_videos, results, share_figure, start, status,
+                      store, timeline_figure)
 
 
 @st.fragment(run_every=1)
-def live(handle):
-    s = status(handle)
+def live(vid):
+    s = status(vid)
     if not s["running"]:
         st.rerun(scope="app")
-    st.progress(s["fraction"], text=f"{s['done']}/{s['total'] or '?'} frames · "
-                f"{s['fps'] or 0:.0f} frames/s · ETA {fmt_seconds(s['eta'])}")
+    p = s["progress"]
+    st.progress(p["fraction"] or 0.0, text=f"{p['done']}/{p['total'] or '?'} frames · "
+                f"{p['fps'] or 0:.0f} frames/s · ETA {fmt_duration(p['eta_sec'])}")
     if st.button("⏹ Cancel", key="video_cancel"):
-        handle.stop()
+        store().stop(vid)
         st.toast("Stopping; what was analysed so far is kept.")
 
 
@@ -28,11 +30,11 @@ st.title("🎞️ Video")
 st.caption("Emotions over time for each face in a video file: a table per frame and face, a "
            "timeline per face, and an annotated copy. The analysis runs in the background and "
            "goes on if you leave this page.")
-handle = current()
-snap = status(handle) if handle is not None else None
+vid = store().latest()
+snap = status(vid) if vid is not None else None
 if snap and snap["running"]:
     st.info(f"Analysing **{md(snap['name'])}**.", icon="⏳")
-    live(handle)
+    live(vid)
     st.stop()
 
 if err := st.session_state.pop("video_error", None):
@@ -86,7 +88,7 @@ for w in summary["warnings"]:
     st.warning(md(w))
 v, p = summary["video"], summary["processing"]
 m = st.columns(4)
-m[0].metric("duration", fmt_seconds(v["duration_s"]))
+m[0].metric("duration", fmt_duration(v["duration_s"]))
 m[1].metric("frames", v["frames"])
 m[2].metric("faces", len(summary["faces"]))
 m[3].metric("analysis", f"{p['frames_per_sec']:.0f} frames/s")

@@ -199,7 +199,7 @@ def test_after_an_app_restart_the_page_reattaches_then_offers_resume(small_csv, 
     assert any("Stop" in b.label for b in at.button)
     job = runner.current()
     deadline = time.monotonic() + 240
-    while not any(e["type"] == "batch" for e in job.events()[0]):
+    while not any(e.type == "progress" for e in job.events()[0]):
         assert job.running and time.monotonic() < deadline, job.state()
         time.sleep(0.2)
     job.kill(signal.SIGKILL)                      # no app saw how it ended

@@ -199,6 +199,10 @@ def video(j: Journey):
 def models(j: Journey):
     from playwright.sync_api import expect
 
+    # the run started on the Train page must have ended (on a loaded machine it can still be
+    # training here, and the Models page lists a run only once it has a model.keras)
+    j.open("Train")
+    expect(j.main.get_by_role("heading", name="Last run")).to_be_visible(timeout=300_000)
     j.open("Models")
     expect(j.main.get_by_test_id("stDataFrame").first).to_be_visible(timeout=60_000)
     expect(j.main.get_by_role("tab", name="Model card")).to_be_visible(timeout=60_000)

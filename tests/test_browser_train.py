@@ -93,7 +93,7 @@ def test_a_crashed_training_job_leaves_the_app_serving_and_is_explained(streamli
 
     job = runner.current()
     deadline = time.monotonic() + 180
-    while not any(e["type"] == "batch" for e in job.events()[0]):  # in the middle of training
+    while not any(e.type == "progress" for e in job.events()[0]):  # in the middle of training
         assert job.running and time.monotonic() < deadline, job.state()
         time.sleep(0.2)
     pid = job.state()["pid"]

@@ -14,6 +14,7 @@ import pytest
 
 from fer_core import jobs
 from fer_core.errors import FerError
+from fer_core.job_events import Failed, Log, Progress
 from tests.factories import ROOT
 
 jobs.register("count", "tests.jobkinds:count")
@@ -39,7 +40,7 @@ def _wait_for(predicate, timeout=60.0, what="condition"):
 
 
 def _progress(job) -> list[dict]:
-    return [e for e in job.events()[0] if e["type"] == "progress"]
+    return [e for e in job.events()[0] if isinstance(e, Progress)]
 
 
 def _start_counting(runner, name="long", n=100000):
@@ -57,9 +58,11 @@ def test_a_job_runs_in_a_child_process_and_reports_events_and_result(runner):
     assert state["finished_at"] >= state["started_at"]
     assert any("job finished" in line for line in state["log_tail"])
     events, offset = job.events()
-    assert [e["done"] for e in events] == [1, 2, 3, 4, 5]
-    assert all(e["total"] == 5 for e in events) and events[-1]["eta_sec"] == 0
-    assert events[0]["pid"] != os.getpid()             # the job ran in another process
+    assert all(isinstance(e, Progress) for e in events)
+    assert [e.done for e in events] == [1, 2, 3, 4, 5]
+    assert all(e.total == 5 for e in events) and events[-1].eta_sec == 0
+    assert events[0].rate > 0 and events[0].eta_sec > 0
+    assert events[0].pid != os.getpid()                # the job ran in another process
     assert job.events(offset) == ([], offset)          # nothing new after the offset
     spec = json.loads((runner.root / "one" / "job.json").read_text())
     assert spec["kind"] == "count" and spec["spec"] == {"n": 5, "sleep": 0.01}
@@ -68,13 +71,26 @@ def test_a_job_runs_in_a_child_process_and_reports_events_and_result(runner):
 def test_events_skip_a_line_still_being_written(tmp_path):
     job_dir = tmp_path / "j"
     job_dir.mkdir()
-    (job_dir / "events.jsonl").write_text('{"type": "a"}\n{"type": "b"')
+    a, b = '{"type": "log", "stage": "a"}\n', '{"type": "log", "stage": "b"'
+    (job_dir / "events.jsonl").write_text(a + b)
     job = jobs.JobHandle(job_dir)
     events, offset = job.events()
-    assert events == [{"type": "a"}] and offset == len('{"type": "a"}\n')
+    assert events == [Log(stage="a")] and offset == len(a)
     with open(job_dir / "events.jsonl", "a") as f:
         f.write("}\n")
-    assert job.events(offset)[0] == [{"type": "b"}]
+    assert job.events(offset)[0] == [Log(stage="b")]
+
+
+def test_a_bad_event_line_is_skipped_with_its_reason(tmp_path):
+    job_dir = tmp_path / "j"
+    job_dir.mkdir()
+    good = '{"type": "progress", "done": 1, "total": 2}\n'
+    (job_dir / "events.jsonl").write_text(good + 'not json\n{"type": "nope"}\n' + good)
+    events, _ = jobs.JobHandle(job_dir).events()
+    assert [e.type for e in events] == ["progress", "log", "log", "progress"]
+    assert events[1].stage == events[2].stage == "unreadable"
+    assert events[1].message.startswith(f"event at byte {len(good)}: event: not JSON")
+    assert "unknown event type 'nope'" in events[2].message
 
 
 def test_events_are_read_in_bounded_chunks(tmp_path, monkeypatch):
@@ -91,7 +107,7 @@ def test_events_are_read_in_bounded_chunks(tmp_path, monkeypatch):
         assert len(events) <= 200 // len(lines[0])
         seen += events
         calls += 1
-    assert [e["done"] for e in seen] == list(range(100)) and calls > 10
+    assert [e.done for e in seen] == list(range(100)) and calls > 10
 
 
 def test_stop_ends_the_job_cleanly(runner):
@@ -118,6 +134,7 @@ def test_an_error_in_the_job_is_reported_as_failed(runner, spec, error):
     assert job.wait(60)
     state = job.state()
     assert state["status"] == "failed" and state["error"] == error and state["exit_code"] == 1
+    assert job.events()[0][-1] == Failed(error=error)  # the last event says why
     if "boom" in spec:  # the traceback is in the log, not in the message
         assert "Traceback" in (runner.root / "bad" / "job.log").read_text()
 

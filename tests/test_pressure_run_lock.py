@@ -46,7 +46,7 @@ def _cli(*args):
 
 
 def _epochs(job) -> list[int]:
-    return [e["epoch"] for e in job.events()[0] if e["type"] == "epoch"]
+    return [e.epoch for e in job.events()[0] if e.type == "metric"]
 
 
 def test_cli_resume_against_a_running_app_job_is_refused_then_takes_over(toy_csv, tmp_path):

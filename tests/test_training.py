@@ -13,6 +13,7 @@ pytest.importorskip("keras")
 
 from fer_core import runs  # noqa: E402
 from fer_core.errors import FerError  # noqa: E402
+from fer_core.job_events import Done, Metric, Progress  # noqa: E402
 from fer_core.jobs import JobRunner  # noqa: E402
 from fer_core.training import (TrainConfig, make_schedule, resume_spec,  # noqa: E402
                                start_training, train, train_spec)
@@ -61,10 +62,11 @@ def test_two_epochs_beat_chance_and_write_a_run(faces, tmp_path):
     probs = model.predict(faces.subset("val").images[:, :, :, None], verbose=0)
     assert (probs.argmax(1) == faces.subset("val").labels).mean() == pytest.approx(
         result["best_val_accuracy"], abs=1e-6)
-    types = {e["type"] for e in events}
-    assert {"start", "batch", "epoch", "end"} <= types
-    batch = [e for e in events if e["type"] == "batch"][-1]
-    assert batch["batches"] == 11 and batch["epoch"] == 2 and batch["eta_sec"] is not None
+    types = {e.type for e in events}
+    assert {"log", "progress", "metric", "done"} <= types
+    batch = [e for e in events if isinstance(e, Progress)][-1]
+    assert batch.total == 11 and batch.epoch == 2 and batch.eta_sec is not None
+    assert batch.unit == "batch" and batch.rate > 0
 
 
 def test_checkpoint_then_resume_continues_history_and_schedule(faces, tmp_path, monkeypatch):
@@ -72,7 +74,7 @@ def test_checkpoint_then_resume_continues_history_and_schedule(faces, tmp_path, 
     stop = threading.Event()
 
     def stop_after_epoch_2(e):
-        if e["type"] == "epoch" and e["epoch"] == 2:
+        if isinstance(e, Metric) and e.epoch == 2:
             stop.set()
 
     first = train(faces, config, tmp_path / "run", callbacks=[stop_after_epoch_2],
@@ -111,9 +113,9 @@ def test_stop_mid_epoch_ends_within_a_batch_and_keeps_best(faces, tmp_path):
     seen = []
 
     def on_event(e):
-        if e["type"] == "batch":
-            seen.append((e["epoch"], e["batch"]))
-            if e["epoch"] == 2 and e["batch"] == 3:
+        if isinstance(e, Progress):
+            seen.append((e.epoch, e.done))
+            if e.epoch == 2 and e.done == 3:
                 stop.set()
 
     result = train(faces, cfg(epochs=5), tmp_path / "run", callbacks=[on_event], stop_event=stop)
@@ -175,7 +177,7 @@ def toy_csv(faces, tmp_path):
 
 
 def _epochs_seen(job) -> list[int]:
-    return [e["epoch"] for e in job.events()[0] if e["type"] == "epoch"]
+    return [e.epoch for e in job.events()[0] if isinstance(e, Metric)]
 
 
 def _wait_for_epochs(job, n, timeout=300):
@@ -195,12 +197,12 @@ def test_a_training_job_learns_in_a_child_process(toy_csv, tmp_path):
     assert state["status"] == "finished", (state["error"], state["log_tail"])
     assert state["pid"] != os.getpid()
     events = job.events()[0]
-    assert [e["type"] for e in events][0] == "start" and events[-1]["type"] == "end"
-    epochs = [e for e in events if e["type"] == "epoch"]
-    assert [e["epoch"] for e in epochs] == [1, 2]
-    assert epochs[-1]["loss"] < epochs[0]["loss"] and epochs[-1]["val_accuracy"] > 0.5
-    batches = [e for e in events if e["type"] == "batch"]
-    assert batches and {(e["epoch"], e["batch"]) for e in batches} >= {(1, 11), (2, 11)}
+    assert events[0].stage == "start" and isinstance(events[-1], Done)
+    epochs = [e for e in events if isinstance(e, Metric)]
+    assert [e.epoch for e in epochs] == [1, 2]
+    assert epochs[-1].loss < epochs[0].loss and epochs[-1].val_accuracy > 0.5
+    batches = [e for e in events if isinstance(e, Progress)]
+    assert batches and {(e.epoch, e.done) for e in batches} >= {(1, 11), (2, 11)}
     assert state["result"]["best_val_accuracy"] > 0.5  # chance is 1/7
     run = runs.load_run(run_dir)
     assert run.metrics["status"] == "finished" and run.has_model

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from fer_core import synthetic
 from fer_core.api.app import create_app
-from fer_core.api.routers.videos import cleanup
+from fer_core.api.routers.videos import store_of
 from fer_core.settings import Settings
 
 
@@ -99,8 +99,8 @@ def test_jobs_in_flight_limit_and_ttl_cleanup(tmp_path, tiny_run_dir, clip):
         assert second.status_code == 429 and second.json()["error"] == "too_many_jobs"
         wait_done(c, first.json()["id"])
         s = c.app.state.settings
-        assert cleanup(s, now=time.time() + 3600) == []  # younger than the 24 h TTL
-        assert cleanup(s, now=time.time() + 25 * 3600) == [first.json()["id"]]
+        assert store_of(s).prune(now=time.time() + 3600) == []  # younger than the 24 h TTL
+        assert store_of(s).prune(now=time.time() + 25 * 3600) == [first.json()["id"]]
         assert c.get(f"/v1/videos/{first.json()['id']}").status_code == 404
 
 

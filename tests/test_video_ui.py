@@ -1,8 +1,6 @@
-"""ui.video: figures from a real analysis, and old video jobs pruned."""
+"""ui.video: figures from a real analysis (its job store is tested in test_video_jobs.py)."""
 
 from __future__ import annotations
-
-import os
 
 import pytest
 
@@ -34,15 +32,3 @@ def test_timeline_and_share_figures(result):
     share = uv.share_figure(s)
     assert [t.name for t in share.data] == list(FER7)
     assert sum(t.x[0] for t in share.data) == pytest.approx(1, abs=1e-3)
-
-
-def test_prune_keeps_the_newest_jobs(tmp_path, monkeypatch):
-    from ui import video as uv
-    monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path))
-    for i in range(7):
-        d = uv.jobs_root() / f"job{i}"
-        d.mkdir(parents=True)
-        (d / "job.json").write_text("{}")
-        os.utime(d, (1000 + i, 1000 + i))
-    uv.prune(3)
-    assert sorted(p.name for p in uv.jobs_root().iterdir()) == ["job4", "job5", "job6"]

@@ -15,9 +15,9 @@ from pathlib import Path
 import streamlit as st
 
 from fer_core import runs
+from fer_core.job_events import Log, Progress
 from fer_core.jobs import JobHandle, JobRunner
 from fer_core.training import TrainConfig, resume_spec, start_training, train_spec
-from ui.text import fmt_seconds  # noqa: F401 - the pages take it from here
 
 RESUMABLE = ("stopped", "crashed", "interrupted")
 
@@ -47,25 +47,27 @@ def resume_job(job: JobHandle) -> JobHandle:
 
 
 class Feed:
-    """A job's start event, latest batch event and per-batch rows, read incrementally from its
-    events.jsonl (thread-safe: every session's fragment calls :meth:`update`)."""
+    """A job's start event, latest per-batch progress event and per-batch rows, read
+    incrementally from its events.jsonl (thread-safe: every session's fragment calls
+    :meth:`update`)."""
 
     def __init__(self, job: JobHandle):
         self.job, self._lock, self._offset = job, threading.Lock(), 0
-        self.start: dict = {}
-        self.latest: dict = {}
+        self.start: Log | None = None
+        self.latest: Progress | None = None
         self.batch_rows: list[dict] = []
 
     def update(self) -> "Feed":
         with self._lock:
             events, self._offset = self.job.events(self._offset)
             for e in events:
-                if e.get("type") == "start":
+                if isinstance(e, Log) and e.stage == "start":
                     self.start = e
-                elif e.get("type") == "batch":
+                elif isinstance(e, Progress):
                     self.latest = e
-                    self.batch_rows.append({k: e.get(k) for k in
-                                            ("epoch", "batch", "batches", "loss", "accuracy")})
+                    self.batch_rows.append({"epoch": e.epoch, "batch": e.done,
+                                            "batches": e.total, "loss": e.loss,
+                                            "accuracy": e.accuracy})
         return self
 
 
@@ -102,10 +104,10 @@ def snapshot(job: JobHandle | None) -> dict | None:
     config = job.spec.get("config") or {}
     history = runs.read_jsonl(job.job_dir / "history.jsonl")
     latest, start, result = feed.latest, feed.start, state.get("result") or {}
-    epochs = latest.get("epochs") or config.get("epochs") or 1
-    batches = latest.get("batches") or start.get("batches") or 1
-    epoch = latest.get("epoch") or start.get("initial_epoch", 0) + 1
-    batch = latest.get("batch", 0)
+    epochs = getattr(latest, "epochs", None) or config.get("epochs") or 1
+    batches = getattr(latest, "total", None) or getattr(start, "batches", None) or 1
+    epoch = getattr(latest, "epoch", None) or getattr(start, "initial_epoch", 0) + 1
+    batch = latest.done if latest is not None else 0
     last = history[-1] if history else {}
     end = state.get("finished_at") or time.time()
     return {
@@ -117,8 +119,8 @@ def snapshot(job: JobHandle | None) -> dict | None:
         "run_dir": str(job.job_dir), "run_id": job.job_dir.name, "arch": config.get("arch", "?"),
         "epoch": epoch, "epochs": epochs, "batch": batch, "batches": batches,
         "progress": min(1.0, ((epoch - 1) * batches + batch) / max(epochs * batches, 1)),
-        "eta": latest.get("eta_sec"), "images_per_sec": latest.get("images_per_sec"),
-        "accuracy": latest.get("accuracy"),
+        "eta": getattr(latest, "eta_sec", None), "images_per_sec": getattr(latest, "rate", None),
+        "accuracy": getattr(latest, "accuracy", None),
         "best_val_accuracy": result.get("best_val_accuracy", last.get("best_val_accuracy")),
         "best_epoch": result.get("best_epoch", last.get("best_epoch")),
         "elapsed": end - (state.get("started_at") or end), "history": history,

@@ -27,6 +27,7 @@ import streamlit as st
 import fer_core
 from fer_core import runs
 from fer_core.errors import FerError
+from fer_core.job_events import Log, Metric
 from fer_core.settings import get_settings
 
 ACTIVE_MODEL = "active_model"
@@ -378,15 +379,15 @@ def finetune_progress(job) -> dict:
     """status, epoch/epochs, stage, val accuracy, error and log tail of a fine-tuning job."""
     state = job.state()
     events, _ = job.events(0)
-    epoch = next((e for e in reversed(events) if e.get("type") == "epoch"), {})
-    stage = next((e.get("stage") for e in reversed(events) if e.get("type") == "compare"),
-                 None)
+    epoch = next((e for e in reversed(events) if isinstance(e, Metric)), None)
+    stage = next((e.stage for e in reversed(events)
+                  if isinstance(e, Log) and e.topic == "finetune"), None)
     epochs = int(job.spec.get("epochs") or 1)
-    done = int(epoch.get("epoch") or 0)
+    done = epoch.epoch if epoch is not None else 0
     return {"status": state["status"], "run": job.job_dir.name, "run_dir": job.job_dir,
             "epoch": done, "epochs": epochs, "stage": stage,
             "progress": min(1.0, done / epochs) if state["status"] == "running" else 1.0,
-            "val_accuracy": epoch.get("val_accuracy"), "error": state.get("error"),
+            "val_accuracy": getattr(epoch, "val_accuracy", None), "error": state.get("error"),
             "log_tail": state.get("log_tail") or [], "result": state.get("result") or {}}
 
 

@@ -22,13 +22,3 @@ def md(text) -> str:
     """``text`` escaped for Streamlit Markdown (shows literally, never as a link or image)."""
     escaped = _PUNCT.sub(r"\\\1", str(text))
     return _AUTOLINK.sub(r"\1" + JOINER, escaped).replace("\\@", JOINER + "\\@")
-
-
-def fmt_seconds(s: float | None) -> str:
-    """1:05 / 1:02:03 (– when unknown)."""
-    if s is None:
-        return "–"
-    s = int(round(float(s)))
-    if s >= 3600:
-        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-    return f"{s // 60}:{s % 60:02d}"

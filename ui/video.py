@@ -1,41 +1,38 @@
-"""The Video page's helpers: the video job (start, state, stop), result loading and figures.
+"""The Video page's helpers: its video job store, result loading and figures.
 
-Video analysis runs as a ``"video"`` job of :mod:`fer_core.jobs` in a child process, in a job
-directory under ``<runs dir>/videos``; the page finds the running or latest job from disk
-(``JobRunner.current()``), so leaving the page, reloading or opening another session shows the
-same job. Nothing here calls ``st.*`` from another thread.
+Video analysis runs as a ``"video"`` job in a child process, in the one video job store of
+:mod:`fer_core.video_jobs` (the REST API uses the same), under ``<runs dir>/videos``: one job at
+a time, the 5 newest kept. The page finds the running or latest job from disk, so leaving the
+page, reloading or opening another session shows the same job. Nothing here calls ``st.*`` from
+another thread.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from fer_core import DATA_DIR, jobs, runs
+from fer_core import DATA_DIR, runs
 from fer_core.drawing import emotion_colour
+from fer_core.video_jobs import VIDEO_SUFFIXES, VideoJobStore
 
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi")
 MAX_POINTS = 4000  # per face in a timeline figure (the CSV keeps every row)
-KEEP_JOBS = 5     # finished video jobs kept on disk (older ones are deleted at the next start)
+KEEP_JOBS = 5     # video jobs kept on disk (older ones are deleted at the next start)
 
 
-def jobs_root() -> Path:
-    return runs.runs_dir() / "videos"
-
-
-def runner():
-    root = jobs_root()
-    root.mkdir(parents=True, exist_ok=True)
-    return jobs.JobRunner(root)
+def store() -> VideoJobStore:
+    """The page's video jobs: ``<runs dir>/videos``, one at a time, the 5 newest kept."""
+    return VideoJobStore(runs.runs_dir() / "videos", max_jobs=1, keep=KEEP_JOBS)
 
 
 def current():
     """The running or latest video job (a JobHandle), or None."""
-    return runner().current()
+    s = store()
+    vid = s.latest()
+    return s.handle(vid) if vid is not None else None
 
 
 def data_videos(folder: Path | None = None) -> list[Path]:
@@ -48,68 +45,21 @@ def data_videos(folder: Path | None = None) -> list[Path]:
     return found
 
 
-def prune(keep: int = KEEP_JOBS) -> None:
-    """Delete all but the ``keep`` newest video job folders (uploads and results)."""
-    import shutil
-    root = jobs_root()
-    if not root.is_dir():
-        return
-    dirs = sorted((d for d in root.iterdir() if d.is_dir() and (d / "job.json").exists()),
-                  key=lambda d: d.stat().st_mtime, reverse=True)
-    for d in dirs[keep:]:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 def start(name: str, *, data: bytes | None = None, path: Path | None = None, model=None,
           every: int = 5, smoothing: float = 0.0, annotate: bool = False,
-          detector: str | None = None):
-    """Start a video job on an uploaded file (``data``) or a file on disk (``path``)."""
+          detector: str | None = None) -> str:
+    """Start a video job on an uploaded file (``data``) or a file on disk (``path``); its id.
+    FerError: an unknown detector, not a video, or a job already running."""
     from fer_core import video
-    prune(KEEP_JOBS - 1)
-    job_dir = jobs_root() / time.strftime("%Y%m%d-%H%M%S")
-    suffix = 1
-    while job_dir.exists():
-        job_dir = jobs_root() / f"{time.strftime('%Y%m%d-%H%M%S')}-{suffix}"
-        suffix += 1
-    job_dir.mkdir(parents=True)
-    if data is not None:
-        src = job_dir / ("input" + (Path(name).suffix.lower() or ".bin"))
-        src.write_bytes(data)
-    else:
-        src = Path(path)
-    try:
-        from fer_core.vision import FaceDetector
-        FaceDetector(video.detector_config(detector))  # unknown detector / missing package
-        video.probe(src, name=name)  # not a video / no frames / codec: say so now
-        return runner().start("video", {"input": str(src), "out_dir": str(job_dir),
-                                        "name": name, "model": str(model) if model else None,
-                                        "every": int(every), "smoothing": float(smoothing),
-                                        "detector": detector,
-                                        "annotate": bool(annotate)}, job_dir)
-    except BaseException:
-        import shutil
-        shutil.rmtree(job_dir, ignore_errors=True)
-        raise
+    from fer_core.vision import FaceDetector
+    FaceDetector(video.detector_config(detector))  # unknown detector / missing package
+    return store().submit(name, data=data, path=path, model=model, every=every,
+                          smoothing=smoothing, annotate=annotate, detector=detector)
 
 
-def status(handle) -> dict:
-    """What the page shows about a job: status, progress fraction, frames, fps, ETA, error."""
-    state = handle.state()
-    events, _ = handle.events(0)
-    last = next((e for e in reversed(events) if e.get("type") == "progress"), {})
-    done, total = int(last.get("done") or 0), last.get("total")
-    spec = {}
-    try:
-        spec = json.loads((Path(handle.job_dir) / "job.json").read_text()).get("spec", {})
-    except (OSError, ValueError):
-        pass
-    return {"status": state.get("status", "running"), "running": handle.running,
-            "done": done, "total": total,
-            "fraction": min(1.0, done / total) if total else 0.0,
-            "fps": last.get("fps"), "eta": last.get("eta_sec"),
-            "error": state.get("error"), "signal": state.get("signal"),
-            "log_tail": state.get("log_tail"), "name": spec.get("name") or "video",
-            "job_dir": Path(handle.job_dir)}
+def status(vid: str) -> dict:
+    """What the page shows about job ``vid`` (:meth:`VideoJobStore.status`)."""
+    return store().status(vid)
 
 
 def results(job_dir: Path) -> dict | None:

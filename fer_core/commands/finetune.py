@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 import time
 
+from fer_core.job_events import Log, Metric
+
 
 def add_parser(sub) -> None:
     from fer_core import finetune as ft
@@ -116,11 +118,13 @@ def follow(handle, quiet: bool = False) -> dict | None:
             for e in events:
                 if quiet:
                     continue
-                if e.get("type") == "epoch":
-                    print(f"epoch {e['epoch']}/{e['epochs']}  loss {e['loss']:.4f}  "
-                          f"val accuracy {e['val_accuracy']:.4f}", file=sys.stderr)
-                elif e.get("type") == "compare":
-                    print(f"{e['stage']}...", file=sys.stderr)
+                if isinstance(e, Metric):
+                    print(f"epoch {e.epoch}/{e.epochs}  loss {e.loss:.4f}  "
+                          f"val accuracy {e.val_accuracy:.4f}", file=sys.stderr)
+                elif isinstance(e, Log) and e.topic == "finetune":
+                    print(f"{e.stage}...", file=sys.stderr)
+                elif isinstance(e, Log) and e.stage == "unreadable":
+                    print(f"skipped: {e.message}", file=sys.stderr)
             if not handle.running:
                 events, offset = handle.events(offset)
                 return handle.state().get("result")

@@ -14,6 +14,8 @@ import sys
 import threading
 import time
 
+from fer_core.job_events import Done, Log, Metric, Progress, fmt_duration
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model and write a run directory")
@@ -124,70 +126,62 @@ class _Console:
         self.tty = stream.isatty()
         self.last = time.monotonic()
 
-    def __call__(self, e: dict) -> None:
+    def __call__(self, e) -> None:
         if self.quiet:
             return
-        t = e["type"]
-        if t == "start":
-            self._line(f"training {e['arch']} ({e['params']:,} params) on {e['n_train']} faces, "
-                       f"val {e['n_val']}, epochs {e['initial_epoch'] + 1}..{e['epochs']}, "
-                       f"{e['batches']} batches/epoch -> {e['run_dir']}")
-        elif t == "batch" and not self.tty and time.monotonic() - self.last > 60:
+        if isinstance(e, Log) and e.stage == "start":
+            self._line(f"training {e.arch} ({e.params:,} params) on {e.n_train} faces, "
+                       f"val {e.n_val}, epochs {e.initial_epoch + 1}..{e.epochs}, "
+                       f"{e.batches} batches/epoch -> {e.run_dir}")
+        elif isinstance(e, Progress) and not self.tty and time.monotonic() - self.last > 60:
             self.last = time.monotonic()   # logs: one line a minute
-            ips = f"{e['images_per_sec']:.0f}" if e["images_per_sec"] else "?"
-            self._line(f"  epoch {e['epoch']}/{e['epochs']} batch {e['batch']}/{e['batches']} "
-                       f"loss {e['loss']:.4f} acc {e['accuracy']:.4f} {ips} img/s "
-                       f"ETA {_hms(e['eta_sec'])}")
-        elif t == "batch" and self.tty and time.monotonic() - self.last > 0.2:
+            ips = f"{e.rate:.0f}" if e.rate else "?"
+            self._line(f"  epoch {e.epoch}/{e.epochs} batch {e.done}/{e.total} "
+                       f"loss {e.loss:.4f} acc {e.accuracy:.4f} {ips} img/s "
+                       f"ETA {fmt_duration(e.eta_sec, '?')}")
+        elif isinstance(e, Progress) and self.tty and time.monotonic() - self.last > 0.2:
             self.last = time.monotonic()
-            n, k = e["batches"], e["batch"]
+            n, k = e.total, e.done
             bar = "#" * int(30 * k / n) + "-" * (30 - int(30 * k / n))
-            ips = f"{e['images_per_sec']:.0f} img/s" if e["images_per_sec"] else ""
-            eta = f"ETA {_hms(e['eta_sec'])}" if e["eta_sec"] else ""
-            self.stream.write(f"\repoch {e['epoch']}/{e['epochs']} [{bar}] {k}/{n} "
-                              f"loss {e['loss']:.4f} acc {e['accuracy']:.4f} {ips} {eta}   ")
+            ips = f"{e.rate:.0f} img/s" if e.rate else ""
+            eta = f"ETA {fmt_duration(e.eta_sec)}" if e.eta_sec else ""
+            self.stream.write(f"\repoch {e.epoch}/{e.epochs} [{bar}] {k}/{n} "
+                              f"loss {e.loss:.4f} acc {e.accuracy:.4f} {ips} {eta}   ")
             self.stream.flush()
-        elif t == "epoch":
+        elif isinstance(e, Metric):
             if self.tty:
                 self.stream.write("\r" + " " * 110 + "\r")
-            self._line(f"epoch {e['epoch']}/{e['epochs']} loss {e['loss']:.4f} "
-                       f"acc {e['accuracy']:.4f} val_loss {e['val_loss']:.4f} "
-                       f"val_acc {e['val_accuracy']:.4f} lr {e['lr']:.2e} "
-                       f"{e['images_per_sec']:.0f} img/s {e['time_sec']:.0f}s "
-                       f"best {e['best_val_accuracy']:.4f}@{e['best_epoch']} "
-                       f"ETA {_hms(e['eta_sec'])}")
-        elif t == "swa":
+            self._line(f"epoch {e.epoch}/{e.epochs} loss {e.loss:.4f} "
+                       f"acc {e.accuracy:.4f} val_loss {e.val_loss:.4f} "
+                       f"val_acc {e.val_accuracy:.4f} lr {e.lr:.2e} "
+                       f"{e.images_per_sec:.0f} img/s {e.time_sec:.0f}s "
+                       f"best {e.best_val_accuracy:.4f}@{e.best_epoch} "
+                       f"ETA {fmt_duration(e.eta_sec, '?')}")
+        elif isinstance(e, Log) and e.topic == "swa":
             self._line(swa_line(e))
-        elif t == "end":
+        elif isinstance(e, Done):
             if self.tty:
                 self.stream.write("\n")
-            best = e["best_val_accuracy"]
-            self._line(f"{e['status']}: best val accuracy "
-                       f"{'n/a' if best is None else f'{best:.4f}'} at epoch {e['best_epoch']}, "
-                       f"{e['train_time_sec'] / 60:.1f} min -> {e['run_dir']}")
+            best = e.best_val_accuracy
+            self._line(f"{e.status}: best val accuracy "
+                       f"{'n/a' if best is None else f'{best:.4f}'} at epoch {e.best_epoch}, "
+                       f"{e.train_time_sec / 60:.1f} min -> {e.run_dir}")
 
     def _line(self, text):
         self.stream.write(time.strftime("%H:%M:%S ") + text + "\n")
         self.stream.flush()
 
 
-def swa_line(e: dict) -> str:
+def swa_line(e: Log) -> str:
     """One log line for a weight-averaging event (see fer_core.swa.average_into_run)."""
-    if e["stage"] == "average":
-        return f"averaging the weights of epochs {e['epochs'][0]}..{e['epochs'][-1]}"
-    if e["stage"] == "batchnorm":
-        return f"recomputing BatchNorm statistics on {e['n_train']} training faces"
-    verdict = ("kept as model.keras" if e["used"] else
+    if e.stage == "average":
+        return f"averaging the weights of epochs {e.epochs[0]}..{e.epochs[-1]}"
+    if e.stage == "batchnorm":
+        return f"recomputing BatchNorm statistics on {e.n_train} training faces"
+    verdict = ("kept as model.keras" if e.used else
                "model.keras kept (it scores better)")
-    return (f"weight average: val accuracy {e['val_accuracy']:.4f} vs "
-            f"{e['replaced_val_accuracy']:.4f} before -> {verdict}")
-
-
-def _hms(sec) -> str:
-    if sec is None:
-        return "?"
-    sec = int(sec)
-    return f"{sec // 3600}:{sec % 3600 // 60:02d}:{sec % 60:02d}"
+    return (f"weight average: val accuracy {e.val_accuracy:.4f} vs "
+            f"{e.replaced_val_accuracy:.4f} before -> {verdict}")
 
 
 def run(args) -> int:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
+
+from fer_core.job_events import Meter, fmt_duration
 
 
 def add_parser(sub) -> None:
@@ -43,7 +44,7 @@ class ProgressBar:
     def __init__(self, stream=sys.stderr, width: int = 28):
         self.stream, self.width = stream, width
         self._tqdm = None
-        self._t0 = self._n0 = None
+        self._meter = None
         try:
             from tqdm import tqdm
             self._tqdm_cls = tqdm
@@ -56,19 +57,17 @@ class ProgressBar:
                 self._tqdm = self._tqdm_cls(total=total, unit="frame", file=self.stream)
             self._tqdm.update(done - self._tqdm.n)
             return
-        if self._t0 is None:  # the clock starts at the first frame (not at model loading)
-            self._t0, self._n0 = time.perf_counter(), done
-        el = time.perf_counter() - self._t0
-        fps = (done - self._n0) / el if el > 0 else 0.0
+        if self._meter is None:  # the clock starts at the first frame (not at model loading)
+            self._meter = Meter(total)
+        rate, eta_sec = self._meter.update(done)
         if total:
             frac = min(1.0, done / total)
             fill = int(round(frac * self.width))
             bar = f"[{'#' * fill}{'.' * (self.width - fill)}] {done}/{total} frames"
-            eta = (total - done) / fps if fps > 0 and done < total else 0.0
-            tail = f"  ETA {int(eta // 60)}:{int(eta % 60):02d}"
+            tail = f"  ETA {fmt_duration(eta_sec if done < total else 0, unknown='?')}"
         else:
             bar, tail = f"{done} frames", ""
-        self.stream.write(f"\r{bar}  {fps:5.0f} fps{tail}   ")
+        self.stream.write(f"\r{bar}  {rate or 0:5.0f} fps{tail}   ")
         self.stream.flush()
 
     def close(self) -> None:

@@ -33,11 +33,12 @@ With ``swa_epochs`` set, the weights of the last epochs are averaged at the end
 
 Events
 ------
-Every callback in ``callbacks`` is called with plain dicts: ``{"type": "start", ...}``, per
-batch ``{"type": "batch", "epoch", "epochs", "batch", "batches", "loss", "accuracy", "lr",
-"images_per_sec", "eta_sec"}``, per epoch ``{"type": "epoch", ... "val_loss",
-"val_accuracy", "time_sec", "best_val_accuracy", "best_epoch"}`` and ``{"type": "end",
-"status", ...}``. ``keras.callbacks.Callback`` instances are passed to ``fit`` instead.
+Every callback in ``callbacks`` is called with typed events (:mod:`fer_core.job_events`):
+``Log(topic="train", stage="start", ...)``, per batch ``Progress(done=batch, total=batches,
+rate=images/s, eta_sec, unit="batch", epoch, epochs, loss, accuracy, lr)``, per epoch
+``Metric(epoch, epochs, eta_sec, loss, accuracy, val_loss, val_accuracy, lr, time_sec,
+best_val_accuracy, best_epoch)``, ``Log(topic="swa", ...)`` and ``Done(status, ...)``.
+``keras.callbacks.Callback`` instances are passed to ``fit`` instead.
 
 Determinism
 -----------

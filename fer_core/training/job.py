@@ -5,7 +5,7 @@ Spec (JSON values only): ``{"data": source path or "demo", "strict": bool, "max_
 "seed": int (for max_train), "config": TrainConfig dict, "resume": bool, "command": str}``.
 The child loads the data with :func:`fer_core.data.load` (the on-disk cache makes that quick
 when the app loaded it before), then trains; events go to the run's ``events.jsonl`` (batch
-events at most every :data:`BATCH_EVENT_SEC` seconds, plus the last batch of each epoch).
+progress events at most every :data:`BATCH_EVENT_SEC` seconds, plus the last batch of each epoch).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from fer_core import runs
+from fer_core.job_events import Progress
 from fer_core.training.config import TrainConfig
 from fer_core.training.state import RunState
 
@@ -56,15 +57,15 @@ def resume_spec(spec: dict, run_dir) -> dict:
 
 
 class _Sink:
-    """Training events -> the job's events.jsonl, batch events throttled."""
+    """Training events -> the job's events.jsonl, per-batch progress events throttled."""
 
     def __init__(self, ctx):
         self.ctx, self.last = ctx, 0.0
 
-    def __call__(self, event: dict) -> None:
-        if event.get("type") == "batch":
+    def __call__(self, event) -> None:
+        if isinstance(event, Progress):
             now = time.monotonic()
-            if now - self.last < BATCH_EVENT_SEC and event["batch"] != event["batches"]:
+            if now - self.last < BATCH_EVENT_SEC and event.done != event.total:
                 return
             self.last = now
         self.ctx.emit(event)

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from fer_core import runs, settings, swa
 from fer_core.errors import FerError
+from fer_core.job_events import Done, Log, Metric, Progress, Meter, eta
 from fer_core.model_files import load_keras
 from fer_core.training import summary
 from fer_core.training.config import TrainConfig
@@ -215,7 +216,7 @@ def _train(dataset, config: TrainConfig, run_dir: Path, callbacks, stop_event, r
         hook.train_end(loop, status)
     loop.info["val_report"] = summary.val_report(run_dir, loop.val_ds)
     metrics = loop.write_summary(status)
-    emit({"type": "end", **metrics})
+    emit(Done(**metrics))
     return metrics
 
 
@@ -315,10 +316,10 @@ def _run_epochs(loop: Loop, hooks: list[Hook], stop_event, keras_callbacks) -> s
     config, state = loop.config, loop.state
     steps = math.ceil(len(loop.train_ds) / config.batch_size)
     progress = _batch_progress(loop, steps, stop_event)
-    loop.emit({"type": "start", "run_dir": str(loop.run_dir), "arch": config.arch,
-               "epochs": config.epochs, "initial_epoch": state.epoch, "batches": steps,
-               "n_train": len(loop.train_ds), "n_val": len(loop.val_ds),
-               "resumed": state.epoch > 0, **loop.info})
+    loop.emit(Log(topic="train", stage="start", run_dir=str(loop.run_dir), arch=config.arch,
+                  epochs=config.epochs, initial_epoch=state.epoch, batches=steps,
+                  n_train=len(loop.train_ds), n_val=len(loop.val_ds), resumed=state.epoch > 0,
+                  **loop.info))
     for epoch in range(state.epoch, config.epochs):
         if stop_event is not None and stop_event.is_set():
             return "stopped"
@@ -346,8 +347,8 @@ def _run_epochs(loop: Loop, hooks: list[Hook], stop_event, keras_callbacks) -> s
         status = None
         for hook in hooks:
             status = hook.epoch_end(loop, row) or status
-        loop.emit({"type": "epoch", "epochs": config.epochs,
-                   "eta_sec": (config.epochs - epoch - 1) * epoch_time, **row})
+        loop.emit(Metric(**row, epochs=config.epochs,
+                         eta_sec=eta(epoch + 1, config.epochs, 1 / max(epoch_time, 1e-9))))
         if status:
             return status
     return "finished"
@@ -363,25 +364,25 @@ def _batch_progress(loop: Loop, steps: int, stop_event):
         epoch, stopped, val_sec, rate = 0, False, 0.0, None
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.t_first, self.seen = None, 0
+            self.meter, self.seen = None, 0
 
         def on_train_batch_end(self, batch, logs=None):
             logs = logs or {}
             now, b = time.perf_counter(), batch + 1
-            if self.t_first is None:  # exclude the first (tracing) batch from the rate
-                self.t_first = now
+            if self.meter is None:  # exclude the first (tracing) batch from the rate
+                self.meter = Meter()
+                self.meter.update(0, now)
             else:
                 self.seen += min(batch_size, n_train - batch * batch_size)
-                self.rate = self.seen / max(now - self.t_first, 1e-9)
-            eta = None
-            if self.rate:
-                remaining = (steps - b) + (epochs - self.epoch - 1) * steps
-                eta = remaining * batch_size / self.rate + (epochs - self.epoch) * self.val_sec
-            loop.emit({"type": "batch", "epoch": self.epoch + 1, "epochs": epochs, "batch": b,
-                       "batches": steps, "loss": float(logs.get("loss", float("nan"))),
-                       "accuracy": float(logs.get("accuracy", float("nan"))),
-                       "lr": current_lr(self.model.optimizer), "images_per_sec": self.rate,
-                       "eta_sec": eta, "time": time.time()})
+                self.rate = self.meter.update(self.seen, now)[0] or self.rate
+            left = eta(self.epoch * steps + b, epochs * steps,
+                       self.rate / batch_size if self.rate else None,
+                       then=(epochs - self.epoch) * self.val_sec)
+            loop.emit(Progress(done=b, total=steps, rate=self.rate, eta_sec=left, unit="batch",
+                               epoch=self.epoch + 1, epochs=epochs,
+                               loss=float(logs.get("loss", float("nan"))),
+                               accuracy=float(logs.get("accuracy", float("nan"))),
+                               lr=current_lr(self.model.optimizer), time=time.time()))
             if stop_event is not None and stop_event.is_set():
                 self.stopped = True
                 self.model.stop_training = True
