@@ -39,9 +39,11 @@ from starlette.concurrency import run_in_threadpool
 
 from fer_core import jobs
 from fer_core.api import errors
-from fer_core.api.deps import media_type, read_form, unsupported_body
+from fer_core.api.deps import ServiceDep, SettingsDep, media_type, read_form, unsupported_body
 from fer_core.api.errors import ApiError
+from fer_core.api.service import ModelService
 from fer_core.errors import FerError
+from fer_core.resolve import resolve_model
 from fer_core.settings import Settings
 
 router = APIRouter(tags=["videos"])
@@ -78,20 +80,6 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
                    "smoothing": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
                                  "default": 0},
                    "annotate": {"type": "boolean", "default": False}}}}}}}
-
-
-def settings_of(request: Request) -> Settings:
-    return app_settings(request.app)
-
-
-def app_settings(app) -> Settings:
-    """The app's settings (``create_app(settings)``)."""
-    return app.state.settings
-
-
-def upload_limit_bytes(app) -> int:
-    """The request-body limit of a video upload (``FER_VIDEO_MAX_MB``)."""
-    return app_settings(app).video_max_bytes
 
 
 def _dir(s: Settings, vid: str) -> Path:
@@ -242,8 +230,7 @@ def _safe_name(name: str | None) -> tuple[str, str]:
 @router.post("/videos", status_code=202, response_model=VideoJob, openapi_extra=UPLOAD_BODY,
              responses=errors.responses(400, 413, 415, 422, 429, 503),
              summary="Start analysing a video: per-face emotions over time")
-async def create_video(request: Request):
-    s = settings_of(request)
+async def create_video(request: Request, s: SettingsDep, service: ServiceDep):
     kind = media_type(request)
     if kind != "multipart/form-data":
         raise unsupported_body(kind, "multipart/form-data with a 'file' field")
@@ -251,7 +238,7 @@ async def create_video(request: Request):
     vid = uuid.uuid4().hex
     d = await run_in_threadpool(reserve_slot, s, vid)
     try:
-        await _read_and_start(request, s, d)
+        await _read_and_start(request, s, d, service)
     except BaseException:
         shutil.rmtree(d, ignore_errors=True)  # refused or failed: the slot is free again
         raise
@@ -259,7 +246,8 @@ async def create_video(request: Request):
     return await run_in_threadpool(_describe, d)
 
 
-async def _read_and_start(request: Request, s: Settings, d: Path) -> None:
+async def _read_and_start(request: Request, s: Settings, d: Path,
+                          service: ModelService) -> None:
     """Stream the upload into the reserved folder ``d``, probe it and start its job."""
     limit = int(s.video_max_mb * 1024 * 1024)
     async with read_form(request, max_files=1) as form:
@@ -298,26 +286,25 @@ async def _read_and_start(request: Request, s: Settings, d: Path) -> None:
                        f"{s.video_max_seconds:g} s", 413, where=name)
     meta = {"name": name, "created_at": time.time(), "size": size, "probe": info}
     (d / "meta.json").write_text(json.dumps(meta))
-    api_settings, service = request.app.state.settings, request.app.state.service
     # the model this instance serves now (a promoted one after promote), else FER_MODEL
-    model = service.predictor.model_path if service.loaded else api_settings.model_path
+    model = service.predictor.model_path if service.loaded else resolve_model(None, s)
     spec = {"input": str(dest), "out_dir": str(d / "job"), "name": name,
             "model": str(model), "every": every, "smoothing": smoothing,
             "annotate": annotate, "max_duration_s": s.video_max_seconds,
-            "detector": api_settings.detector}  # FER_DETECTOR (None: the default)
+            "detector": s.detector}  # FER_DETECTOR (None: the default)
     (d / "job").mkdir()
     await run_in_threadpool(jobs.JobRunner(d).start, "video", spec, d / "job")
 
 
 @router.get("/videos/{vid}", response_model=VideoJob, responses=errors.responses(404),
             summary="Status, progress, and the summary once the analysis is done")
-async def get_video(vid: str, request: Request):
-    d = _dir(settings_of(request), vid)
+async def get_video(vid: str, s: SettingsDep):
+    d = _dir(s, vid)
     return await run_in_threadpool(_describe, d)
 
 
-def _result(request: Request, vid: str, name: str) -> Path:
-    d = _dir(settings_of(request), vid)
+def _result(s: Settings, vid: str, name: str) -> Path:
+    d = _dir(s, vid)
     f = d / "job" / name
     if not f.is_file() or not (d / "job" / "summary.json").is_file():
         state = _describe(d)
@@ -330,24 +317,24 @@ def _result(request: Request, vid: str, name: str) -> Path:
 @router.get("/videos/{vid}/frames.csv", responses={
     200: {"content": {"text/csv": {}}, "description": "one row per face per analysed frame"},
     **errors.responses(404, 409)}, summary="The per-frame, per-face table (CSV)")
-async def get_frames(vid: str, request: Request):
-    f = await run_in_threadpool(_result, request, vid, "frames.csv")
+async def get_frames(vid: str, s: SettingsDep):
+    f = await run_in_threadpool(_result, s, vid, "frames.csv")
     return FileResponse(f, media_type="text/csv", filename=f"{vid}-frames.csv")
 
 
 @router.get("/videos/{vid}/summary.json", responses=errors.responses(404, 409),
             summary="The summary (also part of GET /v1/videos/{id} when done)")
-async def get_summary(vid: str, request: Request):
-    f = await run_in_threadpool(_result, request, vid, "summary.json")
+async def get_summary(vid: str, s: SettingsDep):
+    f = await run_in_threadpool(_result, s, vid, "summary.json")
     return FileResponse(f, media_type="application/json", filename=f"{vid}-summary.json")
 
 
 @router.get("/videos/{vid}/annotated", responses={
     200: {"content": {"video/mp4": {}, "video/webm": {}}}, **errors.responses(404, 409)},
     summary="The annotated video (when requested with annotate=true)")
-async def get_annotated(vid: str, request: Request):
-    d = _dir(settings_of(request), vid)
+async def get_annotated(vid: str, s: SettingsDep):
+    d = _dir(s, vid)
     for name, mt in (("annotated.mp4", "video/mp4"), ("annotated.webm", "video/webm")):
         if (d / "job" / name).is_file():
             return FileResponse(d / "job" / name, media_type=mt, filename=f"{vid}-{name}")
-    await run_in_threadpool(_result, request, vid, "annotated.mp4")  # 409 or 404
+    await run_in_threadpool(_result, s, vid, "annotated.mp4")  # 409 or 404
