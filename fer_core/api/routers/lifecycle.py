@@ -92,7 +92,7 @@ async def promote(request: Request, store: StoreDep, service: ServiceDep,
     body = await read_json(request, PromoteJSON)
     run_id = runs.validate_run_id(body.run)   # ids only: never a path on the server
     return await _act(store, service, lambda: promotion.promote(
-        store, runs.run_path(run_id, settings), who=_who(request),
+        store, runs.run_path(run_id), who=_who(request),
         configured_model=configured_model(settings)))
 
 
