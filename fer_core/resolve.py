@@ -36,8 +36,8 @@ from fer_core.model_files import MODEL_FILE
 from fer_core.paths import DEFAULT_MODEL
 from fer_core.settings import Settings, get_settings
 
-__all__ = ["resolve_model", "configured_model", "add_model_argument", "find_run", "run_path", "validate_run_id", "RUN_ID_RE",
-           "DEFAULT_MODEL"]
+__all__ = ["resolve_model", "configured_model", "find_run", "run_path", "validate_run_id",
+           "add_model_argument", "default_label", "RUN_ID_RE", "DEFAULT_MODEL"]
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,119}$")
 EXPECTED = "a run id (in the runs folder), a run or model directory holding model.keras, " \
@@ -80,7 +80,7 @@ def find_run(name, settings: Settings | None = None, *, where: str = "run") -> P
     return p
 
 
-def _locate(name, settings: Settings, where: str) -> Path:
+def _locate(name, settings: Settings | None, where: str) -> Path:
     """:func:`find_run`, checked to hold a model."""
     p = find_run(name, settings, where=where)
     if p.is_dir():
@@ -99,9 +99,9 @@ def resolve_model(model=None, settings: Settings | None = None, *,
     """The model ``model`` names (see the module doc for the rules); ``settings`` default to
     the process's (:func:`fer_core.settings.get_settings`). ``where`` names the source of
     ``model`` in errors (``--model``, a form field, ...)."""
-    settings = settings or get_settings()
     if model is not None and str(model).strip():
         return _locate(model, settings, where)
+    settings = settings or get_settings()
     if settings.model:
         return _locate(settings.model, settings, "FER_MODEL")
     if not (DEFAULT_MODEL / MODEL_FILE).is_file():

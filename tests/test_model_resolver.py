@@ -1,6 +1,6 @@
 """The one model resolver (fer_core.resolve): its rules, its errors, and FER_MODEL honoured by
 every entry point that picks a model: the CLI (predict, evaluate, calibrate, video, finetune),
-the API (create_app as `serve` builds it), the app's pages (Home, Photo, Evaluate, Models),
+the API (create_app as `serve` builds it), the app's pages (Home, Photo, Evaluate, Video, Models),
 fine-tuning jobs, evaluation and the Python API (fer_core.load_model)."""
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def _picked(at, key: str) -> str:
 
 
 @pytest.mark.parametrize("page,key", [("photo", "photo_model"), ("evaluate", "eval_model"),
-                                      ("models", "models_pick")])
+                                      ("video", "video_model"), ("models", "models_pick")])
 def test_app_pages_default_to_fer_model(env, page, key):
     at = _page(page)
     at.session_state["active_dataset"] = {"source": str(env["csv"]), "strict": True,
