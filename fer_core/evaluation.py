@@ -27,7 +27,6 @@ import io
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -44,14 +43,8 @@ N_BINS = 15
 # --------------------------------------------------------------------------------------------
 
 def load(model_or_path, labels=None) -> FerModel:
-    """The :class:`FerModel` of a FerModel, keras.Model, run dir, .keras file or run id."""
-    if isinstance(model_or_path, str) and "/" not in model_or_path and \
-            not Path(model_or_path).exists():
-        from fer_core.runs import run_path
-        try:
-            model_or_path = run_path(model_or_path)
-        except FerError:
-            pass
+    """The :class:`FerModel` of a FerModel, keras.Model, run dir, .keras file or run id (None:
+    ``FER_MODEL`` or the shipped model): :meth:`FerModel.of`."""
     return FerModel.of(model_or_path, labels=labels)
 
 

@@ -46,6 +46,7 @@ from fer_core import ROOT, runs
 from fer_core.errors import FerError
 from fer_core.job_events import Done, Log, Metric, eta
 from fer_core.labels import canonical
+from fer_core.resolve import resolve_model
 
 DEFAULT_REPLAY = 8.0        # replay faces per feedback training face
 DEFAULT_HOLDOUT = 0.2       # share of the feedback never trained on
@@ -65,11 +66,12 @@ def finetune_spec(base, feedback_db, *, data: str = "", replay: float = DEFAULT_
                   holdout: float = DEFAULT_HOLDOUT, mode: str = DEFAULT_MODE,
                   epochs: int | None = None, lr: float | None = None, seed: int = 0,
                   n_boot: int = 2000, resume: bool = False, command: str = "") -> dict:
-    """The spec of a "finetune" job (JSON values only), checked now; ``epochs`` and ``lr``
-    default by ``mode``."""
+    """The spec of a "finetune" job (JSON values only), checked now; ``base`` is resolved by
+    :func:`fer_core.resolve.resolve_model` (a run id, run dir or .keras file; None: FER_MODEL
+    or the shipped model); ``epochs`` and ``lr`` default by ``mode``."""
     if mode not in MODES:
         raise FerError(f"expected one of {MODES}, got {mode!r}", where="mode")
-    spec = {"base": str(base), "feedback_db": str(feedback_db), "data": str(data or ""),
+    spec = {"base": str(resolve_model(base, where="base")), "feedback_db": str(feedback_db), "data": str(data or ""),
             "replay": float(replay), "holdout": float(holdout), "mode": mode,
             "epochs": int(epochs or DEFAULT_EPOCHS[mode]),
             "lr": float(lr or DEFAULT_LR[mode]), "seed": int(seed), "n_boot": int(n_boot),

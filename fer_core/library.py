@@ -95,7 +95,8 @@ def _as_image(image: ImageLike):
 class Model:
     """A loaded model with a face detector: what :func:`load_model` returns.
 
-    ``path``: None (``FER_MODEL`` or the shipped model), a run directory or a ``.keras`` file.
+    ``path``: None (``FER_MODEL`` or the shipped model), a run id, a run directory or a
+    ``.keras`` file (:func:`fer_core.resolve.resolve_model`).
     ``tta``: average each face with its mirror image (None: the model's calibration decides).
     Thread-safe; load once and reuse.
     """
@@ -181,8 +182,8 @@ def _dataset(data):
 
 
 def load_model(path: str | os.PathLike | None = None, *, tta: bool | None = None) -> Model:
-    """The model at ``path`` (run directory or ``.keras`` file; None: ``FER_MODEL`` or the
-    shipped model) with the photo face detector. A run with an exported ``model.tflite`` runs
+    """The model at ``path`` (run id, run directory or ``.keras`` file; None: ``FER_MODEL`` or
+    the shipped model) with the photo face detector. A run with an exported ``model.tflite`` runs
     on LiteRT without TensorFlow."""
     return Model(path, tta=tta)
 

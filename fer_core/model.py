@@ -50,6 +50,7 @@ from fer_core.errors import FerError
 from fer_core.labels import FER7, FERPLUS8, MERGED6, detect_label_set
 from fer_core.model_files import (MODEL_FILE, Calibration, file_sha256, load_keras,
                                   model_file, read_calibration, read_labels, stamp)
+from fer_core.resolve import resolve_model
 from fer_core.settings import get_settings
 
 
@@ -374,19 +375,13 @@ class FerModel:
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
-    def load(cls, path, backend: str = "auto") -> "FerModel":
-        """The model at ``path`` (run dir or .keras file), loaded once per (model file, its
+    def load(cls, path=None, backend: str = "auto") -> "FerModel":
+        """The model ``path`` names (run dir, .keras file or run id; None: ``FER_MODEL`` or the
+        shipped model; :func:`fer_core.resolve.resolve_model`), loaded once per (model file, its
         size and mtime, the mtimes of its labels and calibration files, backend) and shared;
         thread-safe."""
-        p = Path(os.path.expanduser(str(path)))
-        if p.is_dir() and not (p / MODEL_FILE).is_file():
-            raise FerError("run directory has no model.keras (not a run, or still training); "
-                           "train one (python -m fer_core train) or pass --model another run "
-                           "directory or .keras file", where=str(p))
+        p = resolve_model(path)
         f = model_file(p)
-        if not f.exists():
-            raise FerError("no such model (expected a run directory or a .keras file)",
-                           where=str(p), status=404)
         key = (str(f.resolve()), stamp(p), backend)
         with _CACHE_LOCK:
             hit = _CACHE.get(key)
@@ -442,12 +437,12 @@ class FerModel:
 
     @classmethod
     def of(cls, model, labels=None) -> "FerModel":
-        """A FerModel from a FerModel, a keras.Model or a path (run dir, .keras file)."""
+        """A FerModel from a FerModel, a keras.Model, or a path or run id (:meth:`load`)."""
         if isinstance(model, FerModel):
             return model
         if hasattr(model, "inputs") and hasattr(model, "outputs"):
             return cls.wrap(model, labels)
-        if not isinstance(model, (str, os.PathLike)):
+        if model is not None and not isinstance(model, (str, os.PathLike)):
             raise FerError(f"expected a model path or keras.Model, got {type(model).__name__}",
                            where="model")
         return cls.load(model)

@@ -20,7 +20,6 @@ import numpy as np
 
 from fer_core import vision
 from fer_core.detectors import Detections
-from fer_core.errors import FerError
 from fer_core.model import BUCKETS, FacePrediction, FerModel, default_labels
 
 __all__ = ["Predictor", "FacePrediction", "Detections", "default_labels", "BUCKETS",
@@ -34,8 +33,8 @@ ALIGN_DEFAULT = True
 class Predictor:
     """A model + detector, loaded once; safe to share between threads.
 
-    ``model``: None (``fer_core.runs.default_model()``), a run dir, a ``.keras`` file, a
-    :class:`FerModel`, or a ``keras.Model`` (then ``labels`` may be given). ``backend``: "auto"
+    ``model``: None (``FER_MODEL``, else the shipped model), a run id, a run dir, a ``.keras``
+    file, a :class:`FerModel`, or a ``keras.Model`` (then ``labels`` may be given). ``backend``: "auto"
     (TFLite, else Keras), "tflite" or "keras". ``detector_config``: default the ``photo``
     preset of the default detector. ``tta``: the default of the predict methods'
     ``tta`` (flip averaging); None takes the model's default (its calibration.json decides).
@@ -49,17 +48,11 @@ class Predictor:
         self.detector_config = (detector_config or vision.DetectorConfig.preset("photo")).validate()
         self._detector: vision.FaceDetector | None = None
         self._det_lock = threading.Lock()
-        if model is None:
-            from fer_core.runs import default_model
-            model = default_model()
-            if not model.exists():
-                raise FerError("no model at this path; train one (python -m fer_core train) or "
-                               "pass --model a run directory or .keras file", where=str(model))
         if isinstance(model, FerModel):
             self.fer_model = model
         elif hasattr(model, "inputs") and hasattr(model, "outputs"):
             self.fer_model = FerModel.wrap(model, labels, backend=backend)
-        else:
+        else:  # a path or run id; None: FER_MODEL or the shipped model (fer_core.resolve)
             self.fer_model = FerModel.load(model, backend=backend)
         self.tta = self.fer_model.default_tta if tta is None else bool(tta)
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from fer_core import model_files, runs
 from fer_core.errors import FerError
+from fer_core.resolve import find_run
 
 CONFIGURED = None   # the pointer value meaning "each instance's own FER_MODEL"
 
@@ -41,17 +42,9 @@ def who_default() -> str:
 
 
 def resolve_run(run) -> Path:
-    """A run id (in the runs folder) or a path -> the run's directory or .keras file."""
-    p = Path(os.path.expanduser(str(run)))
-    if not p.exists() and "/" not in str(run):
-        try:
-            p = runs.run_path(str(run))
-        except FerError:
-            pass
-    if not p.exists():
-        raise FerError("no such run (expected a run id in the runs folder, a run directory or "
-                       "a .keras file)", where=f"run {run}", status=404)
-    return p
+    """A run id (in the runs folder) or a path -> the run's directory or .keras file
+    (:func:`fer_core.resolve.find_run`)."""
+    return find_run(run, where="run")
 
 
 def _still_training(p: Path) -> bool:

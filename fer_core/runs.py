@@ -40,11 +40,12 @@ from fer_core import atomic
 from fer_core.atomic import json_default, read_json
 from fer_core.errors import FerError
 from fer_core.model_files import MODEL_FILE, load_keras, read_labels
+# run ids are names for places on disk: the one resolver owns them (re-exported here)
+from fer_core.resolve import RUN_ID_RE, resolve_model, run_path, validate_run_id  # noqa: F401
 from fer_core.settings import get_settings
 
 METRICS_FILE = "metrics.json"
 METRICS_SCHEMA = 1  # the version of metrics.json this code writes and reads
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,119}$")
 LAST_FILE = "last.keras"
 
 
@@ -52,15 +53,6 @@ def runs_dir() -> Path:
     """Where runs live: ``FER_RUNS_DIR``, else ``<repo>/models`` (checkout) or the user data
     folder (installed); see :mod:`fer_core.settings`."""
     return get_settings().runs_dir
-
-
-def validate_run_id(run_id: str) -> str:
-    """Return ``run_id`` if it is a safe directory name, else raise :class:`FerError`."""
-    if (not isinstance(run_id, str) or not RUN_ID_RE.match(run_id) or ".." in run_id):
-        raise FerError(f"invalid run id {run_id!r}: use letters, digits, '-', '_' and '.', "
-                       "starting with a letter or digit, no '/' or '..' (at most 120 chars)",
-                       where="run_id")
-    return run_id
 
 
 def new_run_id(arch: str, when: float | None = None) -> str:
@@ -73,13 +65,6 @@ def new_run_id(arch: str, when: float | None = None) -> str:
         n += 1
         run_id = f"{base}-{n}"
     return run_id
-
-
-def run_path(run: str | os.PathLike) -> Path:
-    """A run's directory from an id (inside :func:`runs_dir`) or an explicit path."""
-    if isinstance(run, Path) or (isinstance(run, str) and (os.sep in run or "/" in run)):
-        return Path(run)
-    return runs_dir() / validate_run_id(run)
 
 
 # ----------------------------------------------------------------------------- writer lock
@@ -191,11 +176,6 @@ def save_model_atomic(model, path, include_optimizer: bool = True) -> Path:
 
 # ----------------------------------------------------------------------------- loading
 
-def default_model() -> Path:
-    """The model used when none is named: env ``FER_MODEL`` or the shipped default."""
-    return get_settings().model_path
-
-
 def has_model(path) -> bool:
     """True when ``path`` is a .keras file or a run directory that holds its model.keras."""
     p = Path(path)
@@ -203,10 +183,9 @@ def has_model(path) -> bool:
 
 
 def load_model(path, compile: bool = False):
-    """The keras.Model of a run dir, .keras file or run id: :func:`fer_core.model_files.load_keras`."""
-    p = Path(path) if not isinstance(path, str) or os.sep in path or "/" in path \
-        or path.endswith(".keras") else run_path(path)
-    return load_keras(p, compile=compile)
+    """The keras.Model of a run dir, .keras file or run id (:func:`fer_core.resolve.
+    resolve_model`; read by :func:`fer_core.model_files.load_keras`)."""
+    return load_keras(resolve_model(path), compile=compile)
 
 
 def write_metrics(run_dir, metrics: dict) -> dict:

@@ -55,7 +55,6 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 from pydantic_settings.sources.utils import parse_env_vars
 
 from fer_core.errors import FerError
-from fer_core.paths import DEFAULT_MODEL
 
 APP_NAME = "fer-studio"
 PREFIX = "FER_"
@@ -281,7 +280,8 @@ class Settings(BaseSettings):
 
     # ---- models and user folders
     model: Annotated[str | None, Env(
-        "the default model (run dir or `.keras`) for the app, CLI and API",
+        "the default model (run id, run dir or `.keras`) for the app, CLI, API and jobs "
+        "(resolved by `fer_core.resolve`)",
         default_doc="the shipped model")] = None
     runs_dir: Annotated[Path, Env(
         "where training runs are written and listed",
@@ -450,11 +450,6 @@ class Settings(BaseSettings):
     @property
     def video_max_bytes(self) -> int:
         return int(self.video_max_mb * 1024 * 1024)
-
-    @property
-    def model_path(self) -> Path:
-        """``FER_MODEL`` or the shipped default model."""
-        return Path(self.model).expanduser() if self.model else DEFAULT_MODEL
 
     def to_env(self) -> dict[str, str]:
         """``FER_*`` variables that rebuild these settings in another process."""

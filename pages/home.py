@@ -6,8 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from fer_core import DEFAULT_MODEL
-from fer_core.runs import has_model
+from fer_core.resolve import configured_model
+from fer_core.settings import get_settings
 from ui.data import active_choice
 from ui.text import md
 
@@ -40,11 +40,13 @@ with c1.container(border=True):
 with c2.container(border=True):
     st.markdown("**Active model**")
     model = st.session_state.get("active_model")
+    default = None if model else configured_model()   # FER_MODEL, else the shipped model
     if model:
         st.markdown(f"`{Path(model).name}`")
         st.caption(md(model))
-    elif has_model(DEFAULT_MODEL):
-        st.markdown(f"Shipped default (`{DEFAULT_MODEL.name}`)")
+    elif default is not None:
+        st.markdown(f"{'FER_MODEL' if get_settings().model else 'Shipped default'}: "
+                    f"{md(default.name)}")
     else:
         st.markdown("None yet: train one on the Train page.")
 

@@ -353,7 +353,7 @@ def test_settings_from_env(tmp_path):
                            "FER_MAX_PIXELS": "1000000", "FER_BATCH_WAIT_MS": "5"})
     assert s.max_upload_bytes == 2 * 1024 * 1024 and s.api_key == "k"
     assert s.max_pixels == 1_000_000 and s.batch_wait_ms == 5.0
-    assert str(s.model_path) == "/x/run"
+    assert s.model == "/x/run"
     with pytest.raises(FerError, match="FER_MAX_UPLOAD_MB"):
         Settings.from_env({"FER_MAX_UPLOAD_MB": "lots"})
     d = Settings.from_env({})

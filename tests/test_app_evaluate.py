@@ -71,8 +71,8 @@ def test_evaluate_page_compare_and_tta(trained, monkeypatch):
 
 def test_evaluate_page_without_models_says_so(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
-    import fer_core
-    monkeypatch.setattr(fer_core, "DEFAULT_MODEL", tmp_path / "no-shipped-model")
+    from fer_core import resolve
+    monkeypatch.setattr(resolve, "DEFAULT_MODEL", tmp_path / "no-shipped-model")
     monkeypatch.setenv("FER_RUNS_DIR", str(tmp_path))
     monkeypatch.delenv("FER_MODEL", raising=False)
     at = AppTest.from_file(str(ROOT / "pages" / "evaluate.py"), default_timeout=60).run()

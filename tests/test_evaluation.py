@@ -199,10 +199,11 @@ def test_cli_and_api_agree(trained_cnn, eval_faces, tmp_path, capsys):
 
 
 def test_cli_errors_are_clear(tmp_path, capsys, monkeypatch):
-    import fer_core
+    from fer_core import resolve
     from fer_core.cli import main
 
-    monkeypatch.setattr(fer_core, "DEFAULT_MODEL", tmp_path / "no-such-default")
+    monkeypatch.delenv("FER_MODEL", raising=False)
+    monkeypatch.setattr(resolve, "DEFAULT_MODEL", tmp_path / "no-such-default")
     assert main(["evaluate", "--data", "demo", "--json"]) == 2
     err = capsys.readouterr().err
     assert "default model" in err and "no-such-default" in err

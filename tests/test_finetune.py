@@ -115,8 +115,9 @@ def test_bad_spec_values_name_the_field(world):
         finetune.finetune_spec(world["base"], world["db"], holdout=0.99)
     with pytest.raises(FerError, match="replay"):
         finetune.finetune_spec(world["base"], world["db"], replay=-1)
-    with pytest.raises(FerError, match="no model there"):
+    with pytest.raises(FerError, match="model not found") as e:
         finetune.finetune_spec(world["root"] / "nope", world["db"])
+    assert e.value.status == 404 and "base" in e.value.where
 
 
 # ---- promotion and rollback in one app (SQLite) ----------------------------------------------

@@ -84,8 +84,9 @@ def test_bad_model_paths_and_files_raise_fer_error(tmp_path, monkeypatch):
     (bad_labels / "labels.json").write_text("{not json")
     with pytest.raises(FerError, match="labels.json"):
         Predictor(bad_labels)
-    from fer_core import settings
-    monkeypatch.setattr(settings, "DEFAULT_MODEL", tmp_path / "fer2013-default")
+    from fer_core import resolve
+    monkeypatch.delenv("FER_MODEL", raising=False)
+    monkeypatch.setattr(resolve, "DEFAULT_MODEL", tmp_path / "fer2013-default")
     with pytest.raises(FerError, match="--model") as e:
         Predictor()
     assert "fer2013-default" in str(e.value)

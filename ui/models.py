@@ -24,8 +24,7 @@ from pathlib import Path
 
 import streamlit as st
 
-import fer_core
-from fer_core import runs
+from fer_core import resolve, runs
 from fer_core.errors import FerError
 from fer_core.job_events import Log, Metric
 from fer_core.settings import get_settings
@@ -86,9 +85,12 @@ def model_choices() -> list[ModelChoice]:
             seen.add(key)
             out.append(ModelChoice(label, Path(path), kind))
 
-    if get_settings().model:
-        add(f"FER_MODEL: {runs.default_model().name}", runs.default_model(), "env")
-    add(f"Shipped: {fer_core.DEFAULT_MODEL.name}", fer_core.DEFAULT_MODEL, "shipped")
+    settings = get_settings()
+    if settings.model:  # a wrong one is left out (model_picker says why)
+        configured = resolve.configured_model(settings)
+        if configured is not None:
+            add(f"FER_MODEL: {configured.name}", configured, "env")
+    add(f"Shipped: {resolve.DEFAULT_MODEL.name}", resolve.DEFAULT_MODEL, "shipped")
     for run in _list_runs():
         add(_run_label(run), Path(run.path), "run")
     return out
@@ -105,6 +107,12 @@ def model_picker(label: str = "Model", key: str = "model_pick", exclude=None,
     The default is the session's active model, else ``FER_MODEL``, else the shipped one.
     """
     where = container or st
+    if get_settings().model:
+        try:
+            resolve.resolve_model(None)
+        except FerError as e:
+            from ui.text import md
+            where.warning(f"FER_MODEL is not used: {md(e)}")
     choices = [c for c in model_choices()
                if exclude is None or str(c.path.resolve()) != str(Path(exclude).resolve())]
     if not choices:
@@ -318,7 +326,7 @@ def promote_run(path, key: str | None) -> dict:
     from fer_core import promotion
     check_key(key)
     return promotion.promote(lifecycle_store(), path, who=f"app {promotion.who_default()}",
-                             configured_model=lifecycle_settings().model_path)
+                             configured_model=resolve.configured_model(lifecycle_settings()))
 
 
 def rollback_active(key: str | None) -> dict:
@@ -349,6 +357,7 @@ def start_finetune(base, *, data: str, mode: str, epochs: int, replay: float, ho
     from fer_core import finetune
     from ui.jobs import runner
     settings = lifecycle_settings()
+    base = resolve.resolve_model(base, settings)
     spec = finetune.finetune_spec(base, settings.feedback_db, data=data, replay=replay,
                                   holdout=holdout, mode=mode, epochs=epochs,
                                   command="Models page")

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 from fer_core import __version__  # noqa: E402
 from fer_core.api import errors  # noqa: E402
+from fer_core.api.deps import MetricsDep  # noqa: E402
 from fer_core.api.errors import ApiError  # noqa: E402
 from fer_core.api.imaging import PixelBudget  # noqa: E402
 from fer_core.api.metrics import Metrics, RequestMetrics  # noqa: E402
@@ -71,27 +72,27 @@ class BodyLimit:
         return await self.app(scope, limited_receive, send)
 
 
-async def follow_pointer(app: FastAPI) -> None:
+async def follow_pointer(settings: Settings, service: ModelService, store,
+                         metrics: Metrics) -> None:
     """Every ``model_poll_s`` seconds: read the store's active-model pointer and swap to the
     model it names (a store that is down leaves the current model serving). Nothing but
     cancellation ends the loop: an unexpected error is logged, counted as a store error and
     the next poll tries again."""
-    settings, service, store = app.state.settings, app.state.service, app.state.store
     while True:
         await asyncio.sleep(settings.model_poll_s)
         try:
             pointer = await run_in_threadpool(store.active)
             changed = await service.follow(store, pointer)
         except FerError:
-            app.state.metrics.store_errors.labels("poll").inc()
+            metrics.store_errors.labels("poll").inc()
             continue
         except Exception:  # noqa: BLE001 - one failed poll must not stop following the store
-            app.state.metrics.store_errors.labels("poll").inc()
+            metrics.store_errors.labels("poll").inc()
             log.exception("following the active-model pointer failed; next try in %s s",
                           settings.model_poll_s)
             continue
         if changed:
-            app.state.metrics.swaps.inc()
+            metrics.swaps.inc()
             log.info("now serving model %s (pointer version %s)", service.model_id,
                      service.pointer_version)
         elif service.swap_error:
@@ -130,7 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if service.swap_error:
                 log.warning("%s", service.swap_error)
             if settings.model_poll_s > 0:
-                poller = asyncio.create_task(follow_pointer(app), name="fer-model-pointer")
+                poller = asyncio.create_task(
+                    follow_pointer(settings, service, app.state.store, app.state.metrics),
+                    name="fer-model-pointer")
         try:
             yield
         finally:
@@ -145,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="FER Studio API", version=__version__, lifespan=lifespan,
                   description="Facial emotion recognition: predict emotions of faces in images, "
                               "send corrections back as feedback, export them as a dataset.")
+    # what the typed dependencies give the routes (fer_core.api.deps; routes never read it)
     app.state.settings = settings
     app.state.service = None
     app.state.store = None
@@ -153,13 +157,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.video_job_states = lambda: videos.job_states(settings)
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes,
-                       path_limits={"/v1/videos": lambda: videos.upload_limit_bytes(app)})
+                       path_limits={"/v1/videos": lambda: app.state.settings.video_max_bytes})
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     for r in (predict.router, feedback.router, lifecycle.router, meta.router, videos.router):
         app.include_router(r, prefix="/v1")
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
-        body, kind = app.state.metrics.exposition()
+    def metrics(registry: MetricsDep) -> Response:  # a thread: it counts video job files
+        body, kind = registry.exposition()
         return Response(body, media_type=kind)
     return app

@@ -19,8 +19,9 @@ import numpy as np
 from fer_core.api.batching import MicroBatcher
 from fer_core.api.errors import ApiError
 from fer_core.api.imaging import check_image
-from fer_core.settings import Settings
 from fer_core.errors import FerError
+from fer_core.resolve import resolve_model
+from fer_core.settings import Settings
 from fer_core.labels import FER7, canonical
 
 log = logging.getLogger("fer_core.api")
@@ -94,6 +95,7 @@ class ModelService:
         self.swap_error: str | None = None
         self.detector = None
         self.crops = CropCache(settings.crop_cache)
+        self.configured_path: Path | None = None   # the resolved FER_MODEL (or shipped model)
         self._slot: Slot | None = None
         self._configured: Slot | None = None
         self._pinned: Slot | None = None
@@ -104,30 +106,28 @@ class ModelService:
 
     # ---- lifecycle -------------------------------------------------------------------------
     def load(self) -> None:
-        """Load the configured model; on failure remember why (health says so, predict answers
-        503)."""
+        """Load the configured model (``FER_MODEL``, else the shipped one:
+        :func:`fer_core.resolve.resolve_model`); on failure remember why (health says so,
+        predict answers 503)."""
         predictor, sha = None, None
-        path = self.settings.model_path
         if not self.settings.load_model:
             self.error = "model loading disabled"
         else:
             try:
-                predictor = self._load_predictor(path)
+                self.configured_path = resolve_model(None, self.settings)
+                predictor = self._load_predictor(self.configured_path)
                 from fer_core.model_files import file_sha256
                 sha = file_sha256(predictor.model_path)
             except FerError as e:
                 predictor, self.error = None, str(e)
             except Exception as e:  # noqa: BLE001 - a broken model must not crash the server
-                predictor, self.error = None, \
-                    f"{path}: cannot load model ({type(e).__name__}: {e})"
+                predictor, self.error = None, f"{self.configured_path}: cannot load model " \
+                                              f"({type(e).__name__}: {e})"
         slot = self._new_slot(predictor, None if predictor is None else str(predictor.model_id),
                               sha, "configured")
         self._configured = self._slot = slot
 
     def _load_predictor(self, path):
-        if not Path(path).exists():
-            raise FerError("model not found; train one (python -m fer_core train) or set "
-                           "FER_MODEL to a run directory or .keras file", where=str(path))
         from fer_core.predict import Predictor
         from fer_core.vision import DetectorConfig
         predictor = Predictor(model=str(path), detector_config=DetectorConfig.of(self.settings),

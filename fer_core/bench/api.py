@@ -68,11 +68,12 @@ def _multipart(field: str, filename: str, data: bytes, ctype: str) -> tuple[byte
 
 
 def _prepare_model(requested: str | None, tmp: Path) -> tuple[str, str]:
-    from fer_core import DEFAULT_MODEL
+    from fer_core.resolve import DEFAULT_MODEL, configured_model, default_label, resolve_model
     if requested:
-        return requested, f"given: {requested}"
-    if DEFAULT_MODEL.exists():
-        return str(DEFAULT_MODEL), f"shipped default {DEFAULT_MODEL.name}"
+        return str(resolve_model(requested, where="--model")), f"given: {requested}"
+    default = configured_model()
+    if default is not None:
+        return str(default), default_label(default)
     import keras
 
     from fer_core import architectures

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from pathlib import Path
 
 N_FACES = 3589
 TARGET_EVAL_S = 10.0
@@ -60,13 +59,14 @@ def _faces(data_arg):
 
 
 def _model(model_arg):
-    import fer_core
     from fer_core import evaluation
+    from fer_core.resolve import configured_model, default_label, resolve_model
 
     if model_arg:
-        return evaluation.load(model_arg), f"{model_arg}"
-    if Path(fer_core.DEFAULT_MODEL).exists():
-        return evaluation.load(fer_core.DEFAULT_MODEL), f"shipped {fer_core.DEFAULT_MODEL.name}"
+        return evaluation.load(resolve_model(model_arg, where="--model")), f"{model_arg}"
+    default = configured_model()
+    if default is not None:
+        return evaluation.load(default), default_label(default)
     from fer_core import architectures
     arch = getattr(architectures, "DEFAULT_ARCH", "vgg")
     return evaluation.load(architectures.build(arch)), f"default architecture {arch!r}, untrained"

@@ -50,17 +50,18 @@ def pick_feedback(model, ds, target: int, confused: int, n: int, seed: int = 0):
 def run(args) -> dict:
     from fastapi.testclient import TestClient
 
-    from fer_core import DEFAULT_MODEL, ROOT, compare, data, runs
+    from fer_core import ROOT, compare, data, runs
     from fer_core import finetune as ft
     from fer_core.api.app import create_app
     from fer_core.settings import Settings, export_env, get_settings
     from fer_core.jobs import JobRunner
     from fer_core.labels import canonical
     from fer_core.model import FerModel
+    from fer_core.resolve import resolve_model
 
     default_csv = ROOT.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"
     source = args.data or (str(default_csv) if default_csv.exists() else "demo")
-    base = Path(args.model or DEFAULT_MODEL)
+    base = resolve_model(args.model, where="--model")
     ds = data.load(source)
     model = FerModel.load(base)
     names = [canonical(x) for x in model.labels]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -61,11 +60,12 @@ def _timed(fn, repeat: int, name: str | None = None) -> np.ndarray:
 
 def _model(requested):
     """A path, or an in-memory untrained model (not cached on disk) when nothing is shipped."""
-    from fer_core import DEFAULT_MODEL
+    from fer_core.resolve import DEFAULT_MODEL, configured_model, default_label, resolve_model
     if requested:
-        return requested, f"given: {requested}"
-    if (Path(DEFAULT_MODEL) / "model.keras").is_file():
-        return str(DEFAULT_MODEL), f"shipped default {Path(DEFAULT_MODEL).name}"
+        return str(resolve_model(requested, where="--model")), f"given: {requested}"
+    default = configured_model()
+    if default is not None:
+        return str(default), default_label(default)
     try:
         from fer_core import architectures
         arch = architectures.DEFAULT_ARCH

@@ -8,13 +8,14 @@ path then applies. The JSON output is that record.
 
 from __future__ import annotations
 
+from fer_core.resolve import add_model_argument, resolve_model
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("calibrate", help="fit temperature scaling (calibrated probabilities) "
                                          "and the flip-TTA default of a model")
     p.add_argument("data", help='dataset: a CSV/.csv.gz/.zip or an image folder (or "demo")')
-    p.add_argument("--model", default=None,
-                   help="run directory or .keras file (default: the shipped model)")
+    add_model_argument(p)
     p.add_argument("--split", choices=("val", "test", "train", "all"), default="val",
                    help="split to fit on (default val, FER2013 PublicTest)")
     p.add_argument("--bootstrap", type=int, default=10_000,
@@ -47,12 +48,11 @@ def format_record(r: dict) -> str:
 def run(args) -> int:
     from fer_core import data, evaluation
     from fer_core.cli import emit
-    from fer_core.commands.evaluate import resolve_model
     from fer_core.errors import FerError
 
     if args.bootstrap < 100:
         raise FerError(f"must be >= 100, got {args.bootstrap}", where="--bootstrap")
-    model = resolve_model(args.model)
+    model = resolve_model(args.model, where="--model")
     ds = data.load(args.data)
     if args.split not in ds.splits and args.split != "all":
         raise FerError(f"the data has no {args.split!r} split (it has {ds.splits})",

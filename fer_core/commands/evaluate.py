@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from fer_core.resolve import add_model_argument, resolve_model
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class metrics, confusion "
                                         "matrix and calibration of a model on a split")
-    p.add_argument("--model", default=None,
-                   help="run directory or .keras file (default: the shipped model)")
+    add_model_argument(p)
     p.add_argument("--data", required=True,
                    help='dataset: "demo", a CSV/.csv.gz/.zip or an image folder')
     p.add_argument("--split", choices=("test", "val", "train", "all"), default=None,
@@ -16,23 +17,6 @@ def add_parser(sub) -> None:
                    help="test-time augmentation: average with horizontally flipped faces")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
-
-
-def resolve_model(model):
-    """The --model path, or the shipped default (clear FerError when it is missing)."""
-    from pathlib import Path
-
-    import fer_core
-    from fer_core.errors import FerError
-
-    if model:
-        return model
-    default = Path(fer_core.DEFAULT_MODEL)
-    if not default.exists():
-        raise FerError("the shipped default model is missing; train one with "
-                       "`python -m fer_core train DATA` and pass --model RUN_DIR",
-                       where=str(default))
-    return default
 
 
 def format_report(r: dict) -> str:
@@ -70,7 +54,7 @@ def run(args) -> int:
     from fer_core import data, evaluation
     from fer_core.cli import emit
 
-    model = resolve_model(args.model)
+    model = resolve_model(args.model, where="--model")
     ds = data.load(args.data)
     report = evaluation.evaluate(model, ds, split=args.split, tta=args.tta)
     emit(args, report, format_report(report))

@@ -12,15 +12,14 @@ import sys
 import time
 
 from fer_core.job_events import Log, Metric
+from fer_core.resolve import add_model_argument, resolve_model
 
 
 def add_parser(sub) -> None:
     from fer_core import finetune as ft
     p = sub.add_parser("finetune", help="fine-tune a model on the feedback store's corrections "
                                         "(a job) and compare it with the model it started from")
-    p.add_argument("--model", default=None,
-                   help="the model to start from: a run directory (default: FER_MODEL or the "
-                        "shipped model)")
+    add_model_argument(p, "the model to start from")
     p.add_argument("--feedback-db", default=None,
                    help="SQLite file or postgresql+psycopg:// URL (default FER_FEEDBACK_DB or "
                         "data/feedback.sqlite3)")
@@ -73,7 +72,7 @@ def run(args) -> int:
             raise FerError("not a fine-tuning run", where=f"--resume {args.resume}")
         spec = ft.resume_spec(old.spec)
     else:
-        base = str(args.model or settings.model_path)
+        base = str(resolve_model(args.model, settings, where="--model"))
         replay = settings.finetune_replay if args.replay is None else args.replay
         spec = ft.finetune_spec(base, db, data=args.data, replay=replay, holdout=args.holdout,
                                 mode=args.mode, epochs=args.epochs, lr=args.lr, seed=args.seed,

@@ -14,13 +14,13 @@ import os
 from pathlib import Path
 
 from fer_core.detectors import add_argument
+from fer_core.resolve import add_model_argument, resolve_model
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="emotions of the faces in images")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, webp, ...)")
-    p.add_argument("--model", default=None,
-                   help="run directory or .keras file (default: the shipped model)")
+    add_model_argument(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--out", default=None, help="write annotated copies into this folder")
     p.add_argument("--no-detect", action="store_true",
@@ -67,8 +67,8 @@ def run(args) -> int:
     cfg = vision.DetectorConfig.preset("photo", args.detector, **changes)
     vision.FaceDetector(cfg)  # unknown detector / missing package: before the model loads
     images = [(p, vision.decode_image(p)) for p in paths]  # every image checked first
-    predictor = Predictor(args.model, detector_config=cfg, tta=args.tta,
-                          align=not args.no_align)
+    predictor = Predictor(resolve_model(args.model, where="--model"), detector_config=cfg,
+                          tta=args.tta, align=not args.no_align)
 
     results, lines = [], []
     for p, img in images:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from fer_core.resolve import configured_model
+
 
 def add_store_args(p) -> None:
     p.add_argument("--feedback-db", default=None,
@@ -53,7 +55,7 @@ def run(args) -> int:
     settings, store = open_store(args)
     try:
         out = promotion.promote(store, args.run, who=args.who,
-                                configured_model=settings.model_path)
+                                configured_model=configured_model(settings))
     finally:
         store.close()
     if out["warning"]:

@@ -7,6 +7,8 @@ import errno
 import os
 import socket
 
+from fer_core.resolve import add_model_argument
+
 M_ARENA_MAX = -8  # glibc mallopt parameter
 
 
@@ -14,8 +16,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="run the REST API (OpenAPI + Swagger UI at /docs)")
     p.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--model", default=None,
-                   help="run directory or .keras file (default: FER_MODEL or the shipped model)")
+    add_model_argument(p)
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--feedback-db", default=None,
                    help="SQLite file or postgresql+psycopg://user@host:port/db URL "
@@ -38,8 +39,9 @@ def run(args) -> int:
     from fer_core.settings import export_env, get_settings
     settings = getattr(args, "settings", None) or get_settings()  # bad FER_* values: exit 2
     changes = {}
-    if args.model:
-        changes["model"] = str(os.path.abspath(os.path.expanduser(args.model)))
+    if args.model:  # a path made absolute for the workers; a run id (or a bad name) as given:
+        path = os.path.abspath(os.path.expanduser(args.model))  # the API resolves it and says
+        changes["model"] = path if os.path.exists(path) else args.model  # what is wrong
     if args.feedback_db:
         changes["feedback_db"] = args.feedback_db if "://" in args.feedback_db else \
             os.path.abspath(os.path.expanduser(args.feedback_db))

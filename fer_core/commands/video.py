@@ -14,14 +14,14 @@ import sys
 from pathlib import Path
 
 from fer_core.job_events import Meter, fmt_duration
+from fer_core.resolve import add_model_argument, resolve_model
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("video", help="emotions over time per face in a video file")
     p.add_argument("input", metavar="INPUT", help="video file (MP4, WebM, MOV, MKV, AVI)")
     p.add_argument("--out", required=True, help="folder for frames.csv, summary.json, ...")
-    p.add_argument("--model", default=None,
-                   help="run directory or .keras file (default: the shipped model)")
+    add_model_argument(p)
     p.add_argument("--every", type=int, default=None,
                    help="analyse (detect + classify) every N-th frame, track faces in between "
                         "(default 5)")
@@ -94,10 +94,11 @@ def run(args) -> int:
     from fer_core.vision import FaceDetector
     FaceDetector(video.detector_config(args.detector))  # unknown detector / missing package
     video.probe(src)  # not a video / unsupported codec / no frames: before the model loads
+    model = resolve_model(args.model, where="--model")
     every = video.DEFAULT_EVERY if args.every is None else args.every
     bar = ProgressBar() if (args.progress or sys.stderr.isatty()) else None
     try:
-        summary = video.analyze(src, out, model=args.model, every=every,
+        summary = video.analyze(src, out, model=model, every=every,
                                 smoothing=args.smoothing, annotate=args.annotate, progress=bar,
                                 detector=args.detector)
     finally:

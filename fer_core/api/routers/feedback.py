@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import contextlib
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from fer_core.api import errors
-from fer_core.api.deps import (get_service, get_store, media_type, read_form, read_json,
-                               require_api_key, unsupported_body, upload_bytes)
+from fer_core.api.deps import (ApiKeyDep, BudgetDep, ServiceDep, StoreDep, media_type,
+                               read_form, read_json, unsupported_body, upload_bytes)
 from fer_core.api.errors import ApiError
-from fer_core.api.feedback_store import FeedbackStore
 from fer_core.api.imaging import b64decode, declared_pixels
 from fer_core.api.schemas import FeedbackJSON, FeedbackResponse
-from fer_core.api.service import ModelService
 from fer_core.settings import parse_flag
 from fer_core.errors import FerError
 
-router = APIRouter(tags=["feedback"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["feedback"], dependencies=[ApiKeyDep])
 
 _FORM = {"type": "object", "required": ["label"], "properties": {
     "label": {"type": "string", "minLength": 1, "maxLength": 32},
@@ -63,8 +61,7 @@ def _form_bool(value, field: str) -> bool:
              openapi_extra=FEEDBACK_BODY,
              responses=errors.responses(400, 401, 404, 413, 415, 422, 503),
              summary="Send the true label of a predicted face (by prediction id) or of an image")
-async def feedback(request: Request, service: ModelService = Depends(get_service),
-                   store: FeedbackStore = Depends(get_store)):
+async def feedback(request: Request, service: ServiceDep, store: StoreDep, budget: BudgetDep):
     kind = media_type(request)
     data = None
     if kind == "application/json":
@@ -103,7 +100,6 @@ async def feedback(request: Request, service: ModelService = Depends(get_service
                            "send the image instead", 404)
         crop, predicted, model_id = hit
     else:
-        budget = getattr(request.app.state, "decode_budget", None)
         async with budget.hold(declared_pixels(data)) if budget else contextlib.nullcontext():
             faces, boxes = await run_in_threadpool(service.prepare, data, detect)
         if len(faces) == 0:
@@ -123,7 +119,7 @@ async def feedback(request: Request, service: ModelService = Depends(get_service
                              "description": "FER2013-format CSV: emotion,pixels,Usage"},
                        **errors.responses(401, 503)},
             summary="All feedback as a FER2013-format CSV (loadable as a dataset)")
-async def export(store: FeedbackStore = Depends(get_store)):
+async def export(store: StoreDep):
     with _unavailable_as_503():
         lines = await run_in_threadpool(store.iter_csv)  # query runs now: 503 before any byte
     return StreamingResponse(iterate_in_threadpool(lines), media_type="text/csv",

@@ -6,17 +6,17 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from fer_core import DEFAULT_MODEL, __version__, runs
-from fer_core.vision import DetectorConfig
-from fer_core.api.deps import get_service
+from fer_core import __version__, resolve, runs
+from fer_core.api.deps import ServiceDep, SettingsDep, StoreState, StoreStateDep
 from fer_core.api.schemas import Health, LabelsResponse, ModelsResponse
-from fer_core.api.service import ModelService
 from fer_core.errors import FerError
 from fer_core.labels import EMOJI, LABEL_SETS
 from fer_core.model_files import read_labels
+from fer_core.settings import Settings
+from fer_core.vision import DetectorConfig
 
 router = APIRouter(tags=["meta"])
 
@@ -42,13 +42,13 @@ def versions() -> dict:
     return _VERSIONS
 
 
-async def feedback_store_health(request: Request) -> dict:
+async def feedback_store_health(state: StoreState, settings: Settings) -> dict:
     """Kind of the feedback store and whether it answers now (no location, no credentials)."""
-    store = request.app.state.store
+    store = state.store
     if store is None:
         from fer_core.api.feedback_store import store_url
         try:
-            kind = store_url(request.app.state.settings.feedback_db).get_backend_name()
+            kind = store_url(settings.feedback_db).get_backend_name()
         except FerError:
             kind = "unknown"
         return {"kind": kind, "reachable": False}
@@ -56,14 +56,14 @@ async def feedback_store_health(request: Request) -> dict:
 
 
 @router.get("/health", response_model=Health, summary="Is a model loaded; versions")
-async def health(request: Request, service: ModelService = Depends(get_service)):
+async def health(service: ServiceDep, settings: SettingsDep, store_state: StoreStateDep):
     b = service.batcher
     return {"status": "ok" if service.loaded else "degraded", "model_loaded": service.loaded,
             "model_id": service.model_id, "model_error": service.public_error,
             "labels": service.labels if service.loaded else None, "versions": versions(),
             "detector": DetectorConfig.of(service.settings).kind, "tta": service.settings.tta,
             "batches": b.calls if b else 0, "batched_faces": b.faces if b else 0,
-            "feedback_store": await feedback_store_health(request)}
+            "feedback_store": await feedback_store_health(store_state, settings)}
 
 
 def _labels_of(path: Path) -> list[str] | None:
@@ -77,21 +77,21 @@ def _labels_of(path: Path) -> list[str] | None:
 def available_models(active: Path | None) -> list[dict]:
     """The active model, the shipped default and the training runs that hold a model."""
     paths = [r.path for r in runs.list_runs() if r.has_model]
-    for extra in (DEFAULT_MODEL, active):
+    for extra in (resolve.DEFAULT_MODEL, active):
         if extra is not None and runs.has_model(extra) and \
                 extra.resolve() not in {p.resolve() for p in paths}:
             paths.insert(0, extra)
     act = active.resolve() if active is not None and active.exists() else None
     # ids and names only: the server's folders are none of the client's business
     return [{"id": p.stem if p.suffix == ".keras" else p.name, "name": p.name,
-             "kind": "default" if p.resolve() == DEFAULT_MODEL.resolve() else "run",
+             "kind": "default" if p.resolve() == resolve.DEFAULT_MODEL.resolve() else "run",
              "active": p.resolve() == act, "labels": _labels_of(p)} for p in paths]
 
 
 @router.get("/models", response_model=ModelsResponse, summary="Available models; the active one")
-async def models(service: ModelService = Depends(get_service)):
+async def models(service: ServiceDep):
     promoted = service.loaded and service.source == "promoted"
-    active = service.settings.model_path if service.loaded and not promoted else None
+    active = service.configured_path if service.loaded and not promoted else None
     listed = await run_in_threadpool(available_models, active)
     if promoted:
         listed.insert(0, {"id": service.model_id, "name": service.model_id, "kind": "promoted",
@@ -106,7 +106,7 @@ async def models(service: ModelService = Depends(get_service)):
 
 
 @router.get("/labels", response_model=LabelsResponse, summary="The active model's labels")
-async def labels(service: ModelService = Depends(get_service)):
+async def labels(service: ServiceDep):
     names = service.labels
     label_set = next((k for k, v in LABEL_SETS.items() if list(v) == names), None)
     from fer_core.labels import canonical

@@ -6,12 +6,12 @@ import asyncio
 import json
 import time
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from fer_core.api import errors
-from fer_core.api.deps import (get_model, media_type, read_form, read_json, unsupported_body,
-                               upload_bytes)
+from fer_core.api.deps import (BudgetDep, ModelDep, SettingsDep, media_type, read_form,
+                               read_json, unsupported_body, upload_bytes)
 from fer_core.api.errors import ApiError
 from fer_core.api.imaging import PixelBudget, b64decode, declared_pixels
 from fer_core.api.schemas import BatchJSON, BatchResponse, PredictJSON, PredictResponse
@@ -90,11 +90,11 @@ async def read_images(request: Request, batch: bool) -> list:
 @router.post("/predict", response_model=PredictResponse, openapi_extra=PREDICT_BODY,
              responses=errors.responses(400, 413, 415, 422, 503),
              summary="Emotions of the faces in one image")
-async def predict(request: Request, detect: bool = DETECT, top_k: int = TOP_K,
-                  service: ModelService = Depends(get_model)):
+async def predict(request: Request, service: ModelDep, budget: BudgetDep,
+                  detect: bool = DETECT, top_k: int = TOP_K):
     t0 = time.perf_counter()
     (data,) = await read_images(request, batch=False)
-    faces = await faces_of(service, data, detect, top_k, budget=_budget(request))
+    faces = await faces_of(service, data, detect, top_k, budget=budget)
     return {"faces": faces, "model_id": service.model_id, "model_sha256": service.model_sha256,
             "timing_ms": round((time.perf_counter() - t0) * 1000, 3)}
 
@@ -102,12 +102,11 @@ async def predict(request: Request, detect: bool = DETECT, top_k: int = TOP_K,
 @router.post("/predict/batch", response_model=BatchResponse, openapi_extra=BATCH_BODY,
              responses=errors.responses(400, 413, 415, 422, 503),
              summary="Emotions of the faces in several images (errors reported per image)")
-async def predict_batch(request: Request, detect: bool = DETECT, top_k: int = TOP_K,
-                        service: ModelService = Depends(get_model)):
+async def predict_batch(request: Request, service: ModelDep, budget: BudgetDep,
+                        settings: SettingsDep, detect: bool = DETECT, top_k: int = TOP_K):
     t0 = time.perf_counter()
     items = await read_images(request, batch=True)  # bytes or a FerError per image
-    items = over_request_budget(items, request.app.state.settings.max_request_pixels)
-    budget = _budget(request)
+    items = over_request_budget(items, settings.max_request_pixels)
 
     async def one(i, item):
         if isinstance(item, Exception):
@@ -142,10 +141,6 @@ def over_request_budget(items: list, max_pixels: int) -> list:
                                 "the rest in another request", 413)
         out.append(item)
     return out
-
-
-def _budget(request: Request) -> PixelBudget | None:
-    return getattr(request.app.state, "decode_budget", None)
 
 
 def _failed(i: int, e: Exception) -> dict:

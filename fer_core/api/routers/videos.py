@@ -31,9 +31,11 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from fer_core.api import errors
-from fer_core.api.deps import media_type, read_form, unsupported_body
+from fer_core.api.deps import ServiceDep, SettingsDep, media_type, read_form, unsupported_body
 from fer_core.api.errors import ApiError
+from fer_core.api.service import ModelService
 from fer_core.errors import FerError
+from fer_core.resolve import resolve_model
 from fer_core.settings import Settings
 from fer_core.video_jobs import JOB, TooManyJobs, VideoJobStore
 
@@ -71,20 +73,6 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
                    "annotate": {"type": "boolean", "default": False}}}}}}}
 
 
-def settings_of(request: Request) -> Settings:
-    return app_settings(request.app)
-
-
-def app_settings(app) -> Settings:
-    """The app's settings (``create_app(settings)``)."""
-    return app.state.settings
-
-
-def upload_limit_bytes(app) -> int:
-    """The request-body limit of a video upload (``FER_VIDEO_MAX_MB``)."""
-    return app_settings(app).video_max_bytes
-
-
 def store_of(s: Settings) -> VideoJobStore:
     """The video job store of ``FER_VIDEO_DIR`` (the one the Video page uses too)."""
     return VideoJobStore(s.video_dir, max_jobs=s.video_max_jobs, ttl_hours=s.video_ttl_hours)
@@ -118,8 +106,7 @@ def _safe_name(name: str | None) -> str:
 @router.post("/videos", status_code=202, response_model=VideoJob, openapi_extra=UPLOAD_BODY,
              responses=errors.responses(400, 413, 415, 422, 429, 503),
              summary="Start analysing a video: per-face emotions over time")
-async def create_video(request: Request):
-    s = settings_of(request)
+async def create_video(request: Request, s: SettingsDep, service: ServiceDep):
     kind = media_type(request)
     if kind != "multipart/form-data":
         raise unsupported_body(kind, "multipart/form-data with a 'file' field")
@@ -129,14 +116,15 @@ async def create_video(request: Request):
     except TooManyJobs as e:
         raise ApiError("too_many_jobs", str(e), 429) from None
     try:
-        await _read_and_start(request, s, store, vid)
+        await _read_and_start(request, s, store, vid, service)
     except BaseException:
         store.discard(vid)  # refused or failed: the slot is free again
         raise
     return await run_in_threadpool(_status, store, vid)
 
 
-async def _read_and_start(request: Request, s: Settings, store: VideoJobStore, vid: str) -> None:
+async def _read_and_start(request: Request, s: Settings, store: VideoJobStore, vid: str,
+                          service: ModelService) -> None:
     """Stream the upload into the reserved job ``vid``, probe it and start its job."""
     limit = int(s.video_max_mb * 1024 * 1024)
     async with read_form(request, max_files=1) as form:
@@ -169,24 +157,23 @@ async def _read_and_start(request: Request, s: Settings, store: VideoJobStore, v
         if e.status == 413:
             raise ApiError("too_long", str(e), 413) from None
         raise ApiError("not_a_video" if e.status == 400 else "bad_video", str(e), 415) from None
-    api_settings, service = request.app.state.settings, request.app.state.service
     # the model this instance serves now (a promoted one after promote), else FER_MODEL
-    model = service.predictor.model_path if service.loaded else api_settings.model_path
+    model = service.predictor.model_path if service.loaded else resolve_model(None, s)
     await run_in_threadpool(lambda: store.start(
         vid, dest, name=name, model=model, every=every, smoothing=smoothing, annotate=annotate,
         max_duration_s=s.video_max_seconds,
-        detector=api_settings.detector))  # FER_DETECTOR (None: the default)
+        detector=s.detector))  # FER_DETECTOR (None: the default)
 
 
 @router.get("/videos/{vid}", response_model=VideoJob, responses=errors.responses(404),
             summary="Status, progress, and the summary once the analysis is done")
-async def get_video(vid: str, request: Request):
-    return await run_in_threadpool(_status, store_of(settings_of(request)), vid)
+async def get_video(vid: str, s: SettingsDep):
+    return await run_in_threadpool(_status, store_of(s), vid)
 
 
-def _result(request: Request, vid: str, name: str) -> Path:
+def _result(s: Settings, vid: str, name: str) -> Path:
     try:
-        return store_of(settings_of(request)).result_file(vid, name)
+        return store_of(s).result_file(vid, name)
     except FerError as e:
         raise ApiError("not_ready" if e.status == 409 else "not_found", str(e), e.status) from None
 
@@ -194,24 +181,24 @@ def _result(request: Request, vid: str, name: str) -> Path:
 @router.get("/videos/{vid}/frames.csv", responses={
     200: {"content": {"text/csv": {}}, "description": "one row per face per analysed frame"},
     **errors.responses(404, 409)}, summary="The per-frame, per-face table (CSV)")
-async def get_frames(vid: str, request: Request):
-    f = await run_in_threadpool(_result, request, vid, "frames.csv")
+async def get_frames(vid: str, s: SettingsDep):
+    f = await run_in_threadpool(_result, s, vid, "frames.csv")
     return FileResponse(f, media_type="text/csv", filename=f"{vid}-frames.csv")
 
 
 @router.get("/videos/{vid}/summary.json", responses=errors.responses(404, 409),
             summary="The summary (also part of GET /v1/videos/{id} when done)")
-async def get_summary(vid: str, request: Request):
-    f = await run_in_threadpool(_result, request, vid, "summary.json")
+async def get_summary(vid: str, s: SettingsDep):
+    f = await run_in_threadpool(_result, s, vid, "summary.json")
     return FileResponse(f, media_type="application/json", filename=f"{vid}-summary.json")
 
 
 @router.get("/videos/{vid}/annotated", responses={
     200: {"content": {"video/mp4": {}, "video/webm": {}}}, **errors.responses(404, 409)},
     summary="The annotated video (when requested with annotate=true)")
-async def get_annotated(vid: str, request: Request):
-    job_dir = await run_in_threadpool(store_of(settings_of(request)).path, vid) / JOB
+async def get_annotated(vid: str, s: SettingsDep):
+    job_dir = await run_in_threadpool(store_of(s).path, vid) / JOB
     for name, mt in (("annotated.mp4", "video/mp4"), ("annotated.webm", "video/webm")):
         if (job_dir / name).is_file():
             return FileResponse(job_dir / name, media_type=mt, filename=f"{vid}-{name}")
-    await run_in_threadpool(_result, request, vid, "annotated.mp4")  # 409 or 404
+    await run_in_threadpool(_result, s, vid, "annotated.mp4")  # 409 or 404
