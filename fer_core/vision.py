@@ -260,7 +260,7 @@ MAX_ASPECT = 100.0
 # bench's clips by ``python -m fer_core bench detect --learn`` (the middle of the widest range
 # of thresholds with the fewest misses + false boxes; see README "Face detectors"). Haar's
 # neighbour count (``min_neighbors``) is its threshold, so its score threshold is 0.
-SCORE_THRESHOLDS = {"haar": 0.0, "blazeface": 0.55, "blazeface-short": 0.35}
+SCORE_THRESHOLDS = {"haar": 0.0, "blazeface": 0.5, "blazeface-short": 0.35}
 # Detector box -> the FER2013 framing of the training crops (which Haar + DEFAULT_MARGIN match):
 # a square of side ``scale * max(w, h)`` whose centre moves by ``shift * side`` downwards.
 # Medians of Haar vs BlazeFace boxes on the 58 portraits of ../shared/data/faces where both
@@ -289,8 +289,12 @@ class DetectorConfig:
     image. Haar: frames whose longer side exceeds ``max_side`` are downscaled for detection (the
     main speed lever), ``scale_factor`` and ``min_neighbors`` are the cascade's. CNN detectors
     letterbox the frame into their own input; ``pad`` (a fraction of the longer side) adds a
-    border first so a face cut by the frame edge is seen whole. ``score_threshold`` None takes
-    the detector's learned threshold (``SCORE_THRESHOLDS``).
+    border first so a face cut by the frame edge is seen whole. ``tile`` (CNN detectors; 0 =
+    off) adds a second pass on overlapping square tiles of ``tile`` x the longer side, each at
+    the detector's full input resolution, for faces too small for the one whole-image pass
+    (see ``FaceDetector._detect_tiles``); both passes are merged by the same non-maximum
+    suppression. ``score_threshold`` None takes the detector's learned threshold
+    (``SCORE_THRESHOLDS``).
     """
 
     kind: str = field(default_factory=default_detector)
@@ -306,7 +310,9 @@ class DetectorConfig:
     def preset(cls, name: str, detector: str | None = None, **changes) -> "DetectorConfig":
         """The settings of one use for one detector (default ``DEFAULT_DETECTOR``):
 
-        - ``photo``: photos and ``predict`` (Haar: the defaults; CNN: a 20 % border);
+        - ``photo``: photos and ``predict`` (Haar: the defaults; CNN: a 20 % border;
+          ``blazeface`` also the tiling pass, 2x2 tiles of 0.6 on a square photo: about 5x
+          the work of one pass, for small faces in group photos and faces cut by the edge);
         - ``realtime``: the Webcam page, ``bench predict`` and ``FER_DETECTOR_PRESET=realtime``:
           faces >= 80 px (an arm's length away); Haar on a <= 256 px copy, scale step 1.15;
         - ``fast``: the API's default: faces >= 40 px; Haar on a <= 320 px copy, step 1.2;
