@@ -80,3 +80,33 @@ def test_tiles_cover_the_image_with_the_promised_overlap():
 def test_tile_setting_is_checked():
     with pytest.raises(FerError, match=r"detector.tile: tile must be 0 \(one pass\) or in"):
         FaceDetector(DetectorConfig(kind="blazeface", tile=0.1))
+
+
+# --------------------------------------------------------------------------- bench detect --truth
+
+def test_bench_detect_counts_true_and_invented_faces_from_a_truth_file(tmp_path):
+    """A box count alone would call 3 boxes on a 3-face photo right; against the marked faces
+    a box on an unmarked face is invented and the marked face without a box is missed."""
+    import cv2
+
+    from fer_core.bench import detect as bench
+    w, h, size = 1280, 960, 90
+    centres = [(300, 300), (640, 300), (980, 300)]
+    cv2.imwrite(str(tmp_path / "selfie-drawn.png"), synthetic_group(w, h, centres, size))
+    cv2.imwrite(str(tmp_path / "portrait.png"), synthetic_group(640, 480, [(320, 240)], 160))
+    (tmp_path / "faces.csv").write_text("file,faces\nselfie-drawn.png,3\nportrait.png,1\n")
+    marked = centres[:2] + [(640, 750)]      # the third mark is where no face is drawn
+    (tmp_path / "boxes.csv").write_text(
+        "file,cx,cy,size\n" + "".join(f"selfie-drawn.png,{x},{y},{size}\n" for x, y in marked))
+    args = type("A", (), {"detector": "blazeface", "faces": str(tmp_path), "truth": None,
+                          "repeat": 1, "learn": True})()
+    row = bench.run(args)["detectors"]["blazeface"]
+    assert row["portraits_exactly_one"] == "1/1"
+    assert row["selfie_boxes"] == 3
+    assert (row["selfie_true_faces"], row["selfie_invented_boxes"]) == (2, 1)
+    assert row["learn"]["fewest_errors"] >= 2   # a missed and an invented face at any threshold
+
+    (tmp_path / "bad.csv").write_text("file,cx,cy,size\nselfie-drawn.png,1,two,3\n")
+    args.truth = str(tmp_path / "bad.csv")
+    with pytest.raises(FerError, match=r"bad.csv:2: expected columns file,cx,cy,size"):
+        bench.run(args)
