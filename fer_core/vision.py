@@ -311,8 +311,8 @@ class DetectorConfig:
         """The settings of one use for one detector (default ``DEFAULT_DETECTOR``):
 
         - ``photo``: photos and ``predict`` (Haar: the defaults; CNN: a 20 % border;
-          ``blazeface`` also the tiling pass, 2x2 tiles of 0.6 on a square photo: about 5x
-          the work of one pass, for small faces in group photos and faces cut by the edge);
+          ``blazeface`` also the tiling pass, 2x2 tiles of 0.6 on a square photo, so five
+          model runs, for small faces in group photos and faces cut by the edge);
         - ``realtime``: the Webcam page, ``bench predict`` and ``FER_DETECTOR_PRESET=realtime``:
           faces >= 80 px (an arm's length away); Haar on a <= 256 px copy, scale step 1.15;
         - ``fast``: the API's default: faces >= 40 px; Haar on a <= 320 px copy, step 1.2;
@@ -479,14 +479,15 @@ class FaceDetector:
 
     def _detect_tiles(self, image):
         """The tiling pass of a CNN detector (``tile`` > 0): square tiles of ``tile`` x the
-        longer side of ``image``, overlapping by at least half a tile, each seen at the
-        detector's full input resolution, so faces too small for the one whole-image pass
-        (BlazeFace sees any image at 192x192) are found. A tile keeps the faces that fit in
-        half a tile and do not touch a cut side (a side inside the image): a face cut by one
-        tile lies whole in its neighbour, and larger faces are the whole pass's. Sides on the
-        image's edge are mirrored outwards by ``TILE_MIRROR`` x the tile, so a face cut by the
-        photo's edge (half a face) is completed by its mirror image; a box whose centre lies
-        outside the image (a mirrored copy of a face) is dropped."""
+        longer side of ``image``, neighbours overlapping by at least ``TILE_OVERLAP`` x a tile,
+        each seen at the detector's full input resolution, so faces too small for the one
+        whole-image pass (BlazeFace sees any image at 192x192) are found. A tile keeps the
+        faces that fit in half a tile and do not touch a cut side (a side inside the image): a
+        face cut by one tile lies whole in its neighbour, and larger faces are the whole
+        pass's. Sides on the image's edge are mirrored outwards by ``TILE_MIRROR`` x the tile,
+        so a face cut by the photo's edge (half a face) is completed by its mirror image; a box
+        whose centre lies outside the image by more than ``MIRROR_CENTRE`` x its side (a
+        mirrored copy of a whole face) is dropped."""
         from fer_core.detectors import Detections
         h, w = image.shape[:2]
         t = max(1, int(round(self.config.tile * max(h, w))))
