@@ -50,6 +50,14 @@ def synthetic_frame(width: int = 640, height: int = 480, face_size: int = 160,
                     centre: tuple[int, int] | None = None, smile: bool = True,
                     seed: int = 0) -> np.ndarray:
     """A BGR webcam-like frame (shaded wall, a shelf, a lamp) with one synthetic face."""
+    return synthetic_group(width, height, [centre or (width // 2, height // 2)], face_size,
+                           smile=smile, seed=seed)
+
+
+def synthetic_group(width: int, height: int, centres, face_size: int = 160,
+                    smile: bool = True, seed: int = 0) -> np.ndarray:
+    """:func:`synthetic_frame` with one synthetic face at each of ``centres`` ((x, y) pixels),
+    all of ``face_size``: a group photo the tests can make at any size."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
     wall = (70 + 90 * xx / width + 40 * yy / height).astype(np.uint8)
@@ -63,16 +71,20 @@ def synthetic_frame(width: int = 640, height: int = 480, face_size: int = 160,
     alpha = (face.astype(np.int16) != mask.astype(np.int16)).any(axis=2)
     alpha = ~alpha  # pixels that do not depend on the background belong to the face
     fh, fw = face.shape[:2]
-    cx, cy = centre or (width // 2, height // 2)
-    x0, y0 = cx - fw // 2, cy - fh // 2
-    sx0, sy0 = max(0, -x0), max(0, -y0)
-    dx0, dy0 = max(0, x0), max(0, y0)
-    dx1, dy1 = min(width, x0 + fw), min(height, y0 + fh)
-    region = frame[dy0:dy1, dx0:dx1]
-    sub_a = alpha[sy0:sy0 + dy1 - dy0, sx0:sx0 + dx1 - dx0]
-    region[sub_a] = face[sy0:sy0 + dy1 - dy0, sx0:sx0 + dx1 - dx0][sub_a]
+    for cx, cy in centres:
+        x0, y0 = int(cx) - fw // 2, int(cy) - fh // 2
+        sx0, sy0 = max(0, -x0), max(0, -y0)
+        dx0, dy0 = max(0, x0), max(0, y0)
+        dx1, dy1 = min(width, x0 + fw), min(height, y0 + fh)
+        if dx1 <= dx0 or dy1 <= dy0:
+            continue
+        region = frame[dy0:dy1, dx0:dx1]
+        sub_a = alpha[sy0:sy0 + dy1 - dy0, sx0:sx0 + dx1 - dx0]
+        region[sub_a] = face[sy0:sy0 + dy1 - dy0, sx0:sx0 + dx1 - dx0][sub_a]
     noise = rng.integers(0, 4, frame.shape, dtype=np.uint8)
     return cv2.add(frame, noise)
+
+
 def synthetic_clip(path, seconds: float = 2.0, fps: float = 30, size=(640, 480), faces: int = 2,
                    codec: str = "libx264", rotation: int = 0, frame_times=None,
                    face_size: int = 90, moving: bool = True, visible=None) -> Path:

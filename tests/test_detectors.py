@@ -248,6 +248,12 @@ def test_blazeface_counts_the_real_portraits_right():
                 for r in rows if r["faces"] == "1")
     assert exact >= 59
     assert len(det.detect(vision.decode_image(FACES / "couple.jpg"))) == 2
+    # the selfie's 7 faces, two of them cut by the photo's edge (the tiling pass finds those);
+    # bench detect --truth checks that each box is a true face
+    selfie = det.detect(vision.decode_image(FACES / "selfie-many-people.jpg"))
+    assert 6 <= len(selfie) <= 7
+    single = FaceDetector(DetectorConfig.preset("photo", "blazeface", tile=0.0))
+    assert len(single.detect(vision.decode_image(FACES / "selfie-many-people.jpg"))) < len(selfie)
 
 
 def test_bench_detect_reports_every_detector(tmp_path):

@@ -37,6 +37,9 @@ def _lines(result: dict, indent: str = "") -> list[str]:
             out.append(f"{indent}{key}:")
             for row in value:
                 out.append(indent + "  - " + ", ".join(f"{k}={v}" for k, v in row.items()))
+        elif isinstance(value, str) and "\n" in value:   # a table: its lines as they are
+            out.append(f"{indent}{key}:")
+            out += [indent + "  " + line for line in value.splitlines()]
         else:
             out.append(f"{indent}{key:28s} {value}")
     return out
