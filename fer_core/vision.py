@@ -280,6 +280,12 @@ PRESETS: dict[str, dict[str, dict]] = {
 }
 
 
+# (field, lowest, highest, type, unit) of the DetectorConfig fields that take a closed range
+_RANGES = (("scale_factor", 1.01, 2.0, float, ""), ("min_neighbors", 0, 50, int, ""),
+           ("min_size", 8, 4096, int, " pixels"), ("max_side", 96, 8192, int, " pixels"),
+           ("pad", 0.0, 1.0, float, ""))
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     """Face detector settings.
@@ -348,23 +354,14 @@ class DetectorConfig:
     def validate(self) -> "DetectorConfig":
         from fer_core.detectors import check_name
         check_name(self.kind, where="detector.kind")
-        if not 1.01 <= float(self.scale_factor) <= 2.0:
-            raise FerError(f"scale_factor must be in [1.01, 2], got {self.scale_factor}",
-                           where="detector.scale_factor")
-        if not 0 <= int(self.min_neighbors) <= 50:
-            raise FerError(f"min_neighbors must be in [0, 50], got {self.min_neighbors}",
-                           where="detector.min_neighbors")
-        if not 8 <= int(self.min_size) <= 4096:
-            raise FerError(f"min_size must be in [8, 4096] pixels, got {self.min_size}",
-                           where="detector.min_size")
-        if not 96 <= int(self.max_side) <= 8192:
-            raise FerError(f"max_side must be in [96, 8192] pixels, got {self.max_side}",
-                           where="detector.max_side")
+        for name, lo, hi, cast, unit in _RANGES:
+            value = getattr(self, name)
+            if not lo <= cast(value) <= hi:
+                raise FerError(f"{name} must be in [{lo:g}, {hi:g}]{unit}, got {value}",
+                               where=f"detector.{name}")
         if self.score_threshold is not None and not 0.0 <= float(self.score_threshold) < 1.0:
             raise FerError(f"score_threshold must be in [0, 1), got {self.score_threshold}",
                            where="detector.score_threshold")
-        if not 0.0 <= float(self.pad) <= 1.0:
-            raise FerError(f"pad must be in [0, 1], got {self.pad}", where="detector.pad")
         if not (float(self.tile) == 0.0 or 0.2 <= float(self.tile) < 1.0):
             raise FerError(f"tile must be 0 (one pass) or in [0.2, 1), got {self.tile}",
                            where="detector.tile")
