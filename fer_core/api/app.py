@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool  # noqa: E402
 from fer_core import __version__  # noqa: E402
 from fer_core.api import errors  # noqa: E402
 from fer_core.api.errors import ApiError  # noqa: E402
-from fer_core.api.imaging import PixelBudget  # noqa: E402
+from fer_core.api.imaging import decode_budget  # noqa: E402
 from fer_core.api.metrics import Metrics, RequestMetrics  # noqa: E402
 from fer_core.api.routers import feedback, lifecycle, meta, predict, videos  # noqa: E402
 from fer_core.api.service import ModelService  # noqa: E402
@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         service = ModelService(settings)
         service.on_batch = app.state.metrics.batch.observe
-        app.state.decode_budget = PixelBudget(settings.max_pixels)
+        app.state.decode_budget = decode_budget(settings.max_pixels, settings.decode_budget_dir)
         await run_in_threadpool(service.load)
         if settings.load_model and service.error:
             log.warning("no model loaded, predictions answer 503 until it is fixed: %s",

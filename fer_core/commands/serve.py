@@ -5,7 +5,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import shutil
 import socket
+import tempfile
 
 M_ARENA_MAX = -8  # glibc mallopt parameter
 
@@ -26,16 +28,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import uvicorn
-
     from fer_core.errors import FerError
 
     if not 0 < args.port < 65536:
         raise FerError(f"expected a port in 1..65535, got {args.port}", where="--port")
     if args.workers < 1:
         raise FerError(f"expected at least 1, got {args.workers}", where="--workers")
-    from fer_core.api.feedback_store import check_store
-    from fer_core.settings import export_env, get_settings
+    from fer_core.settings import get_settings
     settings = getattr(args, "settings", None) or get_settings()  # bad FER_* values: exit 2
     changes = {}
     if args.model:
@@ -49,6 +48,22 @@ def run(args) -> int:
         except FerError as e:  # name the option the value came from
             flags = {"FER_MODEL": "--model", "FER_FEEDBACK_DB": "--feedback-db"}
             raise FerError(str(e).split(": ", 1)[-1], where=flags.get(e.where, e.where)) from None
+    made_dir = None
+    if args.workers > 1 and settings.decode_budget_dir is None:  # one pixel budget, N workers
+        made_dir = tempfile.mkdtemp(prefix="fer-decode-budget-")
+        settings = settings.with_(decode_budget_dir=made_dir)
+    try:
+        return _serve(args, settings)
+    finally:
+        if made_dir:
+            shutil.rmtree(made_dir, ignore_errors=True)
+
+
+def _serve(args, settings) -> int:
+    import uvicorn
+
+    from fer_core.api.feedback_store import check_store
+    from fer_core.settings import export_env
     export_env(settings)  # every worker process (--workers N) rebuilds the same settings
     check_store(settings.feedback_db)  # a store that cannot be opened as configured: exit 2
     check_port(args.host, args.port)  # uvicorn would load the model first, then fail to bind
