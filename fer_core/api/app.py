@@ -18,6 +18,7 @@ from fer_core import __version__  # noqa: E402
 from fer_core.api import errors  # noqa: E402
 from fer_core.api.errors import ApiError  # noqa: E402
 from fer_core.api.imaging import decode_budget  # noqa: E402
+from fer_core.api.memory import IdleTrim  # noqa: E402
 from fer_core.api.metrics import Metrics, RequestMetrics  # noqa: E402
 from fer_core.api.routers import feedback, lifecycle, meta, predict, videos  # noqa: E402
 from fer_core.api.service import ModelService  # noqa: E402
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         service.error)
         app.state.service = service
         await service.start()
+        app.state.idle_trim.start()
         from fer_core.api.feedback_store import FeedbackStore
         try:
             app.state.store = await run_in_threadpool(FeedbackStore, settings.feedback_db)
@@ -131,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with suppress(asyncio.CancelledError):
                     await poller
             await service.stop()
+            await app.state.idle_trim.stop()
             if app.state.store is not None:
                 app.state.store.close()
 
@@ -147,6 +150,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes,
                        path_limits={"/v1/videos": lambda: videos.upload_limit_bytes(app)})
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    app.state.idle_trim = IdleTrim()
+    app.add_middleware(app.state.idle_trim.middleware)  # outermost: sees every request
     for r in (predict.router, feedback.router, lifecycle.router, meta.router, videos.router):
         app.include_router(r, prefix="/v1")
 
