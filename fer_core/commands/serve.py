@@ -9,7 +9,8 @@ import shutil
 import socket
 import tempfile
 
-M_ARENA_MAX = -8  # glibc mallopt parameter
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc mallopt parameters
+MMAP_THRESHOLD = 4 * 2**20
 
 
 def add_parser(sub) -> None:
@@ -67,7 +68,7 @@ def _serve(args, settings) -> int:
     export_env(settings)  # every worker process (--workers N) rebuilds the same settings
     check_store(settings.feedback_db)  # a store that cannot be opened as configured: exit 2
     check_port(args.host, args.port)  # uvicorn would load the model first, then fail to bind
-    limit_malloc_arenas()
+    tune_malloc()
 
     kwargs = dict(host=args.host, port=args.port, log_level=args.log_level,
                   timeout_graceful_shutdown=5)
@@ -104,18 +105,27 @@ def check_port(host: str, port: int) -> None:
             raise FerError(f"cannot listen there ({e.strerror or e})", where=where) from None
 
 
-def limit_malloc_arenas(default: int = 2) -> None:
-    """At most ``MALLOC_ARENA_MAX`` glibc malloc arenas (default 2) in this process and the
-    worker processes it starts.
+def tune_malloc(arenas: int = 2, mmap_threshold: int = MMAP_THRESHOLD) -> None:
+    """glibc malloc for a long-running server, in this process and the worker processes it
+    starts (they read the environment as they start); an operator's own values are kept:
 
-    The API decodes images in a pool of threads; with glibc's default (8 arenas per core) freed
-    image buffers stay spread over many arenas and RSS creeps up. Measured with ``bench soak``
-    (3 minutes, 8 clients, both at once on the shared 2-core machine): end RSS 1654 MB, +29 %
-    after the first minute, with the default; 1123 MB, +2.3 %, with 2 arenas, at similar
-    latency. An operator's own ``MALLOC_ARENA_MAX`` is kept."""
+    * at most ``MALLOC_ARENA_MAX`` arenas (default 2): the API decodes images in a pool of
+      threads, and with glibc's default (8 arenas per core) freed image buffers stay spread over
+      many arenas. 3-minute ``bench soak`` side by side: end RSS 1654 MB (+29 % after the first
+      minute) with the default, 1123 MB (+2.3 %) with 2 arenas.
+    * blocks of ``MALLOC_MMAP_THRESHOLD_`` bytes or more (default 4 MB) always mapped on their
+      own: Pillow decodes a large image in blocks of 16 MB, which glibc's moving threshold puts
+      in the arenas once one such block was freed; they then stay in RSS as free holes. This
+      also keeps the top-of-heap trim threshold at 128 KB. Measured in ``bench soak``: see
+      README, "Under pressure".
+
+    Memory freed while serving goes back to the OS once the server is idle
+    (:class:`fer_core.api.memory.IdleTrim`)."""
     from fer_core.settings import env_default
     try:
-        n = int(env_default("MALLOC_ARENA_MAX", str(default)))  # workers read it as they start
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, n)  # this process: before its threads
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_ARENA_MAX, int(env_default("MALLOC_ARENA_MAX", str(arenas))))
+        libc.mallopt(M_MMAP_THRESHOLD, int(env_default("MALLOC_MMAP_THRESHOLD_",
+                                                       str(mmap_threshold))))
     except (OSError, AttributeError, ValueError):
         pass  # not glibc, or not a number: the allocator's defaults
