@@ -397,12 +397,14 @@ def calibrate(model_or_path, dataset, split: str = "val", n_boot: int = 10_000,
 
 
 def write_calibration(model_path, record: dict):
-    """Store ``record`` as the model's calibration file (atomic); returns its path."""
-    from fer_core import atomic
+    """Store ``record`` as the model's calibration file (atomic, under the run's writer lock);
+    returns its path."""
+    from fer_core import atomic, runs
     from fer_core.model_files import calibration_file
 
     f = calibration_file(model_path)
-    atomic.write_text(f, json.dumps(record, indent=2) + "\n")
+    with runs.model_lock(model_path, "calibrate"):
+        atomic.write_text(f, json.dumps(record, indent=2) + "\n")
     return f
 
 

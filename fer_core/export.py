@@ -15,13 +15,15 @@ int8 the accuracy loss on labelled data must be at most 0.5 points (95 % top-cla
 on unlabelled faces). A failed check writes
 nothing and raises :class:`FerError`. The record (format, source sha256, parity figures) goes to
 ``<out>.json``; a ``model.tflite`` beside ``model.keras`` is what :class:`FerModel` runs without
-TensorFlow. An export beside a run's model also gets a section in its ``model_card.md``.
+TensorFlow. An export beside a run's model also gets a section in its ``model_card.md``, and
+holds that run's writer lock (:func:`fer_core.runs.run_lock`) for the whole export.
 
 Needs ``fer-studio[train]`` (TensorFlow, Keras, tf2onnx, ONNX Runtime).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_core import atomic
+from fer_core import atomic, runs
 from fer_core.converter import four_d, input_signature, tflite_bytes
 from fer_core.errors import FerError
 
@@ -159,7 +161,7 @@ def export(path, fmt: str, out=None, *, int8: bool = False, data=None,
     """Export the model at ``path`` (run dir or .keras file) to ``fmt``; returns the record
     written to ``<out>.json`` (see the module docstring)."""
     from fer_core.model import has_tensorflow, needs_train
-    from fer_core.model_files import file_sha256, load_keras, model_file
+    from fer_core.model_files import model_file
 
     if fmt not in FORMATS:
         raise FerError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}",
@@ -169,8 +171,18 @@ def export(path, fmt: str, out=None, *, int8: bool = False, data=None,
     if not has_tensorflow():
         raise needs_train("export", where="export")
     src = model_file(path)
-    model = load_keras(src)
     out = Path(os.path.expanduser(str(out))) if out else default_out(path, fmt, int8)
+    # into the model's own run directory: that run's writer lock, taken before the long work
+    lock = runs.model_lock(src, "export") if out.parent.resolve() == src.parent.resolve() \
+        else contextlib.nullcontext()
+    with lock:
+        return _export(src, fmt, out, int8, data, split, check)
+
+
+def _export(src: Path, fmt: str, out: Path, int8: bool, data, split, check: bool) -> dict:
+    from fer_core.model_files import file_sha256, load_keras
+
+    model = load_keras(src)
     if out.exists() and (out.is_dir() != (fmt == "saved_model")):
         raise FerError("exists and is a " + ("folder" if out.is_dir() else "file"), where=str(out))
     faces, labels, faces_from, calib = _faces(data, split)

@@ -216,7 +216,16 @@ def finetune(base, feedback, replay_ds, run_dir, *, replay: float = DEFAULT_REPL
     """Fine-tune ``base`` on ``feedback`` = (faces uint8 (N,48,48), label names, ids) mixed
     with replay from ``replay_ds``; write the run, its calibration and comparison into
     ``run_dir``. Returns the ``finetune.json`` record (``status``, sizes, time, comparison
-    summary)."""
+    summary). Holds the run's writer lock (:func:`fer_core.runs.run_lock`) throughout."""
+    with runs.run_lock(run_dir, "finetune --resume" if resume else "finetune"):
+        return _finetune(base, feedback, replay_ds, run_dir, replay=replay, holdout=holdout,
+                         mode=mode, epochs=epochs, lr=lr, seed=seed, n_boot=n_boot,
+                         callbacks=callbacks, stop_event=stop_event, resume=resume,
+                         command=command, emit=emit)
+
+
+def _finetune(base, feedback, replay_ds, run_dir, *, replay, holdout, mode, epochs, lr, seed,
+              n_boot, callbacks, stop_event, resume, command, emit) -> dict:
     from fer_core import compare, evaluation
     from fer_core.model import FerModel
     from fer_core.training.config import TrainConfig

@@ -30,6 +30,7 @@ without a final state is ``crashed`` when its log shows a fatal signal, else ``i
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import fcntl
 import importlib
@@ -54,11 +55,14 @@ LOCK_FILE, CURRENT_FILE = ".jobs.lock", ".jobs-current.json"
 FINAL = ("finished", "stopped", "failed", "crashed", "interrupted")
 LOG_TAIL_LINES = 20
 MAX_EVENT_BYTES = 4 * 2**20  # read per events() call; the next call goes on from the offset
-_LOCK_FD_ENV = "FER_JOB_LOCK_FD"
+_LOCK_FD_ENV, _RUN_LOCK_FD_ENV = "FER_JOB_LOCK_FD", "FER_RUN_LOCK_FD"
 
 _KINDS: dict[str, str] = {"train": "fer_core.training.job:run_job",
                           "video": "fer_core.video:run_job",
                           "finetune": "fer_core.finetune:run_job"}
+# Kinds whose job directory is a run directory: the starter takes the run's writer lock
+# (:func:`fer_core.runs.run_lock`) before it writes anything and hands it to the child.
+RUN_WRITERS = {"train", "finetune"}
 # Fatal-signal names as Python's fault handler writes them to the log.
 _FAULTS = {"Segmentation fault": "SIGSEGV", "Aborted": "SIGABRT", "Bus error": "SIGBUS",
            "Floating-point exception": "SIGFPE", "Floating point exception": "SIGFPE",
@@ -326,7 +330,17 @@ class JobRunner:
                 what = f"a {cur.kind} job ({cur.job_dir.name})" if cur else "a job"
                 raise FerError(f"{what} is already running under {self.root}; stop it or wait "
                                "until it ends", where="jobs", status=409)
-            self._spawn(fd, job_dir, spec_text)
+            run_fd = None
+            if kind in RUN_WRITERS:  # a run another process writes: refused, nothing touched
+                from fer_core import runs
+                run_fd = runs.take_run_lock(job_dir)
+            try:
+                proc = self._spawn(fd, job_dir, spec_text, run_fd)
+                if run_fd is not None:
+                    runs.write_holder(job_dir, _run_writer(kind, spec), proc.pid)
+            finally:
+                if run_fd is not None:
+                    os.close(run_fd)  # the child holds the run lock from here on
         finally:
             os.close(fd)  # the child holds the lock from here on
         return JobHandle(job_dir)
@@ -346,7 +360,8 @@ class JobRunner:
                     return False
                 time.sleep(0.1)
 
-    def _spawn(self, fd: int, job_dir: Path, spec_text: str) -> subprocess.Popen:
+    def _spawn(self, fd: int, job_dir: Path, spec_text: str,
+               run_fd: int | None = None) -> subprocess.Popen:
         job_dir.mkdir(parents=True, exist_ok=True)
         for name in (STOP_FILE, EVENTS_FILE):
             (job_dir / name).unlink(missing_ok=True)
@@ -354,13 +369,15 @@ class JobRunner:
         _write_json(job_dir / STATE_FILE, {"status": "running", "pid": None,
                                            "started_at": time.time()})
         _write_json(self.root / CURRENT_FILE, {"job_dir": str(job_dir)})
-        env = settings.child_env({_LOCK_FD_ENV: str(fd), "PYTHONUNBUFFERED": "1"},
-                                 pythonpath=ROOT)
+        fds = {_LOCK_FD_ENV: str(fd)} if run_fd is None else {_LOCK_FD_ENV: str(fd),
+                                                               _RUN_LOCK_FD_ENV: str(run_fd)}
+        env = settings.child_env({**fds, "PYTHONUNBUFFERED": "1"}, pythonpath=ROOT)
         try:
             with open(job_dir / LOG_FILE, "wb") as log:
                 proc = subprocess.Popen([sys.executable, "-m", "fer_core.jobs", str(job_dir)],
                                         stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, env=env, pass_fds=(fd,),
+                                        stderr=subprocess.STDOUT, env=env,
+                                        pass_fds=tuple(int(v) for v in fds.values()),
                                         start_new_session=True)
         except OSError as e:
             _write_json(job_dir / STATE_FILE, {"status": "failed", "error": str(e),
@@ -414,12 +431,29 @@ class JobContext:
         self._events.close()
 
 
+def _run_writer(kind: str, spec: dict) -> str:
+    """What an app job writing a run calls itself in the run's holder file."""
+    return f"{kind}{' --resume' if spec.get('resume') else ''} job"
+
+
+def _run_lock(job_dir: Path, what: str, fd):
+    """The run lock handed down by the starter (held until the job function returns), or
+    nothing for a job that writes no run."""
+    if fd is None:
+        return contextlib.nullcontext()
+    from fer_core import runs
+    return runs.run_lock(job_dir, what, inherited_fd=int(fd))
+
+
 def child_main(job_dir) -> int:
     """Run the job of ``job_dir`` in this process (the child); returns the exit code."""
     job_dir = Path(job_dir)
     fd = settings.take_env(_LOCK_FD_ENV)
     if fd is not None:
         os.set_inheritable(int(fd), False)  # the lock is this process's alone
+    run_fd = settings.take_env(_RUN_LOCK_FD_ENV)
+    if run_fd is not None:
+        os.set_inheritable(int(run_fd), False)
     faulthandler.enable(file=sys.stderr, all_threads=True)
     job = json.loads((job_dir / JOB_FILE).read_text(encoding="utf-8"))
     started = (_read_json(job_dir / STATE_FILE, {}) or {}).get("started_at") or time.time()
@@ -430,7 +464,8 @@ def child_main(job_dir) -> int:
     print(f"job {job['kind']} ({job['target']}) pid {os.getpid()}", flush=True)
     state = {"pid": os.getpid(), "started_at": started}
     try:
-        result = _resolve(job["target"])(job["spec"], ctx)
+        with _run_lock(job_dir, _run_writer(job["kind"], job["spec"]), run_fd):
+            result = _resolve(job["target"])(job["spec"], ctx)
         said = (result or {}).get("status") if isinstance(result, dict) else None
         stopped = said == "stopped" or (said is None and ctx.stop_requested())
         state.update(status="stopped" if stopped else "finished", result=result, exit_code=0)

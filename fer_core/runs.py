@@ -14,11 +14,14 @@ slashes, no ``..``), so a user-supplied id can never point outside :func:`runs_d
 write is atomic (temp file in the same folder + ``os.replace``).
 
 One writer at a time per run directory: every writer (training, new or resumed, from the CLI or
-an app job; weight averaging; rename and delete) holds :func:`run_lock`, an exclusive ``flock``
+an app job; fine-tuning; weight averaging; ``calibrate``; ``export`` into the run; rename and
+delete) holds :func:`run_lock`, an exclusive ``flock``
 on ``RUN_DIR/.run.lock``, with the holder (pid, host, what, since when) in
 ``RUN_DIR/.run-holder.json``. A second writer gets a :class:`FerError` (409) naming the holder.
 The kernel drops the lock when its process ends in any way (``kill -9`` included), so the next
-writer takes it over and overwrites the stale holder file.
+writer takes it over and overwrites the stale holder file. An app job that writes a run
+(:data:`fer_core.jobs.RUN_WRITERS`) has the lock taken by its starter before any job file is
+written, and handed to the child process.
 """
 
 from __future__ import annotations
@@ -83,12 +86,37 @@ def _holder_text(run_dir: Path) -> str:
         return "another process (it has not named itself yet)"
 
 
+def take_run_lock(run_dir) -> int:
+    """The run directory's writer lock as an open descriptor holding the ``flock`` (the folder
+    is created if missing), for a process that hands it to a child (:mod:`fer_core.jobs`);
+    FerError (409) naming the holder when another writer has it. Nothing else is written."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FerError(f"the run is being written by {_holder_text(run_dir)}; wait until "
+                       "it ends or stop it first", where=str(run_dir), status=409) from None
+    return fd
+
+
+def write_holder(run_dir, what: str, pid: int | None = None) -> None:
+    """Name the lock's holder (``pid``, default this process) in ``RUN_DIR/.run-holder.json``."""
+    atomic_write_json(Path(run_dir) / RUN_HOLDER, {"pid": pid or os.getpid(),
+                                                   "host": socket.gethostname(),
+                                                   "what": what, "since": time.time()})
+
+
 @contextlib.contextmanager
-def run_lock(run_dir, what: str):
+def run_lock(run_dir, what: str, *, inherited_fd: int | None = None):
     """Hold the run directory's writer lock for the ``with`` block (created if missing).
 
     FerError (409) naming the holder when another process (or thread) writes the run. Re-entrant
-    within one thread, so a command may take it early and the training it calls again."""
+    within one thread, so a command may take it early and the training it calls again.
+    ``inherited_fd``: the lock taken by the parent process (:func:`take_run_lock`) and passed
+    down; this process holds it from here on."""
     run_dir = Path(run_dir)
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -98,15 +126,8 @@ def run_lock(run_dir, what: str):
         if held is not None:
             held[1] += 1
     if held is None:
-        fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise FerError(f"the run is being written by {_holder_text(run_dir)}; wait until "
-                           "it ends or stop it first", where=str(run_dir), status=409) from None
-        atomic_write_json(run_dir / RUN_HOLDER, {"pid": os.getpid(), "host": socket.gethostname(),
-                                                 "what": what, "since": time.time()})
+        fd = take_run_lock(run_dir) if inherited_fd is None else inherited_fd
+        write_holder(run_dir, what)
         with _HELD_LOCK:
             _HELD[key] = held = [fd, 1]
     try:
@@ -123,6 +144,15 @@ def run_lock(run_dir, what: str):
                 (run_dir / RUN_LOCK).unlink()  # a refused start leaves nothing behind
                 run_dir.rmdir()
             os.close(held[0])  # releases the flock
+
+
+def model_lock(model_path, what: str):
+    """The writer lock of the run directory a model lives in (:func:`run_lock`), for a writer
+    that adds files beside a model (``calibrate``, ``export``); a loose .keras file is no run,
+    so nothing is locked for it."""
+    from fer_core.model_files import model_file
+    f = model_file(model_path)
+    return run_lock(f.parent, what) if f.name == MODEL_FILE else contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------- atomic writes

@@ -333,6 +333,12 @@ class Settings(BaseSettings):
     max_pixels: Annotated[int, Env(
         "API: decoded pixels per image, and the decoded pixels the whole server holds at once",
         minimum=48 * 48)] = 40_000_000
+    decode_budget_dir: Annotated[Path | None, Env(
+        "API: a folder through which processes share the decoded-pixel budget "
+        "(`FER_MAX_PIXELS`): `serve --workers N` makes one for its workers; set it to share "
+        "one budget between several servers on one host",
+        default_doc="none (one process: in memory; `serve --workers N`: a temporary "
+                    "folder)")] = None
     max_request_pixels: Annotated[int, Env(
         "API: decoded pixels per request, summed over a batch (images past it get 413 "
         "`too_many_pixels`)", minimum=48 * 48)] = 160_000_000

@@ -61,7 +61,8 @@ def test_cli_resume_against_a_running_app_job_is_refused_then_takes_over(toy_csv
         pid = job.state()["pid"]
         r = _cli("train", toy_csv, "--resume", run_dir, "--epochs", 3, "--quiet", "--json")
         assert r.returncode == 2, (r.stdout, r.stderr[-2000:])
-        assert f"being written by pid {pid} on {socket.gethostname()} (train, since " in r.stderr
+        holder = f"being written by pid {pid} on {socket.gethostname()} (train job, since "
+        assert holder in r.stderr
         assert "Traceback" not in r.stderr and r.stdout == ""
         r = _cli("swa", toy_csv, run_dir)
         assert r.returncode == 2 and f"pid {pid}" in r.stderr, r.stderr[-2000:]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +47,15 @@ def _post_together(port: int, body: bytes, ctype: str, n: int) -> list[tuple[int
     return out
 
 
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _env_of(pid: int) -> dict:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_six_uploads_at_once_with_a_limit_of_one(tmp_path, clip, workers):
     port = _free_port()
@@ -58,6 +68,9 @@ def test_six_uploads_at_once_with_a_limit_of_one(tmp_path, clip, workers):
                             stderr=subprocess.PIPE)
     try:
         _wait_ready(port, proc, 180)
+        if workers > 1:  # one decoded-pixel budget for the server: a folder every worker uses
+            shared = {_env_of(pid).get("FER_DECODE_BUDGET_DIR") for pid in _children(proc.pid)}
+            assert len(shared) == 1 and None not in shared and Path(min(shared)).is_dir()
         body, ctype = _multipart("file", "talk.mp4", clip.read_bytes(), "video/mp4")
         answers = _post_together(port, body, ctype, 6)
         statuses = sorted(s for s, _ in answers)
@@ -85,3 +98,5 @@ def test_six_uploads_at_once_with_a_limit_of_one(tmp_path, clip, workers):
         proc.terminate()
         err = proc.communicate(timeout=30)[1].decode(errors="replace")
     assert "Traceback" not in err, err[-3000:]
+    if workers > 1:
+        assert not Path(min(shared)).exists()  # removed by serve when it ends

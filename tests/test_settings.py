@@ -25,7 +25,7 @@ from tests.factories import ROOT, free_port
 
 SOURCES = [ROOT / "streamlit_app.py", *(ROOT / "fer_core").rglob("*.py"),
            *(ROOT / "ui").rglob("*.py"), *(ROOT / "pages").rglob("*.py")]
-INTERNAL = {"FER_JOB_LOCK_FD"}  # a file descriptor handed to a job's child, not a setting
+INTERNAL = {"FER_JOB_LOCK_FD", "FER_RUN_LOCK_FD"}  # file descriptors handed to a job's child
 ENV_VARS = {var for var, _, _ in fs.env_fields().values()}
 
 # (variable, bad value, what the message must say)

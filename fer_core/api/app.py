@@ -18,7 +18,8 @@ from fer_core import __version__  # noqa: E402
 from fer_core.api import errors  # noqa: E402
 from fer_core.api.deps import MetricsDep  # noqa: E402
 from fer_core.api.errors import ApiError  # noqa: E402
-from fer_core.api.imaging import PixelBudget  # noqa: E402
+from fer_core.api.imaging import decode_budget  # noqa: E402
+from fer_core.api.memory import IdleTrim  # noqa: E402
 from fer_core.api.metrics import Metrics, RequestMetrics  # noqa: E402
 from fer_core.api.routers import feedback, lifecycle, meta, predict, videos  # noqa: E402
 from fer_core.api.service import ModelService  # noqa: E402
@@ -108,13 +109,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         service = ModelService(settings)
         service.on_batch = app.state.metrics.batch.observe
-        app.state.decode_budget = PixelBudget(settings.max_pixels)
+        app.state.decode_budget = decode_budget(settings.max_pixels, settings.decode_budget_dir)
         await run_in_threadpool(service.load)
         if settings.load_model and service.error:
             log.warning("no model loaded, predictions answer 503 until it is fixed: %s",
                         service.error)
         app.state.service = service
         await service.start()
+        app.state.idle_trim.start()
         from fer_core.api.feedback_store import FeedbackStore
         try:
             app.state.store = await run_in_threadpool(FeedbackStore, settings.feedback_db)
@@ -142,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with suppress(asyncio.CancelledError):
                     await poller
             await service.stop()
+            await app.state.idle_trim.stop()
             if app.state.store is not None:
                 app.state.store.close()
 
@@ -159,6 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes,
                        path_limits={"/v1/videos": lambda: app.state.settings.video_max_bytes})
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
+    app.state.idle_trim = IdleTrim()
+    app.add_middleware(app.state.idle_trim.middleware)  # outermost: sees every request
     for r in (predict.router, feedback.router, lifecycle.router, meta.router, videos.router):
         app.include_router(r, prefix="/v1")
 

@@ -26,6 +26,12 @@ from fer_core.labels import FER7, canonical
 
 log = logging.getLogger("fer_core.api")
 
+# The server runs every model call on LiteRT, large micro-batches included. With "auto", the
+# first model call of BULK_BATCH (32) faces or more switched to the traced Keras function: it
+# imported TensorFlow and loaded the Keras model minutes into a soak, +300 MB of RSS that never
+# went back (issue 25's soak growth). A model LiteRT cannot run falls back to "auto".
+SERVER_BACKEND = "tflite"
+
 
 def drop_frames(e: BaseException) -> None:
     """Clear the finished frames of ``e``'s traceback and of the exceptions it was raised in.
@@ -130,8 +136,15 @@ class ModelService:
     def _load_predictor(self, path):
         from fer_core.predict import Predictor
         from fer_core.vision import DetectorConfig
-        predictor = Predictor(model=str(path), detector_config=DetectorConfig.of(self.settings),
-                              tta=self.settings.tta)
+        config = DetectorConfig.of(self.settings)
+        try:  # LiteRT for every batch size: see SERVER_BACKEND
+            predictor = Predictor(model=str(path), detector_config=config, tta=self.settings.tta,
+                                  backend=SERVER_BACKEND)
+        except FerError as e:
+            if "TFLite" not in str(e):
+                raise
+            log.warning("%s; serving it on Keras", e)
+            predictor = Predictor(model=str(path), detector_config=config, tta=self.settings.tta)
         predictor.predict_faces(np.zeros((1, 48, 48), dtype=np.uint8))  # warm-up
         return predictor
 

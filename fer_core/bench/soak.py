@@ -11,7 +11,9 @@ database), then:
    batches of 8, feedback writes, one video job at a time (upload, poll to the end), and a
    stream of bad inputs (thin images, truncated 16-bit PNGs, a non-image, bad JSON). Reports
    requests, answers by status, p50/p99 latency (ms), server RSS at start, after the first
-   minute, peak and end. Pass: no 5xx, and end RSS within 10 % of the one-minute value.
+   minute, at the end of each minute, peak, end (2 s after the last request) and after 12 s
+   idle (the server trims its heap after 5 s idle). Pass: no 5xx, and end RSS within 10 % of
+   the one-minute value.
 
 Not part of ``make test``; the machine's other load changes the latencies (the load average is
 reported).
@@ -279,13 +281,18 @@ def soak(port: int, inputs: Inputs, clients: int, seconds: float, log: list,
         t.start()
     t0 = time.perf_counter()
     first_minute = None
+    by_minute: list[float] = []  # RSS at the end of each minute
     while any(t.is_alive() for t in threads):
         time.sleep(0.5)
-        if first_minute is None and time.perf_counter() - t0 >= min(60.0, seconds / 2):
+        elapsed = time.perf_counter() - t0
+        if first_minute is None and elapsed >= min(60.0, seconds / 2):
             first_minute = sampler.last
+        if elapsed >= 60.0 * (len(by_minute) + 1):
+            by_minute.append(round(sampler.last, 1))
     for t in threads:
         t.join()
-    return {"rss_after_first_minute_mb": round(first_minute or sampler.last, 1)}
+    return {"rss_after_first_minute_mb": round(first_minute or sampler.last, 1),
+            "rss_by_minute_mb": by_minute}
 
 
 def _summary(log: list) -> dict:
@@ -379,11 +386,14 @@ def _measure(port: int, pid: int, inputs: Inputs, args) -> dict:
             res = soak(port, inputs, args.clients, args.minutes * 60, log, sampler)
             time.sleep(2)
             end = rss_mb(pid)
+            time.sleep(10)  # the server trims its heap after 5 s without requests
+            idle = rss_mb(pid)
             summary = _summary(log)
             one = res["rss_after_first_minute_mb"]
             out["soak"] = {"minutes": args.minutes, "clients": args.clients, **summary,
                            "rss_start_mb": round(start, 1), **res,
                            "rss_peak_mb": round(sampler.peak, 1), "rss_end_mb": round(end, 1),
+                           "rss_after_12s_idle_mb": round(idle, 1),
                            "end_vs_first_minute_pct": round(100 * (end - one) / one, 1),
                            "met": summary.get("server_errors_5xx", 1) == 0 and
                            summary.get("connection_failures", 1) == 0 and end <= one * 1.10}

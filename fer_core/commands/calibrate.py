@@ -46,13 +46,23 @@ def format_record(r: dict) -> str:
 
 
 def run(args) -> int:
-    from fer_core import data, evaluation
-    from fer_core.cli import emit
+    from fer_core import runs
     from fer_core.errors import FerError
 
     if args.bootstrap < 100:
         raise FerError(f"must be >= 100, got {args.bootstrap}", where="--bootstrap")
     model = resolve_model(args.model, where="--model")
+    if args.no_write:
+        return _calibrate(args, model)
+    with runs.model_lock(model, "calibrate"):  # a run being written is refused before the data
+        return _calibrate(args, model)
+
+
+def _calibrate(args, model) -> int:
+    from fer_core import data, evaluation
+    from fer_core.cli import emit
+    from fer_core.errors import FerError
+
     ds = data.load(args.data)
     if args.split not in ds.splits and args.split != "all":
         raise FerError(f"the data has no {args.split!r} split (it has {ds.splits})",

@@ -5,11 +5,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import shutil
 import socket
+import tempfile
 
 from fer_core.resolve import add_model_argument
 
-M_ARENA_MAX = -8  # glibc mallopt parameter
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc mallopt parameters
+MMAP_THRESHOLD = 4 * 2**20
 
 
 def add_parser(sub) -> None:
@@ -27,16 +30,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import uvicorn
-
     from fer_core.errors import FerError
 
     if not 0 < args.port < 65536:
         raise FerError(f"expected a port in 1..65535, got {args.port}", where="--port")
     if args.workers < 1:
         raise FerError(f"expected at least 1, got {args.workers}", where="--workers")
-    from fer_core.api.feedback_store import check_store
-    from fer_core.settings import export_env, get_settings
+    from fer_core.settings import get_settings
     settings = getattr(args, "settings", None) or get_settings()  # bad FER_* values: exit 2
     changes = {}
     if args.model:  # a path made absolute for the workers; a run id (or a bad name) as given:
@@ -51,10 +51,26 @@ def run(args) -> int:
         except FerError as e:  # name the option the value came from
             flags = {"FER_MODEL": "--model", "FER_FEEDBACK_DB": "--feedback-db"}
             raise FerError(str(e).split(": ", 1)[-1], where=flags.get(e.where, e.where)) from None
+    made_dir = None
+    if args.workers > 1 and settings.decode_budget_dir is None:  # one pixel budget, N workers
+        made_dir = tempfile.mkdtemp(prefix="fer-decode-budget-")
+        settings = settings.with_(decode_budget_dir=made_dir)
+    try:
+        return _serve(args, settings)
+    finally:
+        if made_dir:
+            shutil.rmtree(made_dir, ignore_errors=True)
+
+
+def _serve(args, settings) -> int:
+    import uvicorn
+
+    from fer_core.api.feedback_store import check_store
+    from fer_core.settings import export_env
     export_env(settings)  # every worker process (--workers N) rebuilds the same settings
     check_store(settings.feedback_db)  # a store that cannot be opened as configured: exit 2
     check_port(args.host, args.port)  # uvicorn would load the model first, then fail to bind
-    limit_malloc_arenas()
+    tune_malloc()
 
     kwargs = dict(host=args.host, port=args.port, log_level=args.log_level,
                   timeout_graceful_shutdown=5)
@@ -91,18 +107,27 @@ def check_port(host: str, port: int) -> None:
             raise FerError(f"cannot listen there ({e.strerror or e})", where=where) from None
 
 
-def limit_malloc_arenas(default: int = 2) -> None:
-    """At most ``MALLOC_ARENA_MAX`` glibc malloc arenas (default 2) in this process and the
-    worker processes it starts.
+def tune_malloc(arenas: int = 2, mmap_threshold: int = MMAP_THRESHOLD) -> None:
+    """glibc malloc for a long-running server, in this process and the worker processes it
+    starts (they read the environment as they start); an operator's own values are kept:
 
-    The API decodes images in a pool of threads; with glibc's default (8 arenas per core) freed
-    image buffers stay spread over many arenas and RSS creeps up. Measured with ``bench soak``
-    (3 minutes, 8 clients, both at once on the shared 2-core machine): end RSS 1654 MB, +29 %
-    after the first minute, with the default; 1123 MB, +2.3 %, with 2 arenas, at similar
-    latency. An operator's own ``MALLOC_ARENA_MAX`` is kept."""
+    * at most ``MALLOC_ARENA_MAX`` arenas (default 2): the API decodes images in a pool of
+      threads, and with glibc's default (8 arenas per core) freed image buffers stay spread over
+      many arenas. 3-minute ``bench soak`` side by side: end RSS 1654 MB (+29 % after the first
+      minute) with the default, 1123 MB (+2.3 %) with 2 arenas.
+    * blocks of ``MALLOC_MMAP_THRESHOLD_`` bytes or more (default 4 MB) always mapped on their
+      own: Pillow decodes a large image in blocks of 16 MB, which glibc's moving threshold puts
+      in the arenas once one such block was freed; they then stay in RSS as free holes. This
+      also keeps the top-of-heap trim threshold at 128 KB. Measured in ``bench soak``: see
+      README, "Under pressure".
+
+    Memory freed while serving goes back to the OS once the server is idle
+    (:class:`fer_core.api.memory.IdleTrim`)."""
     from fer_core.settings import env_default
     try:
-        n = int(env_default("MALLOC_ARENA_MAX", str(default)))  # workers read it as they start
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, n)  # this process: before its threads
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_ARENA_MAX, int(env_default("MALLOC_ARENA_MAX", str(arenas))))
+        libc.mallopt(M_MMAP_THRESHOLD, int(env_default("MALLOC_MMAP_THRESHOLD_",
+                                                       str(mmap_threshold))))
     except (OSError, AttributeError, ValueError):
         pass  # not glibc, or not a number: the allocator's defaults
