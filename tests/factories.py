@@ -311,6 +311,23 @@ def end_process(proc, timeout: float = 30) -> None:
         proc.wait()
 
 
+def choose_option(page, box, name: str, *, exact: bool = False, timeout: float = 60) -> None:
+    """Open the Streamlit select box ``box`` and click its option ``name``. A click that lands
+    while the script reruns can leave the list closed: open it again until ``timeout`` s."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    option = page.get_by_role("option", name=name, exact=exact).first
+    deadline = time.monotonic() + timeout
+    while True:
+        box.click()
+        try:
+            option.click(timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            if time.monotonic() > deadline:
+                raise
+            page.keyboard.press("Escape")
+
+
 def need_chromium():
     """Skip (fail under CI=true) when Debian's Chromium is missing."""
     if not Path(CHROMIUM).exists():

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tests.factories import free_port
+from tests.factories import choose_option, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -48,8 +48,8 @@ def test_markdown_in_a_typed_path_is_not_rendered(streamlit_server, page, record
     page.goto(f"{streamlit_server.url}/explorer")
     main = page.get_by_test_id("stMain")
     expect(main.get_by_text("Synthetic demo").first).to_be_visible(timeout=90_000)
-    main.get_by_test_id("stSelectbox").first.click()
-    page.get_by_role("option", name="Type a path…").click()
+    choose_option(page, main.get_by_test_id("stSelectbox").filter(has_text="Dataset").first,
+                  "Type a path…")
     box = main.get_by_label("Path to a FER2013 CSV (.csv/.csv.gz/.zip) or an image folder")
     box.fill(typed)
     box.press("Enter")

@@ -23,7 +23,7 @@ import cv2
 import pytest
 
 from fer_core.data.fer2013 import to_csv_bytes
-from tests.factories import (ARTIFACTS_DIR, StreamlitServer, face_image, faces_seen,
+from tests.factories import (ARTIFACTS_DIR, StreamlitServer, choose_option, face_image, faces_seen,
                              launch_chromium, pattern_faces, write_y4m)
 
 pytestmark = pytest.mark.browser
@@ -106,8 +106,8 @@ def explorer(j: Journey):
     ds = pattern_faces(n_per_class=PER_CLASS, splits=("train", "val", "test"))
     csv = j.tmp / CSV_NAME
     csv.write_bytes(to_csv_bytes(ds.images, ds.labels, ds.split))
-    j.main.get_by_test_id("stSelectbox").filter(has_text="Dataset").first.click()
-    j.page.get_by_role("option", name="Upload a file…").click()
+    choose_option(j.page, j.main.get_by_test_id("stSelectbox").filter(has_text="Dataset").first,
+                  "Upload a file…")
     j.main.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(csv))
     faces = j.main.get_by_test_id("stMetric").filter(has_text="Faces").first
     expect(faces).to_contain_text(f"{N_FACES:,}", timeout=90_000)
@@ -152,8 +152,8 @@ def photo(j: Journey):
     expect(j.main.get_by_text("1 face found")).to_be_visible(timeout=120_000)  # BlazeFace
     j.wait_idle()
     # the detector choice: the 2001 Haar cascade finds the same face
-    j.main.get_by_test_id("stSelectbox").filter(has_text="Face detector").first.click()
-    j.page.get_by_role("option", name="Haar cascade (2001, fastest)").click()
+    choose_option(j.page, j.main.get_by_test_id("stSelectbox").filter(
+        has_text="Face detector").first, "Haar cascade (2001, fastest)")
     j.wait_idle()
     expect(j.main.get_by_role("combobox", name="Face detector")).to_have_value(
         "Haar cascade (2001, fastest)", timeout=60_000)
@@ -225,8 +225,8 @@ def models(j: Journey):
 
 
 def pick_model(j: Journey, name):
-    j.main.get_by_test_id("stSelectbox").filter(has_text="Model").first.click()
-    j.page.get_by_role("option", name=name).first.click()
+    choose_option(j.page, j.main.get_by_test_id("stSelectbox").filter(has_text="Model").first,
+                  name)
     j.wait_idle()
 
 

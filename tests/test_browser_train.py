@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import ARTIFACTS_DIR
+from tests.factories import ARTIFACTS_DIR, choose_option
 
 pytestmark = pytest.mark.browser
 
@@ -31,8 +31,7 @@ def test_training_run_shows_live_curves_reattaches_and_stops(streamlit_server, p
     expect(main.get_by_role("heading", name="Train")).to_be_visible(timeout=90_000)
     expect(main.get_by_text("Synthetic demo").first).to_be_visible(timeout=90_000)
     arch = main.get_by_test_id("stSelectbox").filter(has_text="Architecture")
-    arch.click()
-    page.get_by_role("option", name="mini_xception", exact=True).click()
+    choose_option(page, arch, "mini_xception", exact=True)
     _fill(main, "Epochs", 1000)
     _fill(main, "Batch size", 32)
     _fill(main, "Max training images (0 = all)", 256)
