@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
-# pytest-xdist workers for `make test` (files stay whole on one worker); TEST_WORKERS=0 runs serially
-TEST_WORKERS ?= 2
+# pytest-xdist workers for `make test`: files stay whole on one worker and start longest first
+# (tests/conftest.py). Three on 2 cores: the tests wait on servers, browsers and child processes
+# much of the time. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 3
 
 .PHONY: run test install install-dev chromium postgresql demo serve clean
 
@@ -13,7 +15,7 @@ run: install demo
 
 test: install-dev chromium postgresql demo
 	$(PY) -m ruff check --quiet .
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.dev-installed
