@@ -50,6 +50,7 @@ warning that says so.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import importlib.util
@@ -678,10 +679,8 @@ class _CsvSink:
 
     def abort(self):
         if self.fh is not None:
-            try:
+            with contextlib.suppress(Exception):  # the disk may still be full
                 self.fh.close()
-            except Exception:  # noqa: BLE001 - the disk may still be full
-                pass
 
 
 class _FaceStats:
@@ -769,10 +768,8 @@ class _AnnotatedSink:
 
     def abort(self):
         if self.encoder is not None:
-            try:
+            with contextlib.suppress(Exception):  # the disk may still be full
                 self.encoder.abort()
-            except Exception:  # noqa: BLE001 - the disk may still be full
-                pass
 
     def commit(self):
         if self.encoder is not None:

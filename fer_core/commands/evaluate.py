@@ -8,6 +8,7 @@ from fer_core.resolve import add_model_argument, resolve_model
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class metrics, confusion "
                                         "matrix and calibration of a model on a split")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     add_model_argument(p)
     p.add_argument("--data", required=True,
                    help='dataset: "demo", a CSV/.csv.gz/.zip or an image folder')
@@ -15,7 +16,6 @@ def add_parser(sub) -> None:
                    help="split to evaluate (default: test if the data has it, else val)")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average with horizontally flipped faces")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
 
