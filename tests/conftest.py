@@ -17,28 +17,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
-# The test files that take longest, longest first. `make test` runs pytest-xdist with
-# `--dist loadfile --no-loadscope-reorder`: files go to the workers in collection order, so these
-# start at once and the many short files fill the workers in at the end (a long file left for
-# last would keep one worker busy alone). Measured with `--durations=0`; files not named keep
-# their order after these.
-LONGEST_FIRST = (
-    "test_browser_journey.py", "test_training.py", "test_browser_train.py", "test_runtime.py",
-    "test_promotion_fleet.py", "test_feedback_scaleout.py", "test_install.py",
-    "test_pressure_run_lock.py", "test_transfer.py", "test_model.py", "test_bad_input_serve.py",
-    "test_pressure_run_writers.py", "test_app_train.py", "test_multiworker.py",
-    "test_browser_evaluate.py", "test_finetune.py", "test_video.py", "test_cli_quiet.py",
-    "test_browser_webcam.py", "test_video_browser.py", "test_browser_bad_input.py",
-    "test_pressure_memory.py", "test_video_api.py", "test_video_fer2013.py", "test_detectors.py",
-    "test_model_follow.py", "test_model_resolver.py", "test_swa.py", "test_shipped_model.py",
-)
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
-
-
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
     """Dataset cache in a temp dir so tests never read a stale user cache."""

@@ -13,6 +13,7 @@ from PIL import Image
 from fer_core.api.imaging import PixelBudget
 from fer_core.api.routers.predict import over_request_budget
 from fer_core.vision import decode_image
+from tests.factories import run_coroutine
 
 
 def _png(arr) -> bytes:
@@ -70,7 +71,7 @@ def test_pixel_budget_lets_through_only_what_fits():
         await asyncio.gather(*(job(n) for n in (60, 60, 30, 500, 10, 40)))
         return peak, budget.used
 
-    peak, left = asyncio.run(scenario())
+    peak, left = run_coroutine(scenario())
     assert peak == 100 and left == 0
 
 

@@ -189,6 +189,7 @@ def video(j: Journey):
     j.open("Video")
     clip = synthetic_clip(j.tmp / "interview.mp4", seconds=2.0)
     j.main.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(str(clip))
+    expect(j.main.get_by_text(clip.name)).to_be_visible(timeout=60_000)  # uploaded, then analyse
     j.main.get_by_role("button", name="▶ Analyse", exact=True).click()
     done = j.main.get_by_role("heading", name="Last video")
     expect(done).to_contain_text("finished", timeout=240_000)

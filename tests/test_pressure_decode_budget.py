@@ -13,7 +13,7 @@ import textwrap
 import pytest
 
 from fer_core.api.imaging import PixelBudget, SharedPixelBudget, decode_budget
-from tests.factories import ROOT
+from tests.factories import ROOT, run_coroutine
 
 HOLDER = textwrap.dedent("""
     import asyncio, sys
@@ -68,7 +68,7 @@ def test_a_hold_waits_for_another_process_then_enters(tmp_path, holder):
         other.stdin.write("release\n")
         other.stdin.flush()
         assert await waiting
-    asyncio.run(scenario())
+    run_coroutine(scenario())
     assert other.wait(30) == 0
     assert budget.used == 0 and not list(tmp_path.glob("*.hold"))
 
@@ -83,7 +83,7 @@ def test_pixels_of_a_killed_holder_are_taken_back(tmp_path, holder):
         assert not done
         other.send_signal(signal.SIGKILL)  # ends without releasing
         assert await waiting
-    asyncio.run(scenario())
+    run_coroutine(scenario())
     assert other.wait(30) == -signal.SIGKILL
     assert budget.used == 0 and not list(tmp_path.glob("*.hold"))
 
@@ -96,7 +96,7 @@ def test_one_image_larger_than_the_budget_goes_alone(tmp_path):
             assert budget.used == 100
             assert not await _entered(budget, 1, 0.3)
         assert await _entered(budget, 1, 5)
-    asyncio.run(scenario())
+    run_coroutine(scenario())
 
 
 def test_the_app_shares_the_budget_only_when_given_a_folder(tmp_path):
