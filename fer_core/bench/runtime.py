@@ -23,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from fer_core.errors import FerError
+from fer_core.paths import ROOT
+
 TARGETS = {"site_packages_mb": 400.0, "cold_predict_s": 1.5, "peak_rss_mb": 250.0,
            "speedup_vs_first": 4.0}
 
@@ -76,24 +79,35 @@ def site_packages(python: str, top: int = 12) -> dict:
             "unrecorded_mb": round(got["other"] / 2**20, 1)}
 
 
-def _cold(python: str, image: str, cwd: str) -> tuple[float, float]:
+def _env(python: str, cwd: str) -> dict:
+    """The environment to run ``python -m fer_core`` in ``cwd``: as it is where the package is
+    installed; with this checkout on PYTHONPATH where it is not (a checkout's .venv)."""
+    env = dict(os.environ)
+    found = subprocess.run([python, "-c", "import fer_core"], cwd=cwd, env=env,
+                           capture_output=True).returncode == 0
+    if not found:
+        env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _cold(python: str, image: str, cwd: str, env: dict) -> tuple[float, float]:
     """(seconds from process start to answer, peak RSS MB) of one predict."""
     t0 = time.perf_counter()
     proc = subprocess.Popen([python, "-m", "fer_core", "predict", image, "--json"], cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise RuntimeError(f"{python} predict exited {proc.returncode}: "
-                           f"{proc.stderr.read().decode()[-500:]}")
+        raise FerError(f"predict exited {proc.returncode}: "
+                       f"{proc.stderr.read().decode(errors='replace')[-500:]}", where=python)
     return seconds, usage.ru_maxrss / 1024.0
 
 
 def run(args) -> dict:
     import cv2
 
-    pythons = args.python or [sys.executable]
+    pythons = [os.path.abspath(p) if os.sep in p else p for p in args.python or [sys.executable]]
     with tempfile.TemporaryDirectory(prefix="fer-bench-runtime-") as tmp:
         image = args.image
         if image is None:
@@ -102,11 +116,12 @@ def run(args) -> dict:
             cv2.imwrite(image, synthetic_frame())
         times = {p: [] for p in pythons}
         rss = {p: [] for p in pythons}
+        envs = {p: _env(p, tmp) for p in pythons}
         for p in pythons:  # warm the page cache once: every measured run is equally "cold"
-            _cold(p, image, tmp)
+            _cold(p, image, tmp, envs[p])
         for _ in range(max(1, args.repeat)):
             for p in pythons:
-                s, m = _cold(p, image, tmp)
+                s, m = _cold(p, image, tmp, envs[p])
                 times[p].append(s)
                 rss[p].append(m)
         rows = []
