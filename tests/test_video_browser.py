@@ -111,7 +111,8 @@ def test_a_file_that_is_not_a_video_gets_a_clear_message(streamlit_server, page,
     main = page.get_by_test_id("stMain")
     expect(main.get_by_role("heading", name="Video").first).to_be_visible(timeout=90_000)
     main.locator("input[type=file]").set_input_files(str(bad))
-    expect(main.get_by_text(bad.name)).to_be_visible(timeout=30_000)  # uploaded, then analyse
+    # uploaded (the chip shows a shortened name; its remove button the whole one), then analyse
+    expect(main.get_by_role("button", name=f"Remove {bad.name}")).to_be_visible(timeout=30_000)
     main.get_by_role("button", name="▶ Analyse", exact=True).click()
     alert = main.get_by_test_id("stAlert").filter(has_text="Cannot analyse this video")
     expect(alert).to_contain_text("not a video file FFmpeg can read", timeout=60_000)

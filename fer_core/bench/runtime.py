@@ -82,12 +82,10 @@ def site_packages(python: str, top: int = 12) -> dict:
 def _env(python: str, cwd: str) -> dict:
     """The environment to run ``python -m fer_core`` in ``cwd``: as it is where the package is
     installed; with this checkout on PYTHONPATH where it is not (a checkout's .venv)."""
-    env = dict(os.environ)
-    found = subprocess.run([python, "-c", "import fer_core"], cwd=cwd, env=env,
+    from fer_core.settings import child_env
+    found = subprocess.run([python, "-c", "import fer_core"], cwd=cwd, env=child_env(),
                            capture_output=True).returncode == 0
-    if not found:
-        env["PYTHONPATH"] = str(ROOT)
-    return env
+    return child_env() if found else child_env(pythonpath=ROOT)
 
 
 def _cold(python: str, image: str, cwd: str, env: dict) -> tuple[float, float]:
