@@ -21,34 +21,45 @@ name               params     MFLOPs/image  use
 =================  =========  ============  =============================================
 
 (Run ``python -m fer_core bench train --all`` for exact figures and speed on this machine.)
+
+Importing this module does not import Keras: the names, parameters and defaults are read
+without TensorFlow (the Train page, ``train``'s checks of its settings); the builders import it.
 """
 
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
-import keras  # noqa: E402
-from keras import layers  # noqa: E402
+from fer_core.errors import FerError
 
-from fer_core.errors import FerError  # noqa: E402
+if TYPE_CHECKING:
+    import keras
 
 INPUT_SHAPE = (48, 48, 1)
 DEFAULT_ARCH = "vgg"
 
 
 def _inputs(input_shape):
+    import keras
+    from keras import layers
+
     inp = keras.Input(shape=tuple(input_shape), name="face")
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(inp)
     return inp, x
 
 
 def _head(x, n_classes, dropout, name="predictions"):
+    from keras import layers
+
     if dropout:
         x = layers.Dropout(dropout)(x)
     return layers.Dense(n_classes, activation="softmax", name=name, dtype="float32")(x)
 
 
 def _conv_bn_relu(x, filters, kernel=3, strides=1, bn_momentum=0.99):
+    from keras import layers
+
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
     x = layers.BatchNormalization(momentum=bn_momentum)(x)
     return layers.ReLU()(x)
@@ -61,6 +72,8 @@ def _projection(x, filters, strides=1):
     oneDNN's strided 1x1 backward pass, which corrupts memory on AVX-512 CPUs when the input
     has fewer than 16 channels and the batch size is odd (oneDNN issue 6035; it killed the
     app server on a last partial batch)."""
+    from keras import layers
+
     if strides != 1:
         x = layers.MaxPooling2D(1, strides=strides, padding="same")(x)
     return layers.Conv2D(filters, 1, use_bias=False)(x)
@@ -72,6 +85,9 @@ def mememoji(input_shape=INPUT_SHAPE, n_classes=7, width=32, dense=512, dropout=
     dropout and a softmax (``width`` scales the filters: 32, 64, 128). No batch-norm, and the
     flattened features keep where things are in the face. Defaults (width=32, dense=512):
     ~3.1 M params, ~304 MFLOPs per image."""
+    import keras
+    from keras import layers
+
     inp, x = _inputs(input_shape)
     for filters in (width, width * 2, width * 4):
         for _ in range(3):
@@ -92,6 +108,9 @@ def vgg(input_shape=INPUT_SHAPE, n_classes=7, width=16, depth=2, stages=3, dropo
     average pooling, dropout and softmax. With width=16, depth=2, stages=3: ~0.07 M params,
     ~43 MFLOPs per image (2/3 of it in the 48x48 and 24x24 blocks); width=32: ~0.29 M params,
     ~171 MFLOPs."""
+    import keras
+    from keras import layers
+
     inp, x = _inputs(input_shape)
     for s in range(stages):
         for _ in range(depth):
@@ -110,6 +129,9 @@ def mini_xception(input_shape=INPUT_SHAPE, n_classes=7, width=8, modules=4, drop
     ...), a 3x3 conv to ``n_classes`` maps and global average pooling. ~0.06 M params,
     ~11 MFLOPs per image with the defaults (the original used l2=0.01; here weight decay
     comes from the optimizer)."""
+    import keras
+    from keras import layers
+
     reg = keras.regularizers.L2(l2) if l2 else None
     inp, x = _inputs(input_shape)
     for _ in range(2):
@@ -146,6 +168,9 @@ def resnet(input_shape=INPUT_SHAPE, n_classes=7, width=24, blocks=(2, 2, 2), ste
     global average pooling, dropout and softmax. Defaults (width=24): ~1.56 M params,
     ~256 MFLOPs per image; width=32: ~2.76 M params, ~454 MFLOPs.
     Downsampling is a strided 3x3 conv in the first block of each stage."""
+    import keras
+    from keras import layers
+
     inp, x = _inputs(input_shape)
     for _ in range(stem):
         x = _conv_bn_relu(x, width, bn_momentum=bn_momentum)
@@ -207,6 +232,8 @@ def build(name: str, input_shape=INPUT_SHAPE, n_classes: int = 7, **params) -> k
 
 def count_flops(model: keras.Model) -> int:
     """Forward FLOPs per image (2 per multiply-add) of convolution and dense layers."""
+    from keras import layers
+
     total = 0
     for layer in model.layers:
         if not layer.weights:

@@ -15,10 +15,12 @@ kernels, without TensorFlow. A run may carry its flatbuffer, ``model.tflite`` be
 ``fer-studio export RUN --format tflite`` with its parity against Keras checked and recorded in
 ``model.tflite.json`` (with the sha256 of the .keras it was made from): :meth:`FerModel.load`
 then runs it directly and never imports TensorFlow or Keras (the plain ``pip install`` has
-neither). A run without one (or with one made from another .keras) is converted once at load
-time with TensorFlow's converter (``fer-studio[train]``; cached on disk per model id) and
-checked against Keras on a probe batch; if conversion fails or the outputs differ, a
-``tf.function`` with a free batch dimension is used (``backend_name`` tells which). LiteRT has
+neither). A run without one (or with one made from another .keras) is converted once with
+TensorFlow's converter (``fer-studio[train]``) and checked against Keras on a probe batch; a
+conversion that passed is cached on disk per model id (path, size and mtime of the .keras), and
+later loads run it without importing TensorFlow until the Keras model is asked for. If
+conversion fails or the outputs differ, a ``tf.function`` with a free batch dimension is used
+(``backend_name`` tells which). LiteRT has
 the lower per-call overhead for the few faces of a frame; Keras (oneDNN) uses less CPU per face
 on large batches, so chunks of ``BULK_BATCH`` faces or more (evaluation, teachers) run on the
 traced Keras function (``bulk_backend``) when Keras is installed. Faces go through the model in
@@ -285,16 +287,12 @@ class _TFLiteBackend:
 
 
 def _tflite_blob(model, cache_file: Path | None) -> bytes:
+    """The flatbuffer of ``model``: the cached conversion, else converted now (the caller keeps
+    it once it passed the parity check)."""
     if cache_file is not None and cache_file.is_file():
         return cache_file.read_bytes()
     from fer_core.converter import tflite_bytes  # the one converter
-    blob = tflite_bytes(model)
-    if cache_file is not None:
-        try:
-            atomic.write_bytes(cache_file, blob)
-        except OSError:
-            pass  # the cache is an optimisation only
-    return blob
+    return tflite_bytes(model)
 
 
 # --------------------------------------------------------------------------- the model
@@ -407,6 +405,7 @@ class FerModel:
         model_id = _file_id(f)
         common = dict(model_id=model_id, path=f, label_set=lset,
                       calibration=read_calibration(p), backend=backend)
+        cache = _cache_dir() / "tflite" / f"{model_id}-v{TFLITE_FORMAT}.tflite"
         if backend != "keras":
             blob, why = read_runtime(f)
             if blob is not None:
@@ -415,11 +414,15 @@ class FerModel:
                 raise needs_train(f"running a model without an exported {runtime_file(f).name} "
                                   f"({why}; make one with `fer-studio export RUN --format "
                                   f"tflite`)", where=str(f))
+            if cache.is_file():  # converted and checked by an earlier load: no TensorFlow
+                try:
+                    return cls(None, names, runtime_blob=cache.read_bytes(), **common)
+                except (FerError, OSError):
+                    cache.unlink(missing_ok=True)  # unreadable: convert again below
         elif not has_tensorflow():
             raise needs_train("the Keras backend", where=str(f))
         model = load_keras(f)
-        return cls(model, names, tflite_cache=_cache_dir() / "tflite" /
-                   f"{model_id}-v{TFLITE_FORMAT}.tflite", **common)
+        return cls(model, names, tflite_cache=cache, **common)
 
     @classmethod
     def wrap(cls, model, labels=None, backend: str = "keras") -> "FerModel":
@@ -461,10 +464,16 @@ class FerModel:
         if backend == "keras":
             return keras_be
         try:
-            tfl = _TFLiteBackend(_tflite_blob(self._model, cache_file))
+            blob = _tflite_blob(self._model, cache_file)
+            tfl = _TFLiteBackend(blob)
             got = np.concatenate([tfl(probe[i:i + 1]) for i in range(4)])
             if np.abs(got - ref).max() > 1e-3:
                 raise ValueError(f"TFLite differs from Keras by {np.abs(got - ref).max():.2g}")
+            if cache_file is not None and not cache_file.is_file():
+                try:  # only a conversion that passed the check is kept
+                    atomic.write_bytes(cache_file, blob)
+                except OSError:
+                    pass  # the cache is an optimisation only
             return tfl
         except Exception as e:  # noqa: BLE001 - conversion is an optimisation
             if cache_file is not None:

@@ -27,9 +27,14 @@ def _isolated_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run_dir(tmp_path_factory):
     """An untrained tiny FER7 model saved as the run dir ``tiny-run`` (model.keras +
-    labels.json), built once per session: read-only (copy it to change it)."""
+    labels.json), built once per session: read-only (copy it to change it). Loaded once here,
+    so its checked TFLite conversion is in this session's cache (``FER_CACHE_DIR``): the
+    servers, jobs and CLIs the tests start on it run without importing TensorFlow."""
+    from fer_core.model import FerModel
     from tests.factories import tiny_model_dir
-    return tiny_model_dir(tmp_path_factory.mktemp("run") / "tiny-run")
+    run = tiny_model_dir(tmp_path_factory.mktemp("run") / "tiny-run")
+    FerModel.load(run)
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -143,6 +143,37 @@ def test_a_stale_export_is_ignored(run, tmp_path):
     assert np.abs(fm.predict_proba(np.zeros((1, 48, 48), np.uint8)) - ref).max() < 1e-4
 
 
+def test_a_checked_conversion_is_reused_without_tensorflow(tmp_path):
+    run = save_run(tmp_path, "plain", tiny_model(seed=2))
+    faces = pattern_faces(n_per_class=1).images
+    clear_cache()
+    first = FerModel.load(run)  # converted by TensorFlow, checked against Keras, kept
+    assert first.backend_name == "tflite" and first._model is not None
+    ref = first.predict_proba(faces)
+    clear_cache()
+    again = FerModel.load(run)
+    assert again.backend_name == "tflite" and again._model is None  # Keras never read
+    assert np.abs(again.predict_proba(faces) - ref).max() < 1e-6
+    # a fresh process (this process's FER_CACHE_DIR): no TensorFlow at all
+    p = subprocess.run([sys.executable, "-c", f"""
+import sys
+from fer_core.model import FerModel
+import numpy as np
+m = FerModel.load({str(run)!r})
+m.predict_proba(np.zeros((2, 48, 48), np.uint8))
+print(sorted({{n.split('.')[0] for n in sys.modules}} & {{'tensorflow', 'keras'}}), m.backend_name)
+"""], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split() == ["[]", "tflite"]
+    # an unreadable cached conversion is converted again, not an error
+    cached = next(Path(fer_core.settings.get_settings().cache_dir, "tflite").glob("plain-*"))
+    cached.write_bytes(b"not a flatbuffer")
+    clear_cache()
+    fixed = FerModel.load(run)
+    assert fixed._model is not None and np.abs(fixed.predict_proba(faces) - ref).max() < 1e-6
+    assert cached.read_bytes() != b"not a flatbuffer"
+
+
 def test_shipped_model_carries_its_parity_checked_export():
     blob, why = read_runtime(fer_core.DEFAULT_MODEL)
     assert blob is not None, why
