@@ -8,6 +8,7 @@ import time
 import cv2
 import pytest
 
+from fer_core.model import FerModel
 from tests.factories import (ARTIFACTS_DIR, StreamlitServer, faces_seen, launch_chromium,
                              make_tiny_run, write_y4m)
 
@@ -18,6 +19,7 @@ def test_webcam_streams_annotated_frames(playwright_instance, tmp_path):
     video = write_y4m(tmp_path / "faces.y4m")
     runs = tmp_path / "runs"
     model = make_tiny_run(runs, "tiny-cam")
+    FerModel.load(model)  # its checked conversion is cached: the app runs it without TensorFlow
     browser = launch_chromium(playwright_instance, [
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-video-capture={video.resolve()}"])

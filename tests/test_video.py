@@ -21,6 +21,7 @@ import pytest
 from fer_core import synthetic, video
 from fer_core.errors import FerError
 from fer_core.labels import FER7
+from fer_core.model import FerModel
 from fer_core.predict import Predictor
 from tests.factories import ROOT, save_model_dir, tiny_cnn
 
@@ -337,6 +338,7 @@ def _cli(*args, timeout=240):
 
 def test_cli_writes_outputs_prints_json_and_progress(clip, tmp_path):
     run = save_model_dir(tmp_path / "tiny", tiny_cnn(width=8, strides=2), list(FER7))
+    FerModel.load(run)  # its checked conversion is cached: the CLI runs without TensorFlow
     out = tmp_path / "out"
     r = _cli("video", clip, "--out", out, "--model", run, "--every", "3", "--json",
              "--annotate", "--progress")
