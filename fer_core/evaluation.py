@@ -253,7 +253,7 @@ def evaluate(model_or_path, dataset, split: str | None = None, tta: bool = False
         "uncalibrated": {"ece": ece_raw, "reliability": bins_raw},
         "timing": {"predict_s": _f(t_pred), "metrics_s": _f(t_metrics),
                    "faces_per_s": _f(len(index) / max(t_pred, 1e-9)),
-                   "backend": fm.backend_for(min(batch_size, len(index))).name},
+                   "backend": fm.backend_name},
     })
     if tta:
         base = metrics(y_true, plain, ds.label_names)

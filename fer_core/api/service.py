@@ -26,10 +26,10 @@ from fer_core.labels import FER7, canonical
 
 log = logging.getLogger("fer_core.api")
 
-# The server runs every model call on LiteRT, large micro-batches included. With "auto", the
-# first model call of BULK_BATCH (32) faces or more switched to the traced Keras function: it
-# imported TensorFlow and loaded the Keras model minutes into a soak, +300 MB of RSS that never
-# went back (issue 25's soak growth). A model LiteRT cannot run falls back to "auto".
+# The server runs every model call on LiteRT (a FerModel runs every batch size on its one
+# backend). A model LiteRT cannot run falls back to "auto", which serves it on Keras; the
+# server never loads TensorFlow otherwise (when large micro-batches went to the traced Keras
+# function, it did so minutes into a soak: +300 MB of RSS that never went back, issue 25).
 SERVER_BACKEND = "tflite"
 
 
