@@ -121,10 +121,10 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = MMAP_THRESHOLD) -> None:
       decode blocks. glibc's own threshold starts at 128 KB but moves up to the largest mapped
       block freed (up to 32 MB), after which all of these land in the arenas, where every new
       peak of concurrent requests raises the arenas' high-water and freed holes stay in RSS.
-      Fixing it also keeps the top-of-heap trim threshold at 128 KB. 4-minute ``bench soak``
-      side by side: RSS at the end 579 MB with 4 MB, 515 MB with 256 KB; 447 / 370 MB after
-      12 s idle. Costs about 1 ms of server CPU per 640x480 photo (20-22 ms); see README,
-      "Under pressure".
+      Fixing it also keeps the top-of-heap trim threshold at 128 KB. 10-minute ``bench soak``,
+      4 MB vs 256 KB side by side, twice: RSS at the end 656 / 587 and 640 / 556 MB, 437 / 405
+      and 486 / 414 MB after 12 s idle. Costs about 1 ms of server CPU per 640x480 photo
+      (20-22 ms); see README, "Under pressure".
 
     Memory freed while serving goes back to the OS once the server is idle
     (:class:`fer_core.api.memory.IdleTrim`)."""
