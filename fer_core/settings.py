@@ -343,7 +343,7 @@ class Settings(BaseSettings):
         "API: decoded pixels per request, summed over a batch (images past it get 413 "
         "`too_many_pixels`)", minimum=48 * 48)] = 160_000_000
     batch_wait_ms: Annotated[float, Env("API micro-batching window, ms", minimum=0.0)] = 2.0
-    max_batch: Annotated[int, Env("API micro-batching: largest model call", minimum=1)] = 64
+    max_batch: Annotated[int, Env("API micro-batching: largest model call", minimum=1)] = 16
     crop_cache: Annotated[int, Env(
         "API: how many recent predictions keep their face crop for feedback", minimum=1)] = 10_000
     detector: Annotated[str | None, Env(

@@ -3,7 +3,10 @@
 Requests ``await batcher.predict(faces)``; a single consumer task collects queued faces for up to
 ``wait_ms`` (or until ``max_batch`` faces), runs ``predict_faces`` once in a worker thread (off the
 event loop), and fans the rows back out. While the model runs, new requests queue up, so under
-load batches grow by themselves.
+load batches grow by themselves. A request whose faces would take a batch past ``max_batch`` waits
+for the next one (a request with more faces than that alone goes in a call of its own): the model
+keeps one interpreter per batch size, and each larger size costs memory (see README, "Under
+pressure").
 """
 
 from __future__ import annotations
@@ -55,8 +58,10 @@ class MicroBatcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         queue = self._queue
+        carry = None  # the request that did not fit in the last batch
         while True:
-            items = [await queue.get()]
+            items = [carry if carry is not None else await queue.get()]
+            carry = None
             n = len(items[0][0])
             deadline = time.perf_counter() + self.wait_s
             while n < self.max_batch:
@@ -70,6 +75,9 @@ class MicroBatcher:
                         item = await asyncio.wait_for(queue.get(), left)
                     except (asyncio.TimeoutError, TimeoutError):
                         break
+                if n + len(item[0]) > self.max_batch:
+                    carry = item
+                    break
                 items.append(item)
                 n += len(item[0])
             await self._flush(loop, items)
