@@ -11,6 +11,7 @@ import threading
 import numpy as np
 
 from fer_core.api.batching import MicroBatcher
+from tests.factories import run_coroutine
 
 
 def _run_requests(sizes, max_batch):
@@ -37,7 +38,7 @@ def _run_requests(sizes, max_batch):
         finally:
             await batcher.stop()
 
-    results = asyncio.run(main())
+    results = run_coroutine(main())
     return calls, results
 
 
