@@ -20,12 +20,11 @@ TensorFlow's converter (``fer-studio[train]``) and checked against Keras on a pr
 conversion that passed is cached on disk per model id (path, size and mtime of the .keras), and
 later loads run it without importing TensorFlow until the Keras model is asked for. If
 conversion fails or the outputs differ, a ``tf.function`` with a free batch dimension is used
-(``backend_name`` tells which). Every
-batch size runs on the one backend: LiteRT has the lower per-call overhead for the few faces of
-a frame and, measured on 2,000-3,000 demo faces in chunks of 64, no more CPU per face than the
-traced Keras function on large batches either (vgg 2.1 s against 4.0 s, mini_xception 1.1
-against 3.5 s, the shipped ResNet 9.2 against 9.2 s), without importing TensorFlow. Faces go through the model in
-chunks of ``BUCKETS[-1]``; a partial chunk is padded to a power-of-two bucket so interpreters
+(``backend_name`` tells which). Every batch size runs on the one backend: LiteRT has the lower
+per-call overhead for the few faces of a frame and, measured on 2,000-3,000 demo faces in
+chunks of 64, no more CPU per face than the traced Keras function on large batches either
+(vgg 2.1 s against 4.0 s, mini_xception 1.1 against 3.5 s, the shipped ResNet 9.2 against
+9.2 s), without importing TensorFlow. Faces go through the model in chunks of ``BUCKETS[-1]``; a partial chunk is padded to a power-of-two bucket so interpreters
 are reused. Interpreters are not thread-safe: each call borrows one from a pool per batch
 size, so one FerModel can be shared by every thread. The Keras model itself (``model``) is
 loaded on first use.
@@ -321,7 +320,6 @@ class FerModel:
                            where="backend")
         where = str(path or model_id)
         self._model = model
-        self._keras = None
         self._lazy_lock = threading.Lock()
         self.path = path
         self.model_id = model_id
@@ -365,8 +363,7 @@ class FerModel:
             self.backend = tfl
             self._check_outputs(tfl(_probe()[:1]))  # batch 1: the interpreter made above
         else:
-            self._keras = _KerasBackend(model)
-            self.backend = self._make_backend(backend, tflite_cache)
+            self.backend = self._make_backend(_KerasBackend(model), backend, tflite_cache)
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -453,9 +450,8 @@ class FerModel:
         if ref.min() < -1e-6 or not np.allclose(ref.sum(1), 1.0, atol=1e-3):
             self._logits = True  # logits: normalised in forward
 
-    def _make_backend(self, backend: str, cache_file: Path | None):
+    def _make_backend(self, keras_be, backend: str, cache_file: Path | None):
         probe = _probe()
-        keras_be = self._keras
         ref = keras_be(probe)  # also traces the Keras function, so a first call pays no trace
         self._check_outputs(ref)
         if backend == "keras":
