@@ -245,7 +245,7 @@ class _TFLiteBackend:
     name = "tflite"
 
     def __init__(self, blob: bytes):
-        self._blob = blob
+        self.blob = blob
         self._pools: dict[int, queue.SimpleQueue] = {}
         self._pools_lock = threading.Lock()
         self._release(self._new(1))  # fails now if the flatbuffer is bad
@@ -255,7 +255,7 @@ class _TFLiteBackend:
             return self._pools.setdefault(batch, queue.SimpleQueue())
 
     def _new(self, batch: int):
-        it = _interpreter_class()(model_content=self._blob, num_threads=get_settings().tflite_threads)
+        it = _interpreter_class()(model_content=self.blob, num_threads=get_settings().tflite_threads)
         if len(it.get_input_details()) != 1 or len(it.get_output_details()) != 1:
             raise FerError("expected a model with one input and one output", where="tflite")
         inp = it.get_input_details()[0]
@@ -495,6 +495,12 @@ class FerModel:
     @property
     def backend_name(self) -> str:
         return self.backend.name
+
+    @property
+    def runtime_blob(self) -> bytes | None:
+        """The flatbuffer this model runs on LiteRT (exported, or converted and checked
+        against Keras at load), or None on the Keras backend."""
+        return getattr(self.backend, "blob", None)
 
     @property
     def name(self) -> str:

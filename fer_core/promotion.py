@@ -12,8 +12,9 @@ the database), and the **history** (who, when, from which run, the comparison, t
 * :func:`rollback` returns to the model active before the last promotion still in force
   (promotions push, rollbacks pop); rolling back the first promotion returns every instance
   to its own ``FER_MODEL``. With nothing to roll back it raises :class:`FerError`.
-* :func:`materialise` writes a stored model to a local folder (checked against its sha256)
-  for :class:`fer_core.model.FerModel` to load; ``serve`` instances poll :meth:`FeedbackStore.
+* :func:`materialise` writes a stored model to a local folder (checked against its sha256),
+  with the flatbuffer it runs on when the store holds one (schema 3: an instance without
+  TensorFlow needs it), for :class:`fer_core.model.FerModel` to load; ``serve`` instances poll :meth:`FeedbackStore.
   active` and swap (:mod:`fer_core.api.service`).
 """
 
@@ -87,7 +88,28 @@ def candidate_record(run, reference_labels=None) -> dict:
     return {"model_id": f"{name}-{sha[:12]}", "sha256": sha, "name": name, "run": str(p),
             "labels": json.dumps({"labels": list(fm.labels), "label_set": fm.label_set}),
             "calibration": cal.read_text(encoding="utf-8") if cal.is_file() else None,
-            "blob": blob}
+            "blob": blob, "runtime": runtime_part(fm, f, sha)}
+
+
+def runtime_part(fm, f: Path, sha: str) -> dict | None:
+    """The flatbuffer the model runs on (LiteRT) with its export record, for instances without
+    TensorFlow: the run's exported ``model.tflite`` as it is, else the conversion
+    :class:`~fer_core.model.FerModel` made and checked against Keras when it loaded the model.
+    None when the model runs on Keras (a model LiteRT cannot run)."""
+    from fer_core.model import runtime_record_file
+
+    blob = fm.runtime_blob
+    if blob is None:
+        return None
+    exported = runtime_record_file(f)
+    if exported.is_file() and exported.with_suffix("").read_bytes() == blob:
+        return {"record": exported.read_text(encoding="utf-8"), "blob": blob}
+    record = {"format": "tflite", "int8": False, "file": "model.tflite", "source": f.name,
+              "source_sha256": sha, "bytes": len(blob),
+              "converter": "tf.lite.TFLiteConverter, at promotion",
+              "parity": "checked at load against Keras on probe faces (within 1e-3)",
+              "parity_checked": True}
+    return {"record": json.dumps(record, indent=2) + "\n", "blob": blob}
 
 
 def active_labels(store, configured_model) -> tuple[str, ...] | None:
@@ -191,6 +213,9 @@ def materialise(store, model_id: str, root) -> Path:
         (tmp / "labels.json").write_text(rec["labels"], encoding="utf-8")
         if rec["calibration"]:
             (tmp / "calibration.json").write_text(rec["calibration"], encoding="utf-8")
+        if rec["runtime_blob"] is not None:  # runs on LiteRT without TensorFlow
+            (tmp / "model.tflite").write_bytes(bytes(rec["runtime_blob"]))
+            (tmp / "model.tflite.json").write_text(rec["runtime_record"], encoding="utf-8")
         try:
             os.rename(tmp, target)
         except OSError:

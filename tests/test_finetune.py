@@ -6,6 +6,7 @@ tests/test_promotion_fleet.py.)"""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -146,7 +147,6 @@ def test_promote_then_rollback_through_the_api(world, app_client):
     r = client.post("/v1/models/promote", json={"run": world["candidate"].name})
     assert r.status_code == 401
     # runs are named by id in the server's runs folder
-    import os
     os.environ["FER_RUNS_DIR"] = str(world["root"])
     try:
         r = client.post("/v1/models/promote", json={"run": world["candidate"].name}, headers=key)
@@ -220,6 +220,47 @@ def test_a_worse_candidate_is_promoted_with_a_warning(world, tmp_path, monkeypat
     store = FeedbackStore(db)
     assert store.history()[0]["warning"].startswith("the candidate is worse")
     store.close()
+
+
+def test_a_promoted_model_is_served_from_the_store_without_tensorflow(world, tmp_path):
+    """The store keeps the flatbuffer the candidate runs on, so an instance of the runtime
+    install (no TensorFlow) loads the promoted model from the store alone."""
+    import subprocess
+    import sys
+
+    from fer_core.model import FerModel
+    store = FeedbackStore(tmp_path / "p.sqlite3")
+    out = promotion.promote(store, world["candidate"])
+    folder = promotion.materialise(store, out["model_id"], tmp_path / "promoted")
+    # a model promoted before schema 3 has no flatbuffer in the store: the .keras alone
+    from fer_core.api import feedback_store as fs
+    with store.engine.begin() as c:
+        c.execute(fs.model_runtime.delete())
+    older = promotion.materialise(store, out["model_id"], tmp_path / "older")
+    store.close()
+    assert not (older / "model.tflite").exists() and (older / "model.keras").is_file()
+    assert FerModel.load(older).labels == FerModel.load(world["candidate"]).labels
+    assert {p.name for p in folder.iterdir()} >= {"model.keras", "labels.json", "model.tflite",
+                                                  "model.tflite.json"}
+    record = json.loads((folder / "model.tflite.json").read_text())
+    assert record["source_sha256"] == out["sha256"] and record["parity_checked"] is True
+    faces = world["fear_faces"][:8]
+    np.save(tmp_path / "faces.npy", faces)
+    expected = FerModel.load(world["candidate"]).predict_proba(faces)
+    p = subprocess.run([sys.executable, "-c", """
+import json, sys
+import numpy as np
+from fer_core.model import FerModel
+m = FerModel.load(sys.argv[1])
+np.save(sys.argv[3], m.predict_proba(np.load(sys.argv[2])))
+print(json.dumps([m.backend_name, sorted({n.split('.')[0] for n in sys.modules}
+                                         & {'tensorflow', 'keras'})]))
+""", str(folder), str(tmp_path / "faces.npy"), str(tmp_path / "probs.npy")],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "FER_CACHE_DIR": str(tmp_path / "empty-cache")})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.splitlines()[-1]) == ["tflite", []]
+    assert np.abs(np.load(tmp_path / "probs.npy") - expected).max() < 1e-5
 
 
 def test_a_store_failing_mid_promotion_changes_nothing(world, tmp_path, monkeypatch):

@@ -32,7 +32,7 @@ from fer_core.labels import FER7, _FOLD, canonical
 
 log = logging.getLogger("fer_core.api.feedback")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RETRY_AFTER_S = 1.0          # after a failed connection, calls fail fast for this long
 _PG_LOCK_KEY = 0x46455231    # advisory lock id for schema changes ("FER1")
 
@@ -84,9 +84,18 @@ model_history = sa.Table(
     sa.Column("warning", sa.Text),
     sqlite_autoincrement=True,
 )
+# Schema 3: beside each promoted .keras, the flatbuffer it runs on (LiteRT) and how it was made
+# (the model.tflite.json record), so an instance of the runtime install, without TensorFlow,
+# serves a promoted model too. Models promoted before schema 3 have no row here.
+model_runtime = sa.Table(
+    "fer_model_runtime", metadata,
+    sa.Column("model_id", sa.Text, primary_key=True),     # fer_models.model_id
+    sa.Column("record", sa.Text, nullable=False),          # model.tflite.json content
+    sa.Column("blob", sa.LargeBinary, nullable=False),     # model.tflite
+)
 
 # version -> tables it adds (upgrades run in order, each in the start-up transaction)
-MIGRATIONS = {1: [feedback], 2: [model_files, active_model, model_history]}
+MIGRATIONS = {1: [feedback], 2: [model_files, active_model, model_history], 3: [model_runtime]}
 
 _FER7_CANON = [canonical(n) for n in FER7]
 _KINDS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
@@ -414,12 +423,19 @@ class FeedbackStore:
         return dict(row._mapping)
 
     def model_record(self, model_id: str, with_blob: bool = False) -> dict | None:
+        """The promoted model ``model_id``; ``with_blob``: with its .keras bytes (``blob``) and
+        its runtime flatbuffer with its record (``runtime_blob``, ``runtime_record``; None for
+        a model promoted before schema 3)."""
         cols = [model_files.c[k] for k in ("model_id", "sha256", "name", "run", "labels",
                                            "calibration", "created_at")]
+        query = sa.select(*cols)
         if with_blob:
-            cols.append(model_files.c.blob)
+            query = sa.select(*cols, model_files.c.blob,
+                              model_runtime.c.blob.label("runtime_blob"),
+                              model_runtime.c.record.label("runtime_record")).outerjoin(
+                model_runtime, model_runtime.c.model_id == model_files.c.model_id)
         row = self._run(lambda c: c.execute(
-            sa.select(*cols).where(model_files.c.model_id == model_id)).first())
+            query.where(model_files.c.model_id == model_id)).first())
         return None if row is None else dict(row._mapping)
 
     def history(self, limit: int = 100) -> list[dict]:
@@ -432,7 +448,8 @@ class FeedbackStore:
                    expect_version: int | None = None, record: dict | None = None,
                    run: str | None = None, comparison: str | None = None,
                    warning: str | None = None) -> dict:
-        """Store the model (``record`` with its blob, once per id), move the pointer and write
+        """Store the model (``record`` with its blob and, under ``runtime``, its flatbuffer's
+        ``{"record", "blob"}``; once per id), move the pointer and write
         the history row, all in ONE transaction: an error leaves everything as it was.
         ``expect_version``: refuse (409) if someone else changed the pointer meanwhile."""
         now = time.time()
@@ -449,7 +466,11 @@ class FeedbackStore:
                                status=409)
             if record is not None and c.execute(sa.select(model_files.c.model_id).where(
                     model_files.c.model_id == record["model_id"])).first() is None:
-                c.execute(model_files.insert().values(**record, created_at=now))
+                files = {k: v for k, v in record.items() if k != "runtime"}
+                c.execute(model_files.insert().values(**files, created_at=now))
+                if record.get("runtime") is not None:
+                    c.execute(model_runtime.insert().values(model_id=record["model_id"],
+                                                            **record["runtime"]))
             if cur is None:
                 c.execute(active_model.insert().values(id=1, model_id=model_id, version=1,
                                                        updated_at=now))
