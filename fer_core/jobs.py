@@ -181,7 +181,9 @@ def _ended_without_state(job_dir: Path, state: dict, returncode: int | None) -> 
 
 
 def _reap(job_dir: Path, proc: subprocess.Popen) -> dict:
-    """Wait for the child; record a crash if it ended without its final state."""
+    """Wait for the child; record a crash if it ended without its final state; forget it (the
+    state file says the rest, so a server starting a job every few seconds keeps no object per
+    finished job)."""
     proc.wait()
     with _CHILDREN_LOCK:
         path = job_dir / STATE_FILE
@@ -189,6 +191,8 @@ def _reap(job_dir: Path, proc: subprocess.Popen) -> dict:
         if state.get("status") not in FINAL:
             state = _ended_without_state(job_dir, state, proc.returncode)
             _write_json(path, state)
+        if _CHILDREN.get(str(job_dir)) is proc:
+            del _CHILDREN[str(job_dir)]
         return state
 
 

@@ -15,8 +15,9 @@ Haar, BlazeFace) with a preset and returns :class:`fer_core.detectors.Detections
 :func:`crop_faces` rotates each face so the eyes are level before the 48x48 crop.
 
 Thread safety: detector objects (a Haar ``CascadeClassifier``, a LiteRT interpreter) are not
-safe to share between threads, so :class:`FaceDetector` keeps one per thread
-(``threading.local``); one ``FaceDetector`` can be shared by all sessions.
+safe to share between threads, so :class:`FaceDetector` lends each call one from a pool of at
+most one per CPU core (a call waits while all are busy); one ``FaceDetector`` can be shared by
+all sessions and threads.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -406,34 +408,82 @@ def _resize_to(image: np.ndarray, s: float) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 class FaceDetector:
     """The one face detector entry: ``detect(image) -> Detections`` (largest first).
 
     Wraps a registered detector (:mod:`fer_core.detectors`) with the preset's settings: the
     score threshold, a minimum face size, the FER2013 framing of the boxes, non-maximum
     suppression (across scales, padding and the tracker's local searches) and clipping to the
-    image. Degenerate images (see :func:`degenerate`) give no detection. Thread-safe: each
-    thread gets its own detector object.
+    image. Degenerate images (see :func:`degenerate`) give no detection.
+
+    Thread-safe: each :meth:`detect` call borrows a detector object from a pool and gives it
+    back; the pool makes one only when all are busy, and at most ``max_detectors`` (default: one
+    per usable CPU core, where detection runs no faster with more); a call finding them all busy
+    waits for one. A detector object is not small (a BlazeFace interpreter holds about 10 MB),
+    and one per thread, as before, made the API build one for every worker thread of its pool
+    (up to 40) and free it when the thread retired after 10 s idle: dozens a minute under
+    steady traffic, whose freed memory stayed in glibc's heap as holes (issue 25's soak).
     """
 
-    def __init__(self, config: DetectorConfig | None = None):
+    def __init__(self, config: DetectorConfig | None = None, max_detectors: int | None = None):
         self.config = (config or DetectorConfig()).validate()
-        self._local = threading.local()
-        self._get()  # fail now (missing package, bad weights), not on the first frame
+        self.max_detectors = max(1, int(max_detectors or usable_cores()))
+        self._free: list = []
+        self._made = 0                  # detector objects made (free or lent)
+        self._cond = threading.Condition()
+        det = self._make()  # fail now (missing package, bad weights), not on the first frame
+        self._made = 1
+        self._landmarks = bool(det.landmarks)
+        self._free.append(det)
 
     @property
     def has_landmarks(self) -> bool:
-        return bool(self._get().landmarks)
+        return self._landmarks
 
-    def _get(self):
-        det = getattr(self._local, "det", None)
+    @property
+    def detectors_made(self) -> int:
+        """How many detector objects this FaceDetector holds (free or lent out now)."""
+        return self._made
+
+    def _make(self):
+        from fer_core.detectors import HaarDetector, create
+        cfg = self.config
+        return (HaarDetector(cfg.scale_factor, cfg.min_neighbors) if cfg.kind == "haar"
+                else create(cfg.kind))
+
+    @contextmanager
+    def _borrowed(self):
+        """A detector object for this thread until the block ends: a free one (the one given
+        back last), else a new one while fewer than ``max_detectors`` exist, else the first one
+        given back."""
+        with self._cond:
+            while not self._free and self._made >= self.max_detectors:
+                self._cond.wait()
+            det = self._free.pop() if self._free else None
+            if det is None:
+                self._made += 1
         if det is None:
-            from fer_core.detectors import HaarDetector, create
-            cfg = self.config
-            det = (HaarDetector(cfg.scale_factor, cfg.min_neighbors) if cfg.kind == "haar"
-                   else create(cfg.kind))
-            self._local.det = det
-        return det
+            try:
+                det = self._make()
+            except BaseException:
+                with self._cond:
+                    self._made -= 1
+                    self._cond.notify()
+                raise
+        try:
+            yield det
+        finally:
+            with self._cond:
+                self._free.append(det)
+                self._cond.notify()
 
     def detect(self, image: np.ndarray, near=None):
         """Faces in ``image`` (decoded BGR or grey array) as :class:`Detections`.
@@ -445,19 +495,20 @@ class FaceDetector:
         h, w = image.shape[:2]
         if degenerate(h, w):
             return Detections.empty(self.has_landmarks)
-        if near is not None and len(near):
-            d = self._detect_near(image, np.asarray(near, dtype=np.float64).reshape(-1, 4))
-        else:
-            d = self._detect_whole(image)
+        with self._borrowed() as det:
+            if near is not None and len(near):
+                d = self._detect_near(det, image,
+                                      np.asarray(near, dtype=np.float64).reshape(-1, 4))
+            else:
+                d = self._detect_whole(det, image)
         return self._finish(d, w, h)
 
-    def _run(self, image, min_px, max_px=None):
-        det = self._get()
+    def _run(self, det, image, min_px, max_px=None):
         if self.config.kind == "haar":
             return det.detect(image, min_px, max_px)
         return det.detect(image, min_px, max_px, threshold=max(self.config.threshold, 0.05))
 
-    def _detect_whole(self, image):
+    def _detect_whole(self, det, image):
         from fer_core.detectors import Detections
         cfg = self.config
         h, w = image.shape[:2]
@@ -465,16 +516,16 @@ class FaceDetector:
             grey = to_grey(image)
             s = min(1.0, cfg.max_side / max(h, w))
             small = _resize_to(grey, s) if s < 1.0 else grey
-            return self._run(small, cfg.min_size * s).scaled(1.0 / s)
+            return self._run(det, small, cfg.min_size * s).scaled(1.0 / s)
         p = int(round(cfg.pad * max(h, w)))
         padded = (cv2.copyMakeBorder(image, p, p, p, p, cv2.BORDER_CONSTANT, value=0) if p
                   else image)
-        whole = self._run(padded, cfg.min_size).scaled(1.0, -p, -p)
+        whole = self._run(det, padded, cfg.min_size).scaled(1.0, -p, -p)
         if cfg.tile:
-            whole = Detections.concat([whole, self._detect_tiles(image)])
+            whole = Detections.concat([whole, self._detect_tiles(det, image)])
         return whole
 
-    def _detect_tiles(self, image):
+    def _detect_tiles(self, det, image):
         """The tiling pass of a CNN detector (``tile`` > 0): square tiles of ``tile`` x the
         longer side of ``image``, neighbours overlapping by at least ``TILE_OVERLAP`` x a tile,
         each seen at the detector's full input resolution, so faces too small for the one
@@ -498,7 +549,7 @@ class FaceDetector:
                 tile = image[y0:y1, x0:x1]
                 if m and any(pads):
                     tile = cv2.copyMakeBorder(tile, *pads, cv2.BORDER_REFLECT)
-                d = self._run(tile, self.config.min_size, t / 2)
+                d = self._run(det, tile, self.config.min_size, t / 2)
                 if not len(d):
                     continue
                 d = d.scaled(1.0, x0 - pads[2], y0 - pads[0])  # image pixels
@@ -518,7 +569,7 @@ class FaceDetector:
                 found.append(d.select(ok))
         return Detections.concat(found)
 
-    def _detect_near(self, image, near):
+    def _detect_near(self, det, image, near):
         from fer_core.detectors import Detections
         h, w = image.shape[:2]
         found = []
@@ -535,10 +586,10 @@ class FaceDetector:
             if haar:  # the face becomes ~40 px (Haar's window is 24 px): few scales
                 s = min(1.0, 40.0 / side)
                 small = _resize_to(roi, s) if s < 1.0 else roi
-                got = self._run(small, max(0.65 * side * s, 20), 1.5 * side * s + 2)
+                got = self._run(det, small, max(0.65 * side * s, 20), 1.5 * side * s + 2)
                 got = got.scaled(1.0 / s, x0, y0)
             else:
-                got = self._run(roi, 0.5 * side, 2.0 * side).scaled(1.0, x0, y0)
+                got = self._run(det, roi, 0.5 * side, 2.0 * side).scaled(1.0, x0, y0)
             found.append(got)
         return Detections.concat(found)
 

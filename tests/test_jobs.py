@@ -68,6 +68,20 @@ def test_a_job_runs_in_a_child_process_and_reports_events_and_result(runner):
     assert spec["kind"] == "count" and spec["spec"] == {"n": 5, "sleep": 0.01}
 
 
+def test_finished_jobs_are_forgotten_by_the_starting_process(runner):
+    """A long-running starter (the API, a video job every few seconds) keeps no Popen per
+    finished job: before, every job's stayed in ``jobs._CHILDREN`` for the process's life."""
+    def held():
+        with jobs._CHILDREN_LOCK:
+            return [k for k in jobs._CHILDREN if k.startswith(str(runner.root.resolve()))]
+    for name in ("a", "b", "c"):
+        job = runner.start("count", {"n": 2, "sleep": 0.2}, runner.root / name)
+        assert held() == [str(job.job_dir)]  # the running one is known (wait, kill, reap)
+        assert job.wait(60)
+        _wait_for(lambda: not held(), timeout=10, what="the finished job to be forgotten")
+        assert job.state()["status"] == "finished"
+
+
 def test_events_skip_a_line_still_being_written(tmp_path):
     job_dir = tmp_path / "j"
     job_dir.mkdir()

@@ -32,6 +32,10 @@ log = logging.getLogger("fer_core.api")
 # function, it did so minutes into a soak: +300 MB of RSS that never went back, issue 25).
 SERVER_BACKEND = "tflite"
 
+# Images decoded, searched for faces and cropped at once (ModelService.prepare_in_thread), per
+# usable CPU core: two keep every core busy (one image decodes while another is searched).
+PREPARE_PER_CORE = 2
+
 
 def drop_frames(e: BaseException) -> None:
     """Clear the finished frames of ``e``'s traceback and of the exceptions it was raised in.
@@ -101,6 +105,9 @@ class ModelService:
         self.swap_error: str | None = None
         self.detector = None
         self.crops = CropCache(settings.crop_cache)
+        from fer_core.vision import usable_cores
+        self.prepare_limit = PREPARE_PER_CORE * usable_cores()
+        self._prepare_slots = asyncio.Semaphore(self.prepare_limit)  # shared by pinned views
         self.configured_path: Path | None = None   # the resolved FER_MODEL (or shipped model)
         self._slot: Slot | None = None
         self._configured: Slot | None = None
@@ -347,6 +354,19 @@ class ModelService:
                            "ordinary proportions", 422) from None
         finally:
             del image  # the decoded pixels go now, not when the error is collected
+
+    async def prepare_in_thread(self, data: bytes, detect: bool, where: str = "image"):
+        """:meth:`prepare` in a worker thread, at most ``prepare_limit`` at once; the other
+        requests wait here holding only their bytes.
+
+        Without this bound every face-finding request ran at once, up to the 40 threads of the
+        server's thread pool (8 clients sending batches of 8 photos), each holding a decoded
+        image and its temporaries while it waited for a detector or the CPU: each new peak of
+        concurrent requests raised glibc's heap high-water, and what they freed stayed in it as
+        holes (issue 25's soak: 41 threads, heap 110 -> 140 MB with 40 MB of it free)."""
+        from starlette.concurrency import run_in_threadpool
+        async with self._prepare_slots:
+            return await run_in_threadpool(self.prepare, data, detect, where)
 
     # ---- probabilities -> response faces ---------------------------------------------------
     def describe(self, faces: np.ndarray, boxes, probs: np.ndarray, top_k: int) -> list[dict]:

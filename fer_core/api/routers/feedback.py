@@ -101,7 +101,7 @@ async def feedback(request: Request, service: ServiceDep, store: StoreDep, budge
         crop, predicted, model_id = hit
     else:
         async with budget.hold(declared_pixels(data)) if budget else contextlib.nullcontext():
-            faces, boxes = await run_in_threadpool(service.prepare, data, detect)
+            faces, boxes = await service.prepare_in_thread(data, detect)
         if len(faces) == 0:
             raise ApiError("no_face", "image: no face found; send a face crop with "
                            "detect=false", 422)

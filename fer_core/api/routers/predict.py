@@ -7,7 +7,6 @@ import json
 import time
 
 from fastapi import APIRouter, Query, Request
-from starlette.concurrency import run_in_threadpool
 
 from fer_core.api import errors
 from fer_core.api.deps import (BudgetDep, ModelDep, SettingsDep, media_type, read_form,
@@ -42,16 +41,17 @@ TOP_K = Query(3, ge=1, le=10, description="how many best labels to list per face
 async def faces_of(service: ModelService, data: bytes, detect: bool, top_k: int,
                    where: str = "image", budget: PixelBudget | None = None) -> list[dict]:
     """Bytes -> described faces: decoding/detection in a worker thread (holding the image's
-    pixels in the server's decode ``budget``), model via the batcher."""
+    pixels in the server's decode ``budget``; a bounded number at once:
+    :meth:`ModelService.prepare_in_thread`), model via the batcher."""
     pixels = declared_pixels(data)
     if not detect and len(data) <= INLINE_BYTES and pixels is not None \
             and pixels <= INLINE_PIXELS:  # a small crop decodes faster than a thread hop
         faces, boxes = service.prepare(data, detect, where)
     elif budget is None:
-        faces, boxes = await run_in_threadpool(service.prepare, data, detect, where)
+        faces, boxes = await service.prepare_in_thread(data, detect, where)
     else:
         async with budget.hold(pixels):
-            faces, boxes = await run_in_threadpool(service.prepare, data, detect, where)
+            faces, boxes = await service.prepare_in_thread(data, detect, where)
     if len(faces) == 0:
         return []
     probs = await service.batcher.predict(faces)
