@@ -270,6 +270,21 @@ def test_crop_cache_is_bounded(tmp_path, tiny_run_dir):
                                             "label": "sad"}).status_code == 201
 
 
+def test_crop_cache_keeps_copies_in_one_ring_and_forgets_the_oldest():
+    from fer_core.api.service import CropCache
+    cache = CropCache(3)
+    assert cache._crops.shape == (3, 48, 48) and len(cache) == 0  # all of it from the start
+    batch = np.arange(4 * 48 * 48, dtype=np.uint32).reshape(4, 48, 48).astype(np.uint8)
+    ids = [cache.put(face, f"label{i}", "m") for i, face in enumerate(batch)]
+    assert len(cache) == 3 and cache.get(ids[0]) is None  # the oldest slot was reused
+    crop, label, model_id = cache.get(ids[3])
+    assert np.array_equal(crop, batch[3]) and (label, model_id) == ("label3", "m")
+    assert not np.shares_memory(crop, batch) and not np.shares_memory(crop, cache._crops)
+    crop[:] = 0  # the caller's copy: the cache keeps its own
+    assert np.array_equal(cache.get(ids[3])[0], batch[3])
+    assert [cache.get(i)[1] for i in ids[1:]] == ["label1", "label2", "label3"]
+
+
 def test_api_key_enforced_when_set(tmp_path, tiny_run_dir):
     with make_client(tmp_path, tiny_run_dir, api_key="s3cret") as c:
         _, face = _predict_crop(c)  # predict needs no key
