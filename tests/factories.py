@@ -420,6 +420,16 @@ def post_feedback(client, faces, label: str, headers=None) -> list[dict]:
     return out
 
 
+def run_threads(target, n: int) -> None:
+    """``target(k)`` in ``n`` threads at once (k = 0 .. n-1); returns when all have ended."""
+    import threading
+    threads = [threading.Thread(target=target, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def run_coroutine(coro):
     """``coro``'s result, run in its own thread and event loop: an earlier test in this process
     (a browser test) may have left a loop running in the main thread, where asyncio.run()

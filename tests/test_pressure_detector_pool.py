@@ -16,6 +16,7 @@ import pytest
 import fer_core.detectors as detectors
 from fer_core.synthetic import synthetic_frame
 from fer_core.vision import DetectorConfig, FaceDetector
+from tests.factories import run_threads
 
 
 @pytest.fixture
@@ -63,11 +64,7 @@ def test_concurrent_threads_share_at_most_max_detectors_and_get_their_own_answer
         start.wait(10)
         results[k] = [det.detect(frames[(k + j) % 3]).int_boxes.tolist() for j in range(3)]
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(work, 8)
     assert sorted(results) == list(range(8))
     for k, got in results.items():
         assert got == [serial[(k + j) % 3] for j in range(3)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import threading
 import zlib
 
 import cv2
@@ -15,7 +14,7 @@ from fer_core.errors import FerError
 from fer_core.vision import (DetectorConfig, as_face_batch, FaceDetector, crop_face, crop_faces, decode_image,
                              detect_faces, iou, to_grey)
 from fer_core.synthetic import synthetic_face, synthetic_frame
-from tests.factories import face_image
+from tests.factories import face_image, run_threads
 
 
 def png_bytes(img: np.ndarray) -> bytes:
@@ -194,11 +193,7 @@ def test_detector_is_thread_safe(kind):
     def work(k):
         results[k] = [det.detect(frames[(k + j) % 3]).int_boxes.tolist() for j in range(3)]
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(work, 6)
     for k, got in results.items():
         assert got == [serial[(k + j) % 3] for j in range(3)]
 
