@@ -127,19 +127,21 @@ def _default(name: str) -> Callable[[], Path]:
 class Env:
     """Field metadata: the field is the environment variable ``FER_<NAME>``.
 
-    ``doc`` and ``default_doc`` go to the README table; ``minimum`` bounds numbers;
+    ``doc`` and ``default_doc`` go to the README table; ``minimum`` and ``maximum`` bound numbers;
     ``choices`` restricts strings; ``parse`` replaces the type's parser; ``secret`` keeps
     the value out of messages and ``repr``."""
 
     def __init__(self, doc: str, *, default_doc: str | None = None, minimum: float | None = None,
-                 choices: tuple[str, ...] | None = None, parse: Callable | None = None,
-                 secret: bool = False):
-        self.doc, self.default_doc, self.minimum = doc, default_doc, minimum
+                 maximum: float | None = None, choices: tuple[str, ...] | None = None,
+                 parse: Callable | None = None, secret: bool = False):
+        self.doc, self.default_doc = doc, default_doc
+        self.minimum, self.maximum = minimum, maximum
         self.choices, self.parse, self.secret = choices, parse, secret
 
 
-def parse_number(raw: Any, kind: type, minimum: float | None):
-    """A finite ``kind`` (int or float) ``>= minimum``; nan, inf and words are refused."""
+def parse_number(raw: Any, kind: type, minimum: float | None, maximum: float | None = None):
+    """A finite ``kind`` (int or float) in ``minimum .. maximum``; nan, inf and words are
+    refused."""
     whole = "a whole number" if kind is int else "a number"
     if isinstance(raw, bool):
         raise ValueError(f"expected {whole}, got {raw!r}")
@@ -162,6 +164,9 @@ def parse_number(raw: Any, kind: type, minimum: float | None):
             value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"must be >= {minimum:g}, got {raw!r}")
+    if maximum is not None and value > maximum:
+        top = f"{int(maximum):,}" if float(maximum).is_integer() else f"{maximum:g}"
+        raise ValueError(f"must be <= {top}, got {raw!r}")
     return kind(value)
 
 
@@ -345,7 +350,8 @@ class Settings(BaseSettings):
     batch_wait_ms: Annotated[float, Env("API micro-batching window, ms", minimum=0.0)] = 2.0
     max_batch: Annotated[int, Env("API micro-batching: largest model call", minimum=1)] = 16
     crop_cache: Annotated[int, Env(
-        "API: how many recent predictions keep their face crop for feedback", minimum=1)] = 10_000
+        "API: how many recent predictions keep their face crop for feedback (48×48 bytes "
+        "each, allocated when the server starts)", minimum=1, maximum=1_000_000)] = 10_000
     detector: Annotated[str | None, Env(
         "face detector of the API, its video jobs and the app's pages: `blazeface`, "
         "`blazeface-short` or `haar` (see \"Face detectors\")",
@@ -432,7 +438,7 @@ class Settings(BaseSettings):
         if kind is bool:
             return parse_flag(raw)
         if kind in (int, float):
-            return parse_number(raw, kind, spec.minimum)
+            return parse_number(raw, kind, spec.minimum, spec.maximum)
         if kind is Path:
             return parse_path(raw)
         value = str(raw).strip()

@@ -37,7 +37,7 @@ BAD = [(var, value, "finite") for var in ("FER_VIDEO_MAX_MB", "FER_VIDEO_MAX_SEC
     ("FER_MAX_UPLOAD_MB", "-Infinity", "finite"), ("FER_MAX_BATCH", "2.5", "whole number"),
     ("FER_TTA", "maybe", "1/true"), ("FER_NATIVE_LOGS", "perhaps", "1/true"),
     ("FER_DETECTOR", "sharp", "expected one of"), ("FER_ICE_SERVERS", "[{", "JSON"),
-    ("FER_ICE_SERVERS", '{"urls": 1}', "JSON list"),
+    ("FER_ICE_SERVERS", '{"urls": 1}', "JSON list"), ("FER_CROP_CACHE", "2000000", "<= 1,000,000"),
 ]
 
 
