@@ -90,7 +90,8 @@ class _QuietFirstImport(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
         if fullname not in self.names:
             return None
-        self.names.discard(fullname)
+        # find_spec alone (importlib.util.find_spec, e.g. has_tensorflow) imports nothing: the
+        # name stays watched until a spec's module is really executed.
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
                 continue
@@ -103,6 +104,7 @@ class _QuietFirstImport(importlib.abc.MetaPathFinder):
             exec_module = spec.loader.exec_module
 
             def exec_quietly(module):
+                self.names.discard(fullname)
                 with startup_lines_dropped():
                     exec_module(module)
 

@@ -100,6 +100,29 @@ def test_only_the_known_startup_lines_are_dropped():
                                         "after the error"]
 
 
+def test_the_first_import_stays_quiet_after_a_find_spec(tmp_path):
+    """`has_tensorflow()` asks importlib.util.find_spec first: that lookup imports nothing, so
+    the real import afterwards must still be the quiet one (a package stands in for TensorFlow
+    and writes a start-up line to fd 2 when imported)."""
+    pkg = tmp_path / "noisy_native"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "import os\nos.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n")
+    code = textwrap.dedent(f"""
+        import importlib.util, sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from fer_core.native_logs import _QuietFirstImport
+        sys.meta_path.insert(0, _QuietFirstImport({{"noisy_native"}}))
+        assert importlib.util.find_spec("noisy_native") is not None
+        import noisy_native
+        print("imported", file=sys.stderr)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "FER_NATIVE_LOGS": "0"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == ["imported"]
+
+
 def test_a_crash_inside_the_block_still_shows_its_traceback():
     code = textwrap.dedent("""
         import ctypes

@@ -97,8 +97,12 @@ def test_the_job_survives_leaving_the_page_and_cancel_keeps_partial_results(stre
     expect(done).to_contain_text("stopped")
     expect(main.get_by_text("stopped on request")).to_be_visible()
     page.wait_for_function(f"{TRACES}.length >= 2", timeout=60_000)
-    frames = main.get_by_test_id("stMetric").filter(has_text="frames").first  # not frames/s
-    n = int(frames.inner_text().split()[-1])
+    # the metric labelled exactly "frames" (not the analysis speed in frames/s), once rendered
+    label = page.get_by_test_id("stMetricLabel").get_by_text("frames", exact=True)
+    frames = main.get_by_test_id("stMetric").filter(has=label)
+    expect(frames.get_by_test_id("stMetricValue")).to_have_text(re.compile(r"^\s*\d+\s*$"),
+                                                                timeout=30_000)
+    n = int(frames.get_by_test_id("stMetricValue").inner_text())
     assert 0 < n < 9000
 
 
