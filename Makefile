@@ -27,10 +27,9 @@ test: install-dev chromium postgresql demo
 install: $(VENV)/.installed
 install-dev: $(VENV)/.dev-installed
 
-$(VENV)/.installed: requirements.txt requirements-nodeps.txt
+$(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check --no-compile -q -r requirements.txt
-	$(PY) -m pip install --disable-pip-version-check --no-compile -q --no-deps -r requirements-nodeps.txt
 	$(COMPILE)
 	touch $@
 

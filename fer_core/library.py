@@ -126,8 +126,14 @@ class Model:
         """"tflite" (LiteRT) or "keras"."""
         return self._predictor.backend_name
 
+    @property
+    def detector(self) -> str:
+        """The face detector's name ("blazeface" unless ``FER_DETECTOR`` says otherwise)."""
+        return self._predictor.detector_config.kind
+
     def __repr__(self) -> str:
-        return f"Model({self.model_id!r}, backend={self.backend!r}, labels={list(self.labels)})"
+        return (f"Model({self.model_id!r}, backend={self.backend!r}, "
+                f"detector={self.detector!r}, labels={list(self.labels)})")
 
     def predict(self, image: ImageLike, *, detect: bool = True, top_k: int = 3,
                 tta: bool | None = None) -> list[Face]:

