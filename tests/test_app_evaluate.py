@@ -57,6 +57,27 @@ def test_evaluate_page_matches_core_and_shows_confusion_matrix(trained, monkeypa
     assert len(at.get("download_button")) == 3
 
 
+def test_what_it_sees_runs_only_when_its_tab_is_open(trained, monkeypatch):
+    """Feature maps and Grad-CAM read the Keras model (a TensorFlow import in the app's server):
+    not while another tab is open, and shown once "What it sees" is chosen."""
+    from fer_core import explain
+
+    root, _, _, csv = trained
+    read = []
+    real = explain.conv_layers
+    monkeypatch.setattr(explain, "conv_layers", lambda model: read.append(model) or real(model))
+    at = _app(monkeypatch, root, csv).run()
+    assert not at.exception, at.exception
+    assert read == [] and not any("Feature maps" in m.value for m in at.markdown)
+    at.session_state["eval_tab"] = "What it sees"   # what a click on the tab sets
+    at.run()
+    assert not at.exception, at.exception
+    assert read
+    assert any(m.value.startswith("**Feature maps of ") for m in at.markdown)
+    captions = [i.caption for img in at.get("image") for i in img.proto.imgs]
+    assert any(c.startswith("Grad-CAM for the predicted class") for c in captions), captions
+
+
 def test_evaluate_page_compare_and_tta(trained, monkeypatch):
     root, _, _, csv = trained
     at = _app(monkeypatch, root, csv).run()

@@ -49,3 +49,19 @@ def test_confusion_matrix_cell_click_opens_gallery(eval_server, page):
     captions = panel.get_by_text(re.compile(rf"{true_name} → {pred_name} \(\d+%\)"))
     assert captions.count() == min(n, 32)
     page.screenshot(path=str(ARTIFACTS_DIR() / "evaluate.png"), full_page=True)
+
+
+def test_what_it_sees_tab_shows_feature_maps_and_grad_cam_when_opened(eval_server, page):
+    from playwright.sync_api import expect
+
+    page.goto(f"{eval_server.url}/evaluate", wait_until="domcontentloaded")
+    main = page.get_by_test_id("stMain")
+    tab = main.get_by_role("tab", name="What it sees")
+    expect(tab).to_be_visible(timeout=120_000)
+    expect(main.get_by_text(re.compile(r"^Feature maps of "))).to_have_count(0)
+    tab.click()  # the page runs again with this tab open: then it reads the Keras model
+    expect(main.get_by_text(re.compile(r"^Feature maps of ")).first).to_be_visible(
+        timeout=120_000)
+    expect(main.get_by_text(re.compile(r"^Grad-CAM for the predicted class")).first) \
+        .to_be_visible(timeout=30_000)
+    expect(tab).to_have_attribute("aria-selected", "true")
