@@ -72,6 +72,7 @@ def test_legacy_sqlite_file_is_adopted_and_newer_schema_refused(tmp_path):
     store = FeedbackStore(path)
     assert store.count() == 1 and store.schema_version() == SCHEMA_VERSION
     assert store.add(np.full((48, 48), 7, np.uint8), "happy") == 2
+    assert store.count() == 2  # the counter (schema 4) started at the adopted file's one row
     assert store.export_csv().splitlines()[1:] == [
         "4," + " ".join(["0"] * 2304) + ",Training", "3," + " ".join(["7"] * 2304) + ",Training"]
     store.close()

@@ -32,7 +32,7 @@ from fer_core.labels import FER7, _FOLD, canonical
 
 log = logging.getLogger("fer_core.api.feedback")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 RETRY_AFTER_S = 1.0          # after a failed connection, calls fail fast for this long
 _PG_LOCK_KEY = 0x46455231    # advisory lock id for schema changes ("FER1")
 
@@ -94,8 +94,27 @@ model_runtime = sa.Table(
     sa.Column("blob", sa.LargeBinary, nullable=False),     # model.tflite
 )
 
+# Schema 4: the number of feedback rows, kept by every insert in its own transaction, so that
+# a write that reports the total ("stored") costs one row update instead of a count(*) over
+# the whole table (150 ms at 100,000 rows on SQLite, growing with the table).
+feedback_count = sa.Table(
+    "fer_feedback_count", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),         # always 1: one counter
+    sa.Column("n", sa.Integer, nullable=False),
+)
 # version -> tables it adds (upgrades run in order, each in the start-up transaction)
-MIGRATIONS = {1: [feedback], 2: [model_files, active_model, model_history], 3: [model_runtime]}
+MIGRATIONS = {1: [feedback], 2: [model_files, active_model, model_history], 3: [model_runtime],
+              4: [feedback_count]}
+
+
+def _seed_feedback_count(conn) -> None:
+    """Schema 4: the counter starts at the rows already stored (counted once, here)."""
+    n = conn.execute(sa.select(sa.func.count()).select_from(feedback)).scalar_one()
+    conn.execute(feedback_count.insert().values(id=1, n=int(n)))
+
+
+# version -> data step run after its tables are created
+MIGRATION_STEPS = {4: _seed_feedback_count}
 
 _FER7_CANON = [canonical(n) for n in FER7]
 _KINDS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
@@ -271,6 +290,8 @@ class FeedbackStore:
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for table in MIGRATIONS[version]:
                 table.create(conn, checkfirst=True)
+            if version in MIGRATION_STEPS:
+                MIGRATION_STEPS[version](conn)
             log.info("feedback database %s: schema version %d", self.where, version)
         if row is None:
             conn.execute(schema_table.insert().values(version=SCHEMA_VERSION))
@@ -329,18 +350,19 @@ class FeedbackStore:
             note: str | None = None) -> int:
         """Store one correction (committed when this returns); returns its id from the database.
         ``pixels`` is a uint8 48x48 face."""
-        stmt = self._insert(pixels, label, prediction_id=prediction_id, predicted=predicted,
-                            model_id=model_id, note=note)
-        return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+        return self.add_and_count(pixels, label, prediction_id=prediction_id,
+                                  predicted=predicted, model_id=model_id, note=note)[0]
 
     def add_and_count(self, pixels: np.ndarray, label: str, **kw) -> tuple[int, int]:
-        """:meth:`add`, and the number of stored rows seen by the same transaction."""
+        """:meth:`add`, and the number of stored rows once it is in (one transaction: the row
+        and the counter change together; concurrent writers wait for the counter's row)."""
         stmt = self._insert(pixels, label, **kw)
-        count = sa.select(sa.func.count()).select_from(feedback)
+        bump = (feedback_count.update().where(feedback_count.c.id == 1)
+                .values(n=feedback_count.c.n + 1).returning(feedback_count.c.n))
 
         def both(c):
             fid = c.execute(stmt).scalar_one()
-            return int(fid), int(c.execute(count).scalar_one())
+            return int(fid), int(c.execute(bump).scalar_one())
         return self._run(both)
 
     @staticmethod
@@ -357,8 +379,10 @@ class FeedbackStore:
         ).returning(feedback.c.id)
 
     def count(self) -> int:
-        return int(self._run(lambda c: c.execute(
-            sa.select(sa.func.count()).select_from(feedback)).scalar_one()))
+        """How many feedback rows are stored (the counter every insert keeps)."""
+        return int(self._run(lambda c: c.execute(sa.select(feedback_count.c.n)
+                                                  .where(feedback_count.c.id == 1))
+                             .scalar_one()))
 
     def get(self, feedback_id: int) -> dict | None:
         cols = [feedback.c[k] for k in ("id", "created_at", "label", "prediction_id",
