@@ -134,11 +134,15 @@ def promote(store, run, *, who: str | None = None, configured_model=None) -> dic
     from fer_core import compare
 
     before = store.active()
-    record = candidate_record(run, active_labels(store, configured_model))
+    reference = active_labels(store, configured_model)
+    # the model, its labels, calibration, flatbuffer and comparison from one state of the run:
+    # a writer (resume, swa, calibrate, export) is refused meanwhile, and refuses this
+    with runs.model_read_lock(resolve_run(run), "promote"):
+        record = candidate_record(run, reference)
+        comparison = compare.read(record["run"])
     if before["model_id"] == record["model_id"]:
         raise FerError(f"{record['model_id']} is already the active model",
                        where=f"run {record['name']}", status=409)
-    comparison = compare.read(record["run"])
     warning = None
     if comparison is None:
         warning = "no comparison.json: the candidate was not compared with the current model"

@@ -83,7 +83,7 @@ def _holder_text(run_dir: Path) -> str:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(h["since"])))
         return f"pid {int(h['pid'])} on {h['host']} ({h['what']}, since {since})"
     except (OSError, ValueError, KeyError, TypeError):
-        return "another process (it has not named itself yet)"
+        return "another process (one reading it, or a writer that has not named itself yet)"
 
 
 def take_run_lock(run_dir) -> int:
@@ -144,6 +144,48 @@ def run_lock(run_dir, what: str, *, inherited_fd: int | None = None):
                 (run_dir / RUN_LOCK).unlink()  # a refused start leaves nothing behind
                 run_dir.rmdir()
             os.close(held[0])  # releases the flock
+
+
+@contextlib.contextmanager
+def run_read_lock(run_dir, what: str):
+    """A reader's share of the run directory's lock for the ``with`` block: readers do not
+    exclude each other, writers (:func:`run_lock`) wait for none of them but are refused while
+    one reads, and a reader is refused (FerError 409 naming the holder, ``what`` saying what
+    waits) while a writer holds the run, so what it reads comes from one state of the run.
+    Within a thread that holds the writer lock it is a no-op. A folder where the lock file
+    cannot be opened (read-only, e.g. an installed package) is read without it."""
+    run_dir = Path(run_dir)
+    with _HELD_LOCK:
+        own = (str(run_dir.resolve()), threading.get_ident()) in _HELD
+    fd = None
+    if not own:
+        for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+            try:
+                fd = os.open(run_dir / RUN_LOCK, flags, 0o644)
+                break
+            except OSError:
+                continue
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FerError(f"the run is being written by {_holder_text(run_dir)}; {what} "
+                               "it when that ends", where=str(run_dir), status=409) from None
+        yield run_dir
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def model_read_lock(model_path, what: str):
+    """:func:`run_read_lock` of the run directory a model lives in; nothing for a loose .keras
+    file (as :func:`model_lock`)."""
+    from fer_core.model_files import model_file
+    f = model_file(model_path)
+    if f.name == MODEL_FILE and f.parent.is_dir():
+        return run_read_lock(f.parent, what)
+    return contextlib.nullcontext()
 
 
 def model_lock(model_path, what: str):

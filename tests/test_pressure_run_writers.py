@@ -159,3 +159,37 @@ def test_write_calibration_and_finetune_refuse_a_run_another_thread_writes(tiny_
     path = evaluation.write_calibration(tiny_run, {"temperature": 1.5})  # free again
     assert path == tiny_run / "calibration.json" and path.exists()
     path.unlink()
+
+
+def test_promote_reads_one_state_of_the_run(tiny_run, tmp_path, monkeypatch):
+    """Promotion reads the model, labels, calibration and flatbuffer under the run's read lock:
+    refused while a writer holds the run, and a writer is refused while it reads."""
+    from fer_core import promotion
+    from fer_core.api.feedback_store import FeedbackStore
+
+    store = FeedbackStore(tmp_path / "s.sqlite3")
+    with _HeldElsewhere(tiny_run, "swa"):
+        with pytest.raises(FerError, match=r"being written by pid \d+ .*\(swa, since .*\); "
+                                           r"promote it when that ends") as e:
+            promotion.promote(store, tiny_run)
+        assert e.value.status == 409
+    assert store.active()["model_id"] is None and store.history() == []
+
+    seen = []
+    real = promotion.candidate_record
+
+    def reading(run, reference=None):  # a writer arrives while the promotion reads
+        try:
+            with runs.run_lock(tiny_run, "calibrate"):
+                seen.append("written")
+        except FerError as err:
+            seen.append(err.status)
+        return real(run, reference)
+
+    monkeypatch.setattr(promotion, "candidate_record", reading)
+    out = promotion.promote(store, tiny_run, who="test")
+    assert seen == [409] and out["model_id"] == store.active()["model_id"]
+    with runs.run_lock(tiny_run, "calibrate"):  # free once the promotion has read
+        with runs.run_read_lock(tiny_run, "read"):  # the writer's own thread may read
+            pass
+    store.close()
