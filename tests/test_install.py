@@ -177,6 +177,9 @@ def test_wheel_installs_and_runs_outside_the_repo(venv, wheel, inputs, tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "fer_core/shipped/fer2013-default/model.tflite" in names
     assert "fer_core/shipped/fer2013-default/model.keras" in names
+    assert {"fer_core/weights/face_detection_full_range.tflite",
+            "fer_core/weights/face_detection_short_range.tflite",
+            "fer_core/weights/LICENSE-Apache-2.0.txt"} <= names
     assert "fer_core/_app/streamlit_app.py" in names and "fer_core/_app/ui/__init__.py" in names
     assert not any(n.startswith(("ui/", "pages/", "data/", "models/", "tests/")) for n in names)
     _run([venv / "bin" / "python", "-m", "pip", "install", "--disable-pip-version-check", "-q",
