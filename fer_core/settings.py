@@ -560,6 +560,13 @@ def export_env(settings: Settings) -> None:
     os.environ.update(settings.to_env())
 
 
+def export_metrics_dir(path: Path | str) -> None:
+    """Have the processes started from this one (``serve --workers N``) keep their Prometheus
+    series in ``path`` (prometheus-client's multi-process mode, chosen when the library is
+    imported), so that any worker's ``/metrics`` adds up all of them."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
 # --------------------------------------------------------------------------- env plumbing
 
 def child_env(extra: dict[str, str] | None = None, pythonpath: Path | str | None = None) -> dict:

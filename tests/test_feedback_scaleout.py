@@ -251,5 +251,16 @@ def test_serve_two_workers(kind, model, instances, tmp_path, request):
     run_clients(client)
     assert failures == [] and len({r["id"] for r in acks}) == 200
     assert len(inst.export_rows()) == 200
+    # /metrics adds up both workers' series, whichever worker answers the scrape
+    from prometheus_client.parser import text_string_to_metric_families
+    for _ in range(8):  # a new connection each time
+        status, text = inst.request("GET", "/metrics")
+        assert status == 200
+        samples = {(m.name, tuple(sorted(m.labels.items()))): m.value
+                   for f in text_string_to_metric_families(text) for m in f.samples}
+        assert samples[("fer_feedback_writes_total", (("result", "ok"),))] == 200, text
+        assert samples[("fer_http_requests_total", (("method", "POST"), ("route", "/v1/feedback"),
+                                                    ("status", "201")))] == 200
+        assert [k for k in samples if k[0] == "fer_active_model_info"]  # the answering worker's
     assert inst.request("GET", "/v1/health")[1]["feedback_store"] == {"kind": kind,
                                                                       "reachable": True}

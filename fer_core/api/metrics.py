@@ -18,8 +18,10 @@ Series (all prefixed ``fer_``):
 * ``active_model_info{model_id,sha256,source}`` (gauge, 1 for the model now served),
   ``model_swaps_total`` and ``model_pointer_version``.
 
-With ``serve --workers N`` every worker process has its own series (scrape each, or run one
-worker per instance behind the load balancer as the fleet set-up in the README does).
+With ``serve --workers N`` the workers keep their counters and histograms in one folder
+(prometheus-client's multi-process mode, set up by ``serve``), so whichever worker answers
+``/metrics`` reports the server's totals; the scrape-time gauges (model served, pointer version)
+are those of the worker that answered, and ``fer_video_jobs`` counts the shared job folders.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from __future__ import annotations
 import contextvars
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -95,7 +98,13 @@ class Metrics:
                                     ["operation"], registry=r)
         self.swaps = Counter("fer_model_swaps_total", "model swaps (promotions, rollbacks)",
                              registry=r)
-        r.register(_AppCollector(app))
+        self._app_collector = _AppCollector(app)
+        r.register(self._app_collector)
+        self._exposed = r
+        if values.ValueClass is not values.MutexValue:  # multi-process mode (serve --workers)
+            self._exposed = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(self._exposed)  # every worker's counters and histograms
+            self._exposed.register(self._app_collector)
 
     def observe(self, route: str, method: str, status: int, seconds: float, faces) -> None:
         code = str(status)
@@ -112,7 +121,7 @@ class Metrics:
             self.store_errors.labels(route).inc()
 
     def exposition(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self._exposed), CONTENT_TYPE_LATEST
 
 
 def route_template(scope) -> str:

@@ -51,15 +51,19 @@ def run(args) -> int:
         except FerError as e:  # name the option the value came from
             flags = {"FER_MODEL": "--model", "FER_FEEDBACK_DB": "--feedback-db"}
             raise FerError(str(e).split(": ", 1)[-1], where=flags.get(e.where, e.where)) from None
-    made_dir = None
+    made_dirs = []
     if args.workers > 1 and settings.decode_budget_dir is None:  # one pixel budget, N workers
-        made_dir = tempfile.mkdtemp(prefix="fer-decode-budget-")
-        settings = settings.with_(decode_budget_dir=made_dir)
+        made_dirs.append(tempfile.mkdtemp(prefix="fer-decode-budget-"))
+        settings = settings.with_(decode_budget_dir=made_dirs[-1])
+    if args.workers > 1:  # one set of Prometheus series, whichever worker answers /metrics
+        from fer_core.settings import export_metrics_dir
+        made_dirs.append(tempfile.mkdtemp(prefix="fer-metrics-"))
+        export_metrics_dir(made_dirs[-1])
     try:
         return _serve(args, settings)
     finally:
-        if made_dir:
-            shutil.rmtree(made_dir, ignore_errors=True)
+        for d in made_dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _serve(args, settings) -> int:
