@@ -450,33 +450,52 @@ class _Encoder:
 class _CvEncoder:
     """:class:`_Encoder` through OpenCV's FFmpeg (``cv2.VideoWriter``), for the runtime
     install without PyAV: VP8 in WebM (OpenCV's wheel has no H.264 encoder; VP8 plays in
-    browsers and encodes about 4x faster than VP9 here), at the video's average frame rate."""
+    browsers and encodes about 4x faster than VP9 here). The writer has one constant frame rate
+    (the video's, at most ``MAX_FPS``), so each frame is written into the slots its timestamp
+    covers: a variable-frame-rate video (phones) keeps its timing, with a frame held while its
+    source shows it and a frame dropped where two fall into one slot."""
+
+    MAX_FPS = 60.0
 
     def __init__(self, out_dir: Path, size, fps):
         self.final = out_dir / "annotated.webm"
         self.path = out_dir / "annotated.part.webm"  # FFmpeg picks the container by suffix
         w, h = size
         self.w, self.h = w + (w % 2), h + (h % 2)
+        self.fps = min(float(fps or 30.0), self.MAX_FPS)
         self.out = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG,
-                                   cv2.VideoWriter_fourcc(*"VP80"), float(fps or 30.0),
-                                   (self.w, self.h))
+                                   cv2.VideoWriter_fourcc(*"VP80"), self.fps, (self.w, self.h))
         if not self.out.isOpened():
             raise FerError("cannot write an annotated video: OpenCV's FFmpeg has no VP8 "
                            "encoder here; pip install 'fer-studio[video]' for H.264",
                            where="annotate")
+        self.t0: float | None = None
+        self.written = 0        # slots filled so far
+        self.pending = None     # the last frame, written once the next one says until when
 
     def write(self, bgr: np.ndarray, t: float) -> None:
         h, w = bgr.shape[:2]
         if (w, h) != (self.w, self.h):
             bgr = cv2.copyMakeBorder(bgr, 0, self.h - h, 0, self.w - w, cv2.BORDER_CONSTANT)
-        self.out.write(bgr)
+        if self.t0 is None:
+            self.t0 = t
+        slot = int(round((t - self.t0) * self.fps))
+        if self.pending is not None:
+            for _ in range(slot - self.written):  # none: this frame replaces it in its slot
+                self.out.write(self.pending)
+            self.written = max(self.written, slot)
+        self.pending = bgr
 
     def close(self) -> None:
+        if self.pending is not None:
+            self.out.write(self.pending)
+            self.pending = None
         self.out.release()
         if not self.path.is_file() or self.path.stat().st_size == 0:
             raise OSError(errno.EIO, "the video writer wrote nothing", str(self.path))
 
     def abort(self) -> None:
+        self.pending = None
         self.out.release()
 
 

@@ -388,3 +388,22 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
     out.close()
     with pytest.raises(FerError, match=r"has no video stream \(streams: audio\)"):
         video.probe(path)
+
+
+def test_without_pyav_a_variable_frame_rate_video_keeps_its_timing(predictor, tmp_path,
+                                                                    monkeypatch):
+    """OpenCV's writer has one frame rate: each frame fills the slots its timestamp covers, so
+    the annotated copy of a variable-frame-rate clip lasts as long as the clip."""
+    import cv2
+    times = [0.0, 0.1, 0.15, 0.5, 0.52, 1.3, 1.35, 2.0]
+    clip = synthetic.synthetic_clip(tmp_path / "vfr.mkv", frame_times=times, faces=1)
+    monkeypatch.setattr(video, "has_pyav", lambda: False)
+    video.analyze(clip, tmp_path / "out", predictor=predictor, every=1, annotate=True)
+    cap = cv2.VideoCapture(str(tmp_path / "out" / "annotated.webm"))
+    fps, stamps = cap.get(cv2.CAP_PROP_FPS), []
+    while cap.read()[0]:
+        stamps.append(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000)
+    cap.release()
+    assert fps == pytest.approx(30, abs=0.01)  # the clip's declared rate
+    # 2 s at 30 frames/s, the last frame at 2.0 s (before: the 8 frames in 0.27 s)
+    assert len(stamps) == 61 and stamps[-1] == pytest.approx(2.0, abs=0.04)
