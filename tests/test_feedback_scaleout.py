@@ -150,6 +150,14 @@ def test_two_instances_400_concurrent_writes(pg_db, model, instances):
         assert len(rows) == 400
         assert Counter(int(r.split(",")[0]) for r in rows) == expected
     assert stored_ids(pg_db) == {r["id"] for r in acks}
+    # a row inserted by a program that knows nothing of the counter (an older version) counts
+    engine = sa.create_engine(pg_db)
+    with engine.begin() as c:
+        c.execute(sa.text("INSERT INTO feedback (created_at, label, pixels) "
+                          "VALUES (1.0, 'sad', :p)"), {"p": bytes(48 * 48)})
+    engine.dispose()
+    status, body = b.request("POST", "/v1/feedback", write("happy", "after"))
+    assert status == 201 and body["stored"] == 402
     health = a.request("GET", "/v1/health")[1]
     assert health["feedback_store"] == {"kind": "postgresql", "reachable": True}
     secret = pg_db.split(":")[2].split("@")[0]

@@ -75,6 +75,12 @@ def test_legacy_sqlite_file_is_adopted_and_newer_schema_refused(tmp_path):
     assert store.count() == 2  # the counter (schema 4) started at the adopted file's one row
     assert store.export_csv().splitlines()[1:] == [
         "4," + " ".join(["0"] * 2304) + ",Training", "3," + " ".join(["7"] * 2304) + ",Training"]
+    con = sqlite3.connect(path)  # a writer that knows nothing of the counter (an older version)
+    con.execute("INSERT INTO feedback (created_at, label, pixels) VALUES (2.0, 'sad', ?)",
+                (bytes(48 * 48),))
+    con.commit()
+    con.close()
+    assert store.count() == 3  # the database's trigger counted it
     store.close()
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
