@@ -219,7 +219,7 @@ def parse_feedback_db(raw: Any) -> Path | str:
                              "postgresql+psycopg://user@host:port/db URL")
         return path
     raw = str(raw).strip()
-    from fer_core.api.feedback_store import store_url
+    from fer_core.store_url import store_url
     store_url(raw)   # FerError naming FER_FEEDBACK_DB, without the URL
     return raw
 

@@ -29,7 +29,7 @@ def test_serve_with_a_feedback_folder_that_cannot_be_created_exits_2(tmp_path):
 
 
 def test_feedback_db_accepts_a_path_or_a_url(tmp_path):
-    from fer_core.api.feedback_store import store_url
+    from fer_core.store_url import store_url
     s = Settings.from_env({"FER_FEEDBACK_DB": str(tmp_path / "x.db")})
     assert store_url(s.feedback_db).drivername == "sqlite"
     s = Settings.from_env({"FER_FEEDBACK_DB": "postgresql+psycopg://u:pw@127.0.0.1:5/fer"})

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, make_url
-
 from fer_core.errors import FerError
 from fer_core.labels import FER7, _FOLD, canonical
+from fer_core.store_url import KINDS as _KINDS
+from fer_core.store_url import WHERE, describe_url, store_url
 
 log = logging.getLogger("fer_core.api.feedback")
 
@@ -134,8 +134,6 @@ MIGRATION_STEPS = {4: _seed_feedback_count}
 _COUNT = sa.select(feedback_count.c.n).where(feedback_count.c.id == 1)
 
 _FER7_CANON = [canonical(n) for n in FER7]
-_KINDS = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql"}
-WHERE = "FER_FEEDBACK_DB"
 
 
 def fer7_index(label: str) -> int:
@@ -143,38 +141,6 @@ def fer7_index(label: str) -> int:
     c = canonical(label)
     c = _FOLD["fer7"].get(c, c)
     return _FER7_CANON.index(c)
-
-
-def store_url(value: Path | str) -> URL:
-    """The SQLAlchemy URL of ``FER_FEEDBACK_DB``: a path means SQLite; ``postgresql://`` and
-    ``postgres://`` use psycopg 3. Errors never repeat the value (it may hold a password)."""
-    if isinstance(value, Path) or "://" not in str(value):
-        return URL.create("sqlite", database=str(Path(value).expanduser()))
-    scheme = str(value).split("://", 1)[0].lower()
-    try:
-        url = make_url(str(value))
-        url.port  # noqa: B018 - parsed lazily: a bad port raises here
-    except (sa_exc.ArgumentError, ValueError):
-        raise FerError(f"not a valid database URL (scheme {scheme!r}); expected a file path or "
-                       "postgresql+psycopg://user@host:port/database", where=WHERE) from None
-    kind = _KINDS.get(url.get_backend_name())
-    if kind is None or url.get_driver_name() not in ("psycopg", "postgresql", "pysqlite",
-                                                     "sqlite", "postgres"):
-        raise FerError(f"unsupported database {scheme!r}; expected a file path (SQLite) or "
-                       "postgresql+psycopg://user@host:port/database", where=WHERE)
-    if url.port is not None and not 0 < url.port < 65536:
-        raise FerError(f"expected a port in 1..65535, got {url.port}", where=WHERE)
-    if kind == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    return url
-
-
-def describe_url(url: URL) -> str:
-    """Where the store is, without user name or password."""
-    if url.get_backend_name() == "sqlite":
-        return f"sqlite {url.database}"
-    host = url.host or "localhost"
-    return f"postgresql {host}{':' + str(url.port) if url.port else ''}/{url.database or ''}"
 
 
 def check_location(value: Path | str) -> None:

@@ -46,7 +46,7 @@ async def feedback_store_health(state: StoreState, settings: Settings) -> dict:
     """Kind of the feedback store and whether it answers now (no location, no credentials)."""
     store = state.store
     if store is None:
-        from fer_core.api.feedback_store import store_url
+        from fer_core.store_url import store_url
         try:
             kind = store_url(settings.feedback_db).get_backend_name()
         except FerError:
