@@ -137,8 +137,9 @@ def promote(store, run, *, who: str | None = None, configured_model=None) -> dic
     reference = active_labels(store, configured_model)
     # the model, its labels, calibration, flatbuffer and comparison from one state of the run:
     # a writer (resume, swa, calibrate, export) is refused meanwhile, and refuses this
-    with runs.model_read_lock(resolve_run(run), "promote"):
-        record = candidate_record(run, reference)
+    path = resolve_run(run)
+    with runs.model_read_lock(path, "promote"):
+        record = candidate_record(path, reference)
         comparison = compare.read(record["run"])
     if before["model_id"] == record["model_id"]:
         raise FerError(f"{record['model_id']} is already the active model",

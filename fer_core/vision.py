@@ -251,6 +251,8 @@ def default_detector() -> str:
     """:data:`DEFAULT_DETECTOR`, on every install: its weights are package data and it runs on
     LiteRT, a dependency of the plain (TensorFlow-free) install."""
     return DEFAULT_DETECTOR
+
+
 # Images thinner than this, or longer than ``MAX_ASPECT`` times their width, hold no face a
 # detector can see: they get no detection at all (never an OpenCV error).
 MIN_IMAGE_SIDE = 16

@@ -135,38 +135,44 @@ with tabs[2]:
     face_gallery(evaluation.gallery_items(
         preds, evaluation.confident_mistakes(preds.y_true, preds.probs, k=16)), key="mist")
 
+
 # --- feature maps and Grad-CAM -----------------------------------------------------------------
+def what_it_sees() -> None:
+    """Feature maps and Grad-CAM of one face (reads the Keras model)."""
+    loaded = get_model(model_path)
+    layers = explain.conv_layers(loaded.model)
+    if not layers:
+        st.info("This model has no convolutional layer to show.")
+    else:
+        f1, f2 = st.columns([1, 2])
+        face = int(f1.number_input(f"Face (0–{report['n'] - 1} in this split)", 0,
+                                   report["n"] - 1, 0, key="fm_face"))
+        layer = f2.selectbox("Layer", layers, key="fm_layer")
+        it = evaluation.gallery_items(preds, [face])[0]
+        maps = explain.feature_maps(loaded.model, it["image"], layer)
+        a, b, c = st.columns(3)
+        a.image(it["image"], width=192, caption=f"true {it['true']}, predicted {it['pred']} "
+                                                f"({it['confidence']:.0%})")
+        t_idx, p_idx = names.index(it["true"]), names.index(it["pred"])
+        if tuple(loaded.labels) == tuple(names):
+            for col, (cls, what) in zip((b, c), ((p_idx, "predicted"), (t_idx, "true"))):
+                try:
+                    cam = explain.grad_cam(loaded.model, it["image"], cls)
+                except Exception as exc:  # noqa: BLE001 - an odd user model must not crash
+                    col.warning(f"Grad-CAM is not available for this model: {md(exc)}")
+                    continue
+                col.image(explain.overlay(it["image"], cam, size=192),
+                          caption=f"Grad-CAM for the {what} class ({names[cls]})")
+        else:
+            b.info("Grad-CAM needs the model's own label set (the data was remapped).")
+        st.markdown(f"**Feature maps of {md(layer)}** ({maps.shape[-1]} channels, "
+                    f"{maps.shape[0]}×{maps.shape[1]})")
+        st.image(explain.feature_grid(maps, max_maps=64), clamp=True, width=640)
+
+
 with tabs[3]:
     if tabs[3].open:
-        loaded = get_model(model_path)
-        layers = explain.conv_layers(loaded.model)
-        if not layers:
-            st.info("This model has no convolutional layer to show.")
-        else:
-            f1, f2 = st.columns([1, 2])
-            face = int(f1.number_input(f"Face (0–{report['n'] - 1} in this split)", 0,
-                                       report["n"] - 1, 0, key="fm_face"))
-            layer = f2.selectbox("Layer", layers, key="fm_layer")
-            it = evaluation.gallery_items(preds, [face])[0]
-            maps = explain.feature_maps(loaded.model, it["image"], layer)
-            a, b, c = st.columns(3)
-            a.image(it["image"], width=192, caption=f"true {it['true']}, predicted {it['pred']} "
-                                                    f"({it['confidence']:.0%})")
-            t_idx, p_idx = names.index(it["true"]), names.index(it["pred"])
-            if tuple(loaded.labels) == tuple(names):
-                for col, (cls, what) in zip((b, c), ((p_idx, "predicted"), (t_idx, "true"))):
-                    try:
-                        cam = explain.grad_cam(loaded.model, it["image"], cls)
-                    except Exception as exc:  # noqa: BLE001 - an odd user model must not crash
-                        col.warning(f"Grad-CAM is not available for this model: {md(exc)}")
-                        continue
-                    col.image(explain.overlay(it["image"], cam, size=192),
-                              caption=f"Grad-CAM for the {what} class ({names[cls]})")
-            else:
-                b.info("Grad-CAM needs the model's own label set (the data was remapped).")
-            st.markdown(f"**Feature maps of {md(layer)}** ({maps.shape[-1]} channels, "
-                        f"{maps.shape[0]}×{maps.shape[1]})")
-            st.image(explain.feature_grid(maps, max_maps=64), clamp=True, width=640)
+        what_it_sees()
 
 # --- calibration ------------------------------------------------------------------------------
 with tabs[4]:

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+
 from fer_core.errors import FerError
 from fer_core.labels import FER7, _FOLD, canonical
-from fer_core.store_url import KINDS as _KINDS
-from fer_core.store_url import WHERE, describe_url, store_url
+from fer_core.store_url import KINDS, WHERE, describe_url, store_url
 
 log = logging.getLogger("fer_core.api.feedback")
 
@@ -120,7 +120,7 @@ _COUNT_TRIGGER = {
 def _seed_feedback_count(conn) -> None:
     """Schema 4: the counter starts at the rows already stored (counted once, with inserts held
     off until the trigger is in place), then the trigger keeps it."""
-    kind = _KINDS[conn.engine.url.get_backend_name()]
+    kind = conn.dialect.name  # "sqlite" or "postgresql"
     if kind == "postgresql":  # an instance of an older version may be writing right now
         conn.execute(sa.text("LOCK TABLE feedback IN SHARE ROW EXCLUSIVE MODE"))
     n = conn.execute(sa.select(sa.func.count()).select_from(feedback)).scalar_one()
@@ -185,7 +185,7 @@ class FeedbackStore:
     def __init__(self, location: Path | str, busy_timeout_ms: int = 10_000,
                  connect_timeout_s: int = 5):
         self.url = store_url(location)
-        self.kind = _KINDS[self.url.get_backend_name()]
+        self.kind = KINDS[self.url.get_backend_name()]
         self.where = describe_url(self.url)
         self._ready = False
         self._failed_at = 0.0

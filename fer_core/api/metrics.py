@@ -98,13 +98,13 @@ class Metrics:
                                     ["operation"], registry=r)
         self.swaps = Counter("fer_model_swaps_total", "model swaps (promotions, rollbacks)",
                              registry=r)
-        self._app_collector = _AppCollector(app)
-        r.register(self._app_collector)
+        scraped = _AppCollector(app)
+        r.register(scraped)
         self._exposed = r
         if values.ValueClass is not values.MutexValue:  # multi-process mode (serve --workers)
             self._exposed = CollectorRegistry(auto_describe=True)
             MultiProcessCollector(self._exposed)  # every worker's counters and histograms
-            self._exposed.register(self._app_collector)
+            self._exposed.register(scraped)
 
     def observe(self, route: str, method: str, status: int, seconds: float, faces) -> None:
         code = str(status)
